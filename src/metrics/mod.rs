@@ -1,0 +1,4 @@
+//! What udptee reports about itself: counters with the accounting invariant, and procfs readings.
+
+pub mod counters;
+pub mod proc;

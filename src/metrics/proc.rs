@@ -1,0 +1,26 @@
+//! The kernel's view, read from procfs: per-thread CPU time and the host's UDP error counters.
+//!
+//! Read on demand by the stats line, the admin endpoint and the final summary; never on the hot path.
+
+use std::time::Duration;
+
+/// CPU time (user + system) of thread `tid` of this process, or `None` if it has exited.
+pub fn thread_cpu_time(tid: i32) -> Option<Duration> {
+    let stat = procfs::process::Process::myself()
+        .ok()?
+        .task_from_tid(tid)
+        .ok()?
+        .stat()
+        .ok()?;
+    Some(ticks(stat.utime + stat.stime))
+}
+
+/// CPU time (user + system) of process `pid`, all threads, or `None` if it is gone.
+pub fn process_cpu_time(pid: i32) -> Option<Duration> {
+    let stat = procfs::process::Process::new(pid).ok()?.stat().ok()?;
+    Some(ticks(stat.utime + stat.stime))
+}
+
+fn ticks(n: u64) -> Duration {
+    Duration::from_nanos(n.saturating_mul(1_000_000_000) / procfs::ticks_per_second().max(1))
+}

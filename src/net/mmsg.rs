@@ -1,0 +1,273 @@
+//! The recvmmsg/sendmmsg backend: one syscall per batch in each direction.
+//!
+//! Kernel header arrays (`mmsghdr`, `iovec`, control buffers) are sized to the batch, built once per
+//! thread and re-prepared before each call; their raw pointers make these types `!Send`, so each thread
+//! builds its own. The iovecs point into pool slots, which the kernel reads or writes during the call
+//! only; no Rust reference to slot bytes exists at any time (see `pool`). Hot path.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::mem;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::ptr;
+
+use super::sys::retry_if_interrupted;
+use crate::pool::{BufId, BufPool};
+
+/// Control-message room per datagram: SO_RXQ_OVFL needs CMSG_SPACE(4) = 24 bytes and SCM_TIMESTAMPNS
+/// CMSG_SPACE(16) = 32 on 64-bit Linux; 64 leaves slack.
+const CMSG_BYTES: usize = 64;
+
+/// A control buffer aligned like `cmsghdr`, as quinn-udp's `cmsg::Aligned`, so CMSG_* macros may read it.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct CmsgBuf([u8; CMSG_BYTES]);
+
+/// What the kernel said about one received datagram.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct RecvMeta {
+    /// Real datagram length (MSG_TRUNC makes the kernel report it even when it did not fit).
+    pub(crate) len: usize,
+    /// The datagram was larger than the slot and was cut by the kernel.
+    pub(crate) truncated: bool,
+    /// SO_RXQ_OVFL: the socket's cumulative drop count when this datagram was queued, if any were dropped.
+    pub(crate) kernel_drops: Option<u32>,
+    /// SCM_TIMESTAMPNS: kernel receive time in ns since the Unix epoch, 0 if absent.
+    pub(crate) rx_nanos: u64,
+}
+
+fn zeroed_mmsghdrs(n: usize) -> Box<[libc::mmsghdr]> {
+    // SAFETY: mmsghdr is plain C data (integers and raw pointers); all-zero is a valid value of it.
+    (0..n)
+        .map(|_| unsafe { mem::zeroed::<libc::mmsghdr>() })
+        .collect()
+}
+
+fn empty_iovecs(n: usize) -> Box<[libc::iovec]> {
+    (0..n)
+        .map(|_| libc::iovec {
+            iov_base: ptr::null_mut(),
+            iov_len: 0,
+        })
+        .collect()
+}
+
+/// Reusable recvmmsg state for one worker.
+pub(crate) struct MmsgRecv {
+    hdrs: Box<[libc::mmsghdr]>,
+    iovs: Box<[libc::iovec]>,
+    ctrl: Box<[CmsgBuf]>,
+}
+
+impl MmsgRecv {
+    /// State for batches of up to `batch` datagrams.
+    pub(crate) fn new(batch: usize) -> Self {
+        Self {
+            hdrs: zeroed_mmsghdrs(batch),
+            iovs: empty_iovecs(batch),
+            ctrl: vec![CmsgBuf([0; CMSG_BYTES]); batch].into(),
+        }
+    }
+
+    /// Receives up to `ids.len()` datagrams into the given slots, blocking until at least one arrives
+    /// (MSG_WAITFORONE) or the socket's read timeout expires (`WouldBlock`). Fills `meta[..n]`.
+    pub(crate) fn recv_batch(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        pool: &BufPool,
+        ids: &[BufId],
+        meta: &mut [RecvMeta],
+    ) -> io::Result<usize> {
+        let n = ids.len().min(self.hdrs.len()).min(meta.len());
+        for (i, &id) in ids[..n].iter().enumerate() {
+            self.iovs[i] = libc::iovec {
+                iov_base: pool.as_mut_ptr(id).cast(),
+                iov_len: pool.slot_bytes(),
+            };
+            let h = &mut self.hdrs[i];
+            h.msg_len = 0;
+            h.msg_hdr.msg_name = ptr::null_mut();
+            h.msg_hdr.msg_namelen = 0;
+            h.msg_hdr.msg_iov = &raw mut self.iovs[i];
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = self.ctrl[i].0.as_mut_ptr().cast();
+            h.msg_hdr.msg_controllen = CMSG_BYTES as _;
+            h.msg_hdr.msg_flags = 0;
+        }
+        let hdrs = self.hdrs.as_mut_ptr();
+        let got = retry_if_interrupted(|| {
+            // SAFETY: `hdrs` has at least `n` entries, each prepared above: one iovec pointing into a
+            // pool slot valid for `slot_bytes()` bytes while `pool` is borrowed (AtomicU8 storage, so
+            // the kernel's write races with no Rust reference), and a control buffer of CMSG_BYTES
+            // owned by `self`. A null timeout is allowed by recvmmsg(2).
+            let rc = unsafe {
+                libc::recvmmsg(
+                    fd.as_raw_fd(),
+                    hdrs,
+                    n as libc::c_uint,
+                    libc::MSG_WAITFORONE | libc::MSG_TRUNC,
+                    ptr::null_mut(),
+                )
+            };
+            if rc < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(rc as usize)
+            }
+        })?;
+        for (h, m) in self.hdrs[..got].iter().zip(meta.iter_mut()) {
+            *m = decode_recv(h, pool.slot_bytes());
+        }
+        Ok(got)
+    }
+}
+
+/// Reads length, truncation and control messages of one received `mmsghdr`.
+fn decode_recv(h: &libc::mmsghdr, slot_bytes: usize) -> RecvMeta {
+    let len = h.msg_len as usize;
+    let mut meta = RecvMeta {
+        len,
+        truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || len > slot_bytes,
+        ..RecvMeta::default()
+    };
+    // SAFETY: `msg_hdr` was filled by a successful recvmmsg; its control pointer and (kernel-updated)
+    // controllen describe our aligned CmsgBuf, which is what CMSG_FIRSTHDR requires.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&h.msg_hdr) };
+    while !cmsg.is_null() {
+        // SAFETY: CMSG_FIRSTHDR/CMSG_NXTHDR return either null or a pointer to a complete, aligned
+        // cmsghdr inside the control buffer.
+        let c = unsafe { &*cmsg };
+        // SAFETY: CMSG_DATA of a valid cmsghdr points at its payload, inside the buffer.
+        let data = unsafe { libc::CMSG_DATA(cmsg) };
+        match (c.cmsg_level, c.cmsg_type) {
+            (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) if c.cmsg_len as usize >= cmsg_len::<u32>() => {
+                // SAFETY: the kernel put a u32 drop count here (socket(7), SO_RXQ_OVFL); the length
+                // check above guarantees it is inside the message. Payloads may be unaligned.
+                meta.kernel_drops = Some(unsafe { ptr::read_unaligned(data.cast::<u32>()) });
+            }
+            (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS)
+                if c.cmsg_len as usize >= cmsg_len::<libc::timespec>() =>
+            {
+                // SAFETY: the kernel put a struct timespec here (socket(7), SO_TIMESTAMPNS); the
+                // length check guarantees it is inside the message.
+                let ts = unsafe { ptr::read_unaligned(data.cast::<libc::timespec>()) };
+                meta.rx_nanos = (ts.tv_sec as u64)
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(ts.tv_nsec as u64);
+            }
+            _ => {}
+        }
+        // SAFETY: as for CMSG_FIRSTHDR; `cmsg` is a valid header of this message.
+        cmsg = unsafe { libc::CMSG_NXTHDR(&h.msg_hdr, cmsg) };
+    }
+    meta
+}
+
+/// CMSG_LEN of a payload of type `T`.
+fn cmsg_len<T>() -> usize {
+    // SAFETY: CMSG_LEN is pure arithmetic on its argument.
+    unsafe { libc::CMSG_LEN(size_of::<T>() as u32) as usize }
+}
+
+/// Reusable sendmmsg state for one sender.
+pub(crate) struct MmsgSend {
+    hdrs: Box<[libc::mmsghdr]>,
+    iovs: Box<[libc::iovec]>,
+}
+
+impl MmsgSend {
+    /// State for batches of up to `batch` datagrams.
+    pub(crate) fn new(batch: usize) -> Self {
+        Self {
+            hdrs: zeroed_mmsghdrs(batch),
+            iovs: empty_iovecs(batch),
+        }
+    }
+
+    /// Sends the datagrams in `ids` on a connected socket. Returns how many were sent: a short count means
+    /// "resume at n"; an error means the first one failed (sendmmsg(2): an error after the first message
+    /// is not reported, the count is).
+    pub(crate) fn send_batch(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        pool: &BufPool,
+        ids: &[BufId],
+    ) -> io::Result<usize> {
+        let n = ids.len().min(self.hdrs.len());
+        for (i, &id) in ids[..n].iter().enumerate() {
+            self.iovs[i] = libc::iovec {
+                iov_base: pool.as_mut_ptr(id).cast(),
+                iov_len: pool.len(id).min(pool.slot_bytes()),
+            };
+            let h = &mut self.hdrs[i];
+            h.msg_len = 0;
+            h.msg_hdr.msg_name = ptr::null_mut();
+            h.msg_hdr.msg_namelen = 0;
+            h.msg_hdr.msg_iov = &raw mut self.iovs[i];
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = ptr::null_mut();
+            h.msg_hdr.msg_controllen = 0;
+            h.msg_hdr.msg_flags = 0;
+        }
+        let hdrs = self.hdrs.as_mut_ptr();
+        retry_if_interrupted(|| {
+            // SAFETY: `hdrs` has at least `n` entries prepared above, each with one iovec into a pool
+            // slot, bounded by the slot size, valid while `pool` is borrowed; the kernel only reads them.
+            let rc = unsafe { libc::sendmmsg(fd.as_raw_fd(), hdrs, n as libc::c_uint, 0) };
+            if rc < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(rc as usize)
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::UdpSocket;
+    use std::os::fd::AsFd;
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn batch_round_trip_reports_lengths_and_truncation() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.connect(rx.local_addr().unwrap()).unwrap();
+        let pool = BufPool::new(8, 16);
+        // Fill two slots and send them with sendmmsg.
+        let src: Vec<BufId> = (0..2).map(|_| pool.try_take().unwrap()).collect();
+        let mut scratch = MmsgRecv::new(4);
+        tx.send(b"").unwrap();
+        tx.send(&[7u8; 40]).unwrap();
+        let ids: Vec<BufId> = (0..4).map(|_| pool.try_take().unwrap()).collect();
+        let mut meta = [RecvMeta::default(); 4];
+        let mut got = 0;
+        while got < 2 {
+            got += scratch
+                .recv_batch(rx.as_fd(), &pool, &ids[got..], &mut meta[got..])
+                .unwrap();
+        }
+        assert_eq!(
+            (meta[0].len, meta[0].truncated),
+            (0, false),
+            "empty datagrams are datagrams"
+        );
+        assert_eq!(
+            (meta[1].len, meta[1].truncated),
+            (40, true),
+            "MSG_TRUNC reports the real length"
+        );
+        // Now forward slot contents with sendmmsg and check they arrive.
+        pool.set_meta(src[0], 3, 0);
+        pool.set_meta(src[1], 0, 0);
+        let mut send = MmsgSend::new(4);
+        assert_eq!(send.send_batch(tx.as_fd(), &pool, &src).unwrap(), 2);
+        let mut buf = [0u8; 64];
+        assert_eq!(rx.recv(&mut buf).unwrap(), 3);
+        assert_eq!(rx.recv(&mut buf).unwrap(), 0);
+    }
+}

@@ -1,0 +1,12 @@
+//! Kernel I/O: socket setup and the batch receive/send backend.
+//!
+//! Required of a backend: receive up to a batch of datagrams into pool slots named by `BufId`, report
+//! each datagram's real length, truncation, the socket's kernel drop count and receive timestamp; send a
+//! batch from pool slots on a connected socket, returning how many went out. Dispatch happens once per
+//! batch, never per datagram. Only `sys` and `mmsg` contain `unsafe`.
+
+pub(crate) mod mmsg;
+pub(crate) mod socket;
+pub(crate) mod sys;
+
+pub use socket::{SocketState, socket_drops};

@@ -1,0 +1,109 @@
+//! Socket setup with socket2: the SO_REUSEPORT receive group and one connected socket per target.
+//!
+//! Everything here runs once at start-up. Receive sockets get a read timeout so workers notice shutdown
+//! without signals, SO_RXQ_OVFL so each batch reports kernel drops, and SO_TIMESTAMPNS so latency is
+//! measured from the kernel's receive time.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::sys;
+
+/// How long a blocked receive or send waits before its thread checks for shutdown.
+pub(crate) const WAKE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// What the kernel granted a receive socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketState {
+    /// `SO_RCVBUF` as read back (the kernel doubles the value set, for bookkeeping overhead).
+    pub rcvbuf_granted: usize,
+    /// Whether `SO_RCVBUFFORCE` was permitted (CAP_NET_ADMIN); otherwise net.core.rmem_max capped it.
+    pub forced: bool,
+}
+
+fn new_udp(addr: SocketAddr) -> io::Result<Socket> {
+    Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
+}
+
+/// Sets the receive buffer, forcing past net.core.rmem_max when the process may (socket(7)).
+fn set_rcvbuf(socket: &Socket, bytes: usize) -> io::Result<SocketState> {
+    let want = libc::c_int::try_from(bytes / 2).unwrap_or(libc::c_int::MAX / 2);
+    // SO_RCVBUFFORCE doubles like SO_RCVBUF; ask for half so the granted size matches the request.
+    let forced =
+        sys::setsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, want).is_ok();
+    if !forced {
+        socket.set_recv_buffer_size(bytes / 2)?;
+    }
+    Ok(SocketState {
+        rcvbuf_granted: socket.recv_buffer_size()?,
+        forced,
+    })
+}
+
+/// Checks that nobody already holds `addr`: SO_REUSEPORT would otherwise let a second udptee (same user)
+/// silently share, and steal half of, the traffic.
+fn ensure_free(addr: SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    new_udp(addr)?.bind(&addr.into())
+}
+
+/// Binds `count` sockets to `addr` in one SO_REUSEPORT group. With port 0 the first socket picks the
+/// port and the rest join it. Returns the sockets, the bound address and the first socket's state.
+pub(crate) fn bind_reuseport_group(
+    addr: SocketAddr,
+    count: usize,
+    rcvbuf_bytes: usize,
+) -> io::Result<(Vec<UdpSocket>, SocketAddr, SocketState)> {
+    ensure_free(addr)?;
+    let mut sockets = Vec::with_capacity(count);
+    let mut bound = addr;
+    let mut state = None;
+    for _ in 0..count {
+        let socket = new_udp(addr)?;
+        socket.set_reuse_port(true)?;
+        let granted = set_rcvbuf(&socket, rcvbuf_bytes)?;
+        state.get_or_insert(granted);
+        sys::setsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)?;
+        sys::setsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
+        socket.set_read_timeout(Some(WAKE_INTERVAL))?;
+        socket.bind(&bound.into())?;
+        if bound.port() == 0 {
+            bound = socket.local_addr()?.as_socket().unwrap_or(addr);
+        }
+        sockets.push(socket.into());
+    }
+    let state = state.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no workers"))?;
+    Ok((sockets, bound, state))
+}
+
+/// A socket connected to `target`, so sends need no address and ICMP errors come back as ECONNREFUSED.
+/// Sends block for at most [`WAKE_INTERVAL`] when the send buffer is full.
+pub(crate) fn connect_target(
+    target: SocketAddr,
+    sndbuf_bytes: Option<usize>,
+) -> io::Result<UdpSocket> {
+    let socket = new_udp(target)?;
+    if let Some(bytes) = sndbuf_bytes {
+        let want = libc::c_int::try_from(bytes / 2).unwrap_or(libc::c_int::MAX / 2);
+        if sys::setsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, want)
+            .is_err()
+        {
+            socket.set_send_buffer_size(bytes / 2)?;
+        }
+    }
+    socket.set_write_timeout(Some(WAKE_INTERVAL))?;
+    socket.connect(&target.into())?;
+    Ok(socket.into())
+}
+
+/// The kernel's cumulative drop count for a UDP socket: datagrams it discarded, mostly because the
+/// receive buffer was full (SO_MEMINFO, available since Linux 4.6).
+pub fn socket_drops(socket: &UdpSocket) -> io::Result<u64> {
+    sys::socket_drops(socket.as_fd())
+}

@@ -1,0 +1,196 @@
+//! Shared helpers for the integration tests: loopback sinks that record what they receive, a
+//! deterministic payload generator, and a flow-controlled sender so no buffer on the path overflows.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use udptee::config::{Config, Target};
+use udptee::{Forwarder, Snapshot};
+
+/// Longest a test waits for datagrams to arrive before it fails with a diagnosis.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Loopback of the given family: "127.0.0.1" or "::1".
+pub fn loopback(v6: bool) -> SocketAddr {
+    if v6 {
+        "[::1]:0".parse().unwrap()
+    } else {
+        "127.0.0.1:0".parse().unwrap()
+    }
+}
+
+/// True when this host can bind ::1 (some CI containers have no IPv6).
+pub fn ipv6_available() -> bool {
+    UdpSocket::bind("[::1]:0").is_ok()
+}
+
+/// A UDP socket bound on loopback with the given receive buffer (forced when we may).
+pub fn udp_socket(addr: SocketAddr, rcvbuf: usize) -> UdpSocket {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).unwrap();
+    s.set_recv_buffer_size(rcvbuf).unwrap();
+    s.bind(&addr.into()).unwrap();
+    s.into()
+}
+
+/// Deterministic content of datagram `seq` of `size` bytes: its sequence number first (when it fits),
+/// then a pattern that differs per sequence number, so any corruption or mix-up shows.
+pub fn payload(stream: u32, seq: u32, size: usize) -> Vec<u8> {
+    let mut p: Vec<u8> = (0..size)
+        .map(|i| (seq as usize * 31 + i * 7 + stream as usize) as u8)
+        .collect();
+    if size >= 8 {
+        p[..4].copy_from_slice(&stream.to_le_bytes());
+        p[4..8].copy_from_slice(&seq.to_le_bytes());
+    }
+    p
+}
+
+/// (length, hash) of a datagram: what sinks record, compared against the same of what was sent.
+pub fn fingerprint(bytes: &[u8]) -> (usize, u64) {
+    let mut h = DefaultHasher::new();
+    bytes.hash(&mut h);
+    (bytes.len(), h.finish())
+}
+
+/// A loopback receiver that records the fingerprint of every datagram, in arrival order.
+pub struct Sink {
+    pub addr: SocketAddr,
+    pub count: Arc<AtomicUsize>,
+    pub seen: Arc<Mutex<Vec<(usize, u64)>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<UdpSocket>>,
+}
+
+impl Sink {
+    /// A reading sink with a large receive buffer.
+    pub fn new(v6: bool) -> Self {
+        let socket = udp_socket(loopback(v6), 8 << 20);
+        socket
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let addr = socket.local_addr().unwrap();
+        let count = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, s, st) = (Arc::clone(&count), Arc::clone(&seen), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 70_000];
+            while !st.load(Ordering::Relaxed) {
+                if let Ok(n) = socket.recv(&mut buf) {
+                    s.lock().unwrap().push(fingerprint(&buf[..n]));
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            socket
+        });
+        Self {
+            addr,
+            count,
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn received(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Stops reading and returns what was recorded and the socket (for its kernel drop count).
+    pub fn finish(mut self) -> (Vec<(usize, u64)>, UdpSocket) {
+        self.stop.store(true, Ordering::Relaxed);
+        let socket = self.thread.take().unwrap().join().unwrap();
+        let seen = std::mem::take(&mut *self.seen.lock().unwrap());
+        (seen, socket)
+    }
+}
+
+/// Starts a forwarder on loopback to `targets`, with `tweak` applied to the default config.
+pub fn forwarder(v6: bool, targets: &[SocketAddr], tweak: impl FnOnce(&mut Config)) -> Forwarder {
+    let targets = targets
+        .iter()
+        .map(|a| Target {
+            name: a.to_string(),
+            addr: *a,
+        })
+        .collect();
+    let mut config = Config::new(loopback(v6), targets);
+    config.queue_depth = 4096;
+    config.max_datagram = 2048;
+    config.stats_interval = Duration::ZERO;
+    tweak(&mut config);
+    Forwarder::start(&config).expect("forwarder starts")
+}
+
+/// Waits until `done()` holds, panicking with `what` and the forwarder's counters after [`PATIENCE`].
+pub fn wait_for(fwd: &Forwarder, what: &str, done: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "timed out waiting for {what}; counters:\n{}",
+            fwd.snapshot()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Sends `sizes.len()` datagrams from `client` in windows of `window`, waiting after each window until
+/// every sink in `paced_by` has received everything sent so far; returns the fingerprints sent.
+pub fn send_paced(
+    fwd: &Forwarder,
+    client: &UdpSocket,
+    stream: u32,
+    sizes: impl Iterator<Item = usize>,
+    window: usize,
+    paced_by: &[&Sink],
+) -> Vec<(usize, u64)> {
+    let to = fwd.local_addr();
+    let base: Vec<usize> = paced_by.iter().map(|s| s.received()).collect();
+    let mut sent = Vec::new();
+    for (seq, size) in sizes.enumerate() {
+        let p = payload(stream, seq as u32, size);
+        client.send_to(&p, to).unwrap();
+        sent.push(fingerprint(&p));
+        if sent.len() % window == 0 {
+            let n = sent.len();
+            wait_for(fwd, "a window to reach the sinks", || {
+                paced_by
+                    .iter()
+                    .zip(&base)
+                    .all(|(s, b)| s.received() - b >= n)
+            });
+        }
+    }
+    let n = sent.len();
+    wait_for(fwd, "the last window to reach the sinks", || {
+        paced_by
+            .iter()
+            .zip(&base)
+            .all(|(s, b)| s.received() - b >= n)
+    });
+    sent
+}
+
+/// Asserts that every target's copies are all accounted for: received = forwarded + Σ drops.
+pub fn assert_accounted(snap: &Snapshot) {
+    for t in 0..snap.targets.len() {
+        assert_eq!(
+            snap.unaccounted(t),
+            0,
+            "target {t}: received = forwarded + drops must hold after shutdown:\n{snap}"
+        );
+    }
+}
+
+/// Kernel drops on a socket we own.
+pub fn kernel_drops(socket: &UdpSocket) -> u64 {
+    udptee::socket_drops(socket).expect("SO_MEMINFO is available")
+}
