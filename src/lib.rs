@@ -10,14 +10,14 @@
 //!   [`DropReason`](metrics::counters::DropReason); nothing is lost silently, nothing waits on a target.
 //!
 //! Modules: [`config`] and [`cli`] (what to run), [`fanout`] (threads and the [`Forwarder`]), [`pool`]
-//! (slots), `net` (sockets and the batch syscalls, the only `unsafe` code), [`metrics`] (counters).
+//! (slots), [`net`] (sockets and the batch syscalls, the only `unsafe` code), [`metrics`] (counters).
 #![deny(unsafe_code)]
 
 pub mod cli;
 pub mod config;
 pub mod fanout;
 pub mod metrics;
-mod net;
+pub mod net;
 pub mod pool;
 
 use std::fmt::Write as _;

@@ -124,6 +124,16 @@ impl BufPool {
         self.bytes[id.index() * self.slot_bytes].as_ptr()
     }
 
+    /// Copies the datagram in a slot into `dst` (as much as fits); returns the bytes copied.
+    pub fn read_into(&self, id: BufId, dst: &mut [u8]) -> usize {
+        let start = id.index() * self.slot_bytes;
+        let n = self.len(id).min(dst.len()).min(self.slot_bytes);
+        for (d, s) in dst[..n].iter_mut().zip(&self.bytes[start..start + n]) {
+            *d = s.load(Ordering::Relaxed);
+        }
+        n
+    }
+
     /// Copies the datagram out of a slot (tests and diagnostics; not on the hot path).
     pub fn copy_out(&self, id: BufId) -> Vec<u8> {
         let start = id.index() * self.slot_bytes;

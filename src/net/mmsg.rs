@@ -25,15 +25,15 @@ struct CmsgBuf([u8; CMSG_BYTES]);
 
 /// What the kernel said about one received datagram.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct RecvMeta {
+pub struct RecvMeta {
     /// Real datagram length (MSG_TRUNC makes the kernel report it even when it did not fit).
-    pub(crate) len: usize,
+    pub len: usize,
     /// The datagram was larger than the slot and was cut by the kernel.
-    pub(crate) truncated: bool,
+    pub truncated: bool,
     /// SO_RXQ_OVFL: the socket's cumulative drop count when this datagram was queued, if any were dropped.
-    pub(crate) kernel_drops: Option<u32>,
+    pub kernel_drops: Option<u32>,
     /// SCM_TIMESTAMPNS: kernel receive time in ns since the Unix epoch, 0 if absent.
-    pub(crate) rx_nanos: u64,
+    pub rx_nanos: u64,
 }
 
 fn zeroed_mmsghdrs(n: usize) -> Box<[libc::mmsghdr]> {
@@ -52,8 +52,8 @@ fn empty_iovecs(n: usize) -> Box<[libc::iovec]> {
         .collect()
 }
 
-/// Reusable recvmmsg state for one worker.
-pub(crate) struct MmsgRecv {
+/// Reusable recvmmsg state for one thread.
+pub struct MmsgRecv {
     hdrs: Box<[libc::mmsghdr]>,
     iovs: Box<[libc::iovec]>,
     ctrl: Box<[CmsgBuf]>,
@@ -61,7 +61,7 @@ pub(crate) struct MmsgRecv {
 
 impl MmsgRecv {
     /// State for batches of up to `batch` datagrams.
-    pub(crate) fn new(batch: usize) -> Self {
+    pub fn new(batch: usize) -> Self {
         Self {
             hdrs: zeroed_mmsghdrs(batch),
             iovs: empty_iovecs(batch),
@@ -71,7 +71,7 @@ impl MmsgRecv {
 
     /// Receives up to `ids.len()` datagrams into the given slots, blocking until at least one arrives
     /// (MSG_WAITFORONE) or the socket's read timeout expires (`WouldBlock`). Fills `meta[..n]`.
-    pub(crate) fn recv_batch(
+    pub fn recv_batch(
         &mut self,
         fd: BorrowedFd<'_>,
         pool: &BufPool,
@@ -169,15 +169,15 @@ fn cmsg_len<T>() -> usize {
     unsafe { libc::CMSG_LEN(size_of::<T>() as u32) as usize }
 }
 
-/// Reusable sendmmsg state for one sender.
-pub(crate) struct MmsgSend {
+/// Reusable sendmmsg state for one thread.
+pub struct MmsgSend {
     hdrs: Box<[libc::mmsghdr]>,
     iovs: Box<[libc::iovec]>,
 }
 
 impl MmsgSend {
     /// State for batches of up to `batch` datagrams.
-    pub(crate) fn new(batch: usize) -> Self {
+    pub fn new(batch: usize) -> Self {
         Self {
             hdrs: zeroed_mmsghdrs(batch),
             iovs: empty_iovecs(batch),
@@ -187,7 +187,7 @@ impl MmsgSend {
     /// Sends the datagrams in `ids` on a connected socket. Returns how many were sent: a short count means
     /// "resume at n"; an error means the first one failed (sendmmsg(2): an error after the first message
     /// is not reported, the count is).
-    pub(crate) fn send_batch(
+    pub fn send_batch(
         &mut self,
         fd: BorrowedFd<'_>,
         pool: &BufPool,
@@ -195,24 +195,47 @@ impl MmsgSend {
     ) -> io::Result<usize> {
         let n = ids.len().min(self.hdrs.len());
         for (i, &id) in ids[..n].iter().enumerate() {
-            self.iovs[i] = libc::iovec {
-                iov_base: pool.as_mut_ptr(id).cast(),
-                iov_len: pool.len(id).min(pool.slot_bytes()),
-            };
-            let h = &mut self.hdrs[i];
-            h.msg_len = 0;
-            h.msg_hdr.msg_name = ptr::null_mut();
-            h.msg_hdr.msg_namelen = 0;
-            h.msg_hdr.msg_iov = &raw mut self.iovs[i];
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = ptr::null_mut();
-            h.msg_hdr.msg_controllen = 0;
-            h.msg_hdr.msg_flags = 0;
+            self.prepare(i, pool.as_mut_ptr(id), pool.len(id).min(pool.slot_bytes()));
         }
+        self.submit(fd, n)
+    }
+
+    /// Sends each slice as one datagram, with the same return contract as [`send_batch`](Self::send_batch).
+    pub fn send_slices(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        bufs: &[impl AsRef<[u8]>],
+    ) -> io::Result<usize> {
+        let n = bufs.len().min(self.hdrs.len());
+        for (i, buf) in bufs[..n].iter().map(AsRef::as_ref).enumerate() {
+            // The kernel only reads through this pointer; the borrow of `bufs` outlives the call.
+            self.prepare(i, buf.as_ptr().cast_mut(), buf.len());
+        }
+        self.submit(fd, n)
+    }
+
+    fn prepare(&mut self, i: usize, base: *mut u8, len: usize) {
+        self.iovs[i] = libc::iovec {
+            iov_base: base.cast(),
+            iov_len: len,
+        };
+        let h = &mut self.hdrs[i];
+        h.msg_len = 0;
+        h.msg_hdr.msg_name = ptr::null_mut();
+        h.msg_hdr.msg_namelen = 0;
+        h.msg_hdr.msg_iov = &raw mut self.iovs[i];
+        h.msg_hdr.msg_iovlen = 1;
+        h.msg_hdr.msg_control = ptr::null_mut();
+        h.msg_hdr.msg_controllen = 0;
+        h.msg_hdr.msg_flags = 0;
+    }
+
+    fn submit(&mut self, fd: BorrowedFd<'_>, n: usize) -> io::Result<usize> {
         let hdrs = self.hdrs.as_mut_ptr();
         retry_if_interrupted(|| {
-            // SAFETY: `hdrs` has at least `n` entries prepared above, each with one iovec into a pool
-            // slot, bounded by the slot size, valid while `pool` is borrowed; the kernel only reads them.
+            // SAFETY: `hdrs` has at least `n` entries, each prepared by the caller with one iovec that
+            // is valid for reads of its length for the duration of this call (a pool slot while the
+            // pool is borrowed, or a borrowed slice); the kernel only reads them.
             let rc = unsafe { libc::sendmmsg(fd.as_raw_fd(), hdrs, n as libc::c_uint, 0) };
             if rc < 0 {
                 Err(io::Error::last_os_error())

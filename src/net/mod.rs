@@ -3,10 +3,11 @@
 //! Required of a backend: receive up to a batch of datagrams into pool slots named by `BufId`, report
 //! each datagram's real length, truncation, the socket's kernel drop count and receive timestamp; send a
 //! batch from pool slots on a connected socket, returning how many went out. Dispatch happens once per
-//! batch, never per datagram. Only `sys` and `mmsg` contain `unsafe`.
+//! batch, never per datagram. Only `sys` and `mmsg` contain `unsafe`. Public so that udptee-loadgen's
+//! generator, sink and baseline relay use the very same batch I/O as the forwarder.
 
-pub(crate) mod mmsg;
-pub(crate) mod socket;
+pub mod mmsg;
+pub mod socket;
 pub(crate) mod sys;
 
 pub use socket::{SocketState, socket_drops};

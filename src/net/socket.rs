@@ -14,7 +14,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use super::sys;
 
 /// How long a blocked receive or send waits before its thread checks for shutdown.
-pub(crate) const WAKE_INTERVAL: Duration = Duration::from_millis(100);
+pub const WAKE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What the kernel granted a receive socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +55,7 @@ fn ensure_free(addr: SocketAddr) -> io::Result<()> {
 
 /// Binds `count` sockets to `addr` in one SO_REUSEPORT group. With port 0 the first socket picks the
 /// port and the rest join it. Returns the sockets, the bound address and the first socket's state.
-pub(crate) fn bind_reuseport_group(
+pub fn bind_reuseport_group(
     addr: SocketAddr,
     count: usize,
     rcvbuf_bytes: usize,
@@ -84,10 +84,7 @@ pub(crate) fn bind_reuseport_group(
 
 /// A socket connected to `target`, so sends need no address and ICMP errors come back as ECONNREFUSED.
 /// Sends block for at most [`WAKE_INTERVAL`] when the send buffer is full.
-pub(crate) fn connect_target(
-    target: SocketAddr,
-    sndbuf_bytes: Option<usize>,
-) -> io::Result<UdpSocket> {
+pub fn connect_target(target: SocketAddr, sndbuf_bytes: Option<usize>) -> io::Result<UdpSocket> {
     let socket = new_udp(target)?;
     if let Some(bytes) = sndbuf_bytes {
         let want = libc::c_int::try_from(bytes / 2).unwrap_or(libc::c_int::MAX / 2);
