@@ -166,6 +166,9 @@ impl ForwarderProcess {
     }
 }
 
+/// `--forwarder none`: the generator sends straight to the single sink (the machine's ceiling).
+pub const NO_FORWARDER: &str = "none";
+
 /// Runs one offered rate.
 fn run_rate(
     o: &BenchOpts,
@@ -173,21 +176,41 @@ fn run_rate(
     index: usize,
     stop: &Arc<AtomicBool>,
 ) -> Result<BenchRow> {
-    let sink_opts = |_| SinkOpts {
+    let sink_opts = SinkOpts {
         listen: "127.0.0.1:0".parse().expect("literal"),
         rcvbuf: o.sink_rcvbuf,
         duration: None,
         idle_timeout: None,
     };
-    let sinks = (0..o.fanout)
-        .map(|i| sink::start(&sink_opts(i), Arc::clone(stop)))
-        .collect::<Result<Vec<_>>>()?;
+    let sinks = std::thread::scope(|scope| {
+        // Sinks inherit the CPU affinity of the thread that starts them.
+        scope
+            .spawn(|| {
+                if let Some(&cpu) = o.sink_cpus.first() {
+                    generator::pin(cpu);
+                }
+                (0..o.fanout)
+                    .map(|_| sink::start(&sink_opts, Arc::clone(stop)))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .join()
+            .expect("sink starter does not panic")
+    })?;
     let targets: Vec<SocketAddr> = sinks.iter().map(|s| s.addr).collect();
-    let listen = free_port()?;
-    let cmd = expand(&o.forwarder, listen, &targets, &udptee_path());
-    let log = o.out_dir.join(format!("forwarder-{index}.log"));
-    let fwd = ForwarderProcess::spawn(&cmd, listen, &log)?;
-    let cpu_before = udptee::metrics::proc::process_cpu_time(fwd.pid()).unwrap_or_default();
+    let (listen, fwd) = if o.forwarder == NO_FORWARDER {
+        (targets[0], None)
+    } else {
+        let listen = free_port()?;
+        let cmd = expand(&o.forwarder, listen, &targets, &udptee_path());
+        let log = o.out_dir.join(format!("forwarder-{index}.log"));
+        (listen, Some(ForwarderProcess::spawn(&cmd, listen, &log)?))
+    };
+    let cpu_of = |f: &Option<ForwarderProcess>| {
+        f.as_ref()
+            .and_then(|f| udptee::metrics::proc::process_cpu_time(f.pid()))
+            .unwrap_or_default()
+    };
+    let cpu_before = cpu_of(&fwd);
 
     let send = SendOpts {
         to: listen,
@@ -215,11 +238,11 @@ fn run_rate(
             last = now;
         }
     }
-    let cpu = udptee::metrics::proc::process_cpu_time(fwd.pid())
-        .unwrap_or_default()
-        .saturating_sub(cpu_before);
-    let rss_kib = fwd.rss_kib();
-    fwd.stop();
+    let cpu = cpu_of(&fwd).saturating_sub(cpu_before);
+    let rss_kib = fwd.as_ref().map_or(0, ForwarderProcess::rss_kib);
+    if let Some(fwd) = fwd {
+        fwd.stop();
+    }
     let reports: Vec<_> = sinks.into_iter().map(sink::SinkHandle::finish).collect();
 
     let delivered: Vec<u64> = reports.iter().map(|r| r.datagrams - r.duplicates).collect();
@@ -250,11 +273,12 @@ fn run_rate(
 /// Sweeps every rate; prints the table as it goes; writes `bench.json` and `bench.svg` in `out_dir`.
 pub fn run(o: &BenchOpts, stop: &Arc<AtomicBool>) -> Result<Vec<BenchRow>> {
     anyhow::ensure!((1..=64).contains(&o.fanout), "--fanout must be 1 to 64");
+    anyhow::ensure!(
+        o.forwarder != NO_FORWARDER || o.fanout == 1,
+        "--forwarder none sends straight to one sink: use --fanout 1"
+    );
     generator::validate(&o.send)?;
     fs::create_dir_all(&o.out_dir).with_context(|| format!("creating {}", o.out_dir.display()))?;
-    if let Some(&cpu) = o.sink_cpus.first() {
-        generator::pin(cpu);
-    }
     println!("{}", header());
     let mut rows = Vec::new();
     for (i, &rate) in o.rates.iter().enumerate() {

@@ -56,7 +56,7 @@ struct Gen {
     /// Datagrams per sendmmsg call.
     #[arg(long, default_value_t = 32)]
     batch: usize,
-    /// CPUs to pin the generator (and, in bench, the sinks) to, cpulist syntax.
+    /// CPUs to pin the generator threads to, cpulist syntax (in bench, also the sinks unless --sink-cpus).
     #[arg(long, value_name = "LIST")]
     cpus: Option<String>,
 }
@@ -109,7 +109,8 @@ struct BenchArgs {
     /// Send exactly this many datagrams per rate instead of --duration.
     #[arg(long, value_name = "N")]
     count: Option<u64>,
-    /// Forwarder command; placeholders {listen} {to} {targets} {targets_csv} {udptee}.
+    /// Forwarder command; placeholders {listen} {to} {targets} {targets_csv} {udptee}. "none" sends
+    /// straight to one sink, to measure the machine's ceiling.
     #[arg(long, value_name = "CMD", default_value = bench::DEFAULT_FORWARDER)]
     forwarder: String,
     /// Directory for bench.json, bench.svg and forwarder logs.
@@ -118,6 +119,9 @@ struct BenchArgs {
     /// Receive buffer of each sink.
     #[arg(long, value_name = "BYTES", default_value = "64MiB", value_parser = parse_bytes)]
     sink_rcvbuf: usize,
+    /// CPUs for the sink threads (default: the generator's --cpus).
+    #[arg(long, value_name = "LIST")]
+    sink_cpus: Option<String>,
     #[command(flatten)]
     generator: Gen,
 }
@@ -291,7 +295,11 @@ impl Cli {
             Cmd::Bench(a) => {
                 let limit = a.count.map_or(Limit::Duration(a.duration), Limit::Count);
                 let send = send_opts("127.0.0.1:9".parse()?, None, limit, &a.generator)?;
-                let sink_cpus = send.cpus.clone();
+                let sink_cpus = if a.sink_cpus.is_some() {
+                    cpus(a.sink_cpus.as_ref())?
+                } else {
+                    send.cpus.clone()
+                };
                 let opts = BenchOpts {
                     fanout: a.fanout,
                     rates: a.rates,

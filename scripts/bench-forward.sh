@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# udptee against the baseline relay (single-thread recvmmsg -> sendmmsg per target, no queues), side by
+# side: fan-out 2, 64-byte statsd datagrams, each forwarder pinned to FWD_CPU with taskset, the generator
+# and sinks to GEN_CPU; interleaved, RUNS times. Prints medians and ratios (scripts/summarize.py).
+#
+#   RUNS=3 RATES=50k,100k DURATION=5s scripts/bench-forward.sh
+#   UDPTEE_ARGS="--workers 2" FWD_CPU=0-1 scripts/bench-forward.sh     # unpinned-style, two workers
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-3}
+RATES=${RATES:-50k,100k}
+DURATION=${DURATION:-5s}
+FANOUT=${FANOUT:-2}
+SIZE=${SIZE:-64}
+FWD_CPU=${FWD_CPU:-0}
+GEN_CPU=${GEN_CPU:-1}
+RCVBUF=${RCVBUF:-8MiB}
+UDPTEE_ARGS=${UDPTEE_ARGS:-}
+FORWARDERS=${FORWARDERS:-udptee relay}
+OUT=${OUT:-bench-out/forward-$(date +%Y%m%d-%H%M%S)}
+
+cargo build --release --workspace -q
+T=target/release
+mkdir -p "$OUT"
+for run in $(seq 1 "$RUNS"); do
+  for fwd in $FORWARDERS; do
+    case $fwd in
+      udptee) cmd="taskset -c $FWD_CPU $T/udptee --listen {listen} {to} --stats-interval 0 --rcvbuf $RCVBUF $UDPTEE_ARGS" ;;
+      relay) cmd="taskset -c $FWD_CPU $T/udptee-loadgen relay --listen {listen} {to} --rcvbuf $RCVBUF" ;;
+      *) echo "unknown forwarder $fwd" >&2; exit 2 ;;
+    esac
+    echo "run $run/$RUNS: $fwd" >&2
+    "$T/udptee-loadgen" bench --fanout "$FANOUT" --rates "$RATES" --duration "$DURATION" --size "$SIZE" \
+      --cpus "$GEN_CPU" --forwarder "$cmd" --out "$OUT/$fwd-$run" > "$OUT/$fwd-$run.txt"
+  done
+done
+echo "command: RUNS=$RUNS RATES=$RATES DURATION=$DURATION FANOUT=$FANOUT SIZE=$SIZE FWD_CPU=$FWD_CPU GEN_CPU=$GEN_CPU RCVBUF=$RCVBUF UDPTEE_ARGS='$UDPTEE_ARGS' $0"
+python3 scripts/summarize.py "$OUT" relay
