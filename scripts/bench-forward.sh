@@ -16,6 +16,7 @@ FWD_CPU=${FWD_CPU:-0}
 GEN_CPU=${GEN_CPU:-1}
 RCVBUF=${RCVBUF:-8MiB}
 UDPTEE_ARGS=${UDPTEE_ARGS:-}
+GEN_ARGS=${GEN_ARGS:-}
 FORWARDERS=${FORWARDERS:-udptee relay}
 OUT=${OUT:-bench-out/forward-$(date +%Y%m%d-%H%M%S)}
 
@@ -31,8 +32,8 @@ for run in $(seq 1 "$RUNS"); do
     esac
     echo "run $run/$RUNS: $fwd" >&2
     "$T/udptee-loadgen" bench --fanout "$FANOUT" --rates "$RATES" --duration "$DURATION" --size "$SIZE" \
-      --cpus "$GEN_CPU" --forwarder "$cmd" --out "$OUT/$fwd-$run" > "$OUT/$fwd-$run.txt"
+      --cpus "$GEN_CPU" $GEN_ARGS --forwarder "$cmd" --out "$OUT/$fwd-$run" > "$OUT/$fwd-$run.txt"
   done
 done
-echo "command: RUNS=$RUNS RATES=$RATES DURATION=$DURATION FANOUT=$FANOUT SIZE=$SIZE FWD_CPU=$FWD_CPU GEN_CPU=$GEN_CPU RCVBUF=$RCVBUF UDPTEE_ARGS='$UDPTEE_ARGS' $0"
+echo "command: RUNS=$RUNS RATES=$RATES DURATION=$DURATION FANOUT=$FANOUT SIZE=$SIZE FWD_CPU=$FWD_CPU GEN_CPU=$GEN_CPU RCVBUF=$RCVBUF UDPTEE_ARGS='$UDPTEE_ARGS' GEN_ARGS='$GEN_ARGS' $0"
 python3 scripts/summarize.py "$OUT" relay

@@ -110,12 +110,26 @@ impl BufPool {
 
     /// Drops one holder; the last one returns the slot to the free list.
     pub fn release(&self, id: BufId) {
+        if self.release_owned(id) {
+            self.put_back(id);
+        }
+    }
+
+    /// Drops one holder. Returns true when it was the last: the caller then owns the free slot and must
+    /// reuse it or [`put_back`](Self::put_back) it. Workers reuse the slots they free at once, so their
+    /// hot set stays one batch of cache-warm slots instead of cycling through the whole pool (the free
+    /// list is FIFO).
+    #[must_use]
+    pub fn release_owned(&self, id: BufId) -> bool {
         // AcqRel: the last holder must see every other holder's use of the slot finished before the
         // slot is handed out (and written by the kernel) again.
-        if self.refs[id.index()].fetch_sub(1, Ordering::AcqRel) == 1 {
-            let pushed = self.free.push(id);
-            debug_assert!(pushed.is_ok(), "free list holds each slot at most once");
-        }
+        self.refs[id.index()].fetch_sub(1, Ordering::AcqRel) == 1
+    }
+
+    /// Returns a free slot, owned by the caller, to the free list.
+    pub fn put_back(&self, id: BufId) {
+        let pushed = self.free.push(id);
+        debug_assert!(pushed.is_ok(), "free list holds each slot at most once");
     }
 
     /// Start of the slot's bytes, for the kernel to read or write; valid for `slot_bytes()` bytes for
@@ -169,6 +183,19 @@ mod tests {
         );
         pool.release(a);
         assert_eq!(pool.try_take(), Some(a), "the last release frees the slot");
+        pool.share(a, 2);
+        assert!(!pool.release_owned(a), "not the last holder");
+        assert!(
+            pool.release_owned(a),
+            "the last holder now owns the free slot"
+        );
+        assert_eq!(
+            pool.available(),
+            0,
+            "an owned free slot is not on the free list until put back"
+        );
+        pool.put_back(a);
+        assert_eq!(pool.available(), 1);
     }
 
     #[test]

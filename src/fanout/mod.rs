@@ -1,11 +1,11 @@
 //! The forwarder: receive workers, per-target senders, the pool and the queues between them.
 //!
 //! ```text
-//!  SO_REUSEPORT group          bounded queues (BufId)        connected sockets
-//!  rx0 (cpu a) ─┐         ┌──> [q target0] ──> tx0 ──sendmmsg──> target0
-//!  rx1 (cpu b) ─┼─ share ─┼──> [q target1] ──> tx1 ──sendmmsg──> target1
-//!  rxN ─────────┘         └──> [q targetT] ──> txT ──sendmmsg──> targetT
-//!        └──────── BufPool: slots taken by rx, released by the last tx ────────┘
+//!  SO_REUSEPORT group    no backlog: sendmmsg(MSG_DONTWAIT) inline ──────────┐ connected sockets
+//!  rx0 (cpu a) ─┐                                                           ├──> target0
+//!  rx1 (cpu b) ─┼─ share ─ backlog or EAGAIN ──> [q target0] ──> tx0 ───────┘
+//!  rxN ─────────┘                            ──> [q targetT] ──> txT ──────────> targetT
+//!        └──────── BufPool: slots taken by rx, released by the last sender of each copy ─┘
 //! ```
 //! Start-up does everything that can fail (resolve, bind, connect, allocate) before any thread runs.
 //! Shutdown stops the workers first; senders then drain their queues until `drain_timeout`, count what
@@ -17,7 +17,7 @@ mod worker;
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -168,15 +168,25 @@ impl Forwarder {
             thread_ids: Arc::clone(&thread_ids),
         };
 
-        let mut queue_txs = Vec::with_capacity(config.targets.len());
+        // Workers hold the only queue senders (in their links): when the last worker exits, each queue
+        // closes and its sender thread finishes after draining it.
+        let mut links = Vec::with_capacity(config.targets.len());
         for (t, (target, socket)) in config.targets.iter().zip(target_sockets).enumerate() {
             let (tx, rx) = crossbeam_channel::bounded(config.queue_depth);
-            queue_txs.push(tx);
+            let socket = Arc::new(socket);
+            let backlog = Arc::new(AtomicUsize::new(0));
+            links.push(worker::TargetLink {
+                name: target.name.clone(),
+                socket: Arc::clone(&socket),
+                queue: tx,
+                backlog: Arc::clone(&backlog),
+            });
             let counters = Arc::new(TargetCounters::default());
             fwd.target_counters.push(Arc::clone(&counters));
             let sender = sender::TargetSender {
                 name: target.name.clone(),
                 socket,
+                backlog,
                 pool: Arc::clone(&pool),
                 queue: rx,
                 counters,
@@ -203,7 +213,7 @@ impl Forwarder {
                 index: w,
                 socket,
                 pool: Arc::clone(&pool),
-                queues: queue_txs.clone(),
+                targets: links.clone(),
                 counters,
                 running: Arc::clone(&running),
                 batch: config.batch,

@@ -1,7 +1,9 @@
-//! The target sender: one thread per target, one connected socket, fed by a bounded queue.
+//! The target sender: one thread per target, sharing the target's connected socket, fed by a bounded
+//! queue with whatever the workers could not send inline (the target's backlog).
 //!
 //! It blocks for the first queued datagram, takes up to a batch more without waiting, and sends them
-//! with `sendmmsg`. Errors follow quinn-udp: an error means the first message failed, so that copy is
+//! with a blocking `sendmmsg`; only then does it lower the backlog count, so workers keep queueing
+//! behind it until everything older is out. Errors follow quinn-udp: an error means the first message failed, so that copy is
 //! counted as a `send_error` by errno class and skipped, and the rest retried; a short count resumes
 //! where the kernel stopped. A send that times out (`EAGAIN` after the socket's send timeout) keeps the
 //! batch and retries, so a slow target backs up its own queue only. Each slot is released after its
@@ -10,6 +12,7 @@
 use std::io;
 use std::net::UdpSocket;
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -24,7 +27,9 @@ use crate::pool::{BufId, BufPool};
 /// One target's sender state.
 pub(crate) struct TargetSender {
     pub(crate) name: String,
-    pub(crate) socket: UdpSocket,
+    pub(crate) socket: Arc<UdpSocket>,
+    /// Shared with the workers: copies queued or in flight here (see `TargetLink::backlog`).
+    pub(crate) backlog: Arc<AtomicUsize>,
     pub(crate) pool: Arc<BufPool>,
     pub(crate) queue: Receiver<BufId>,
     pub(crate) counters: Arc<TargetCounters>,
@@ -66,6 +71,8 @@ impl TargetSender {
             for &id in &ids {
                 self.pool.release(id);
             }
+            // Release: the workers' Acquire load of zero then sees these sends completed.
+            self.backlog.fetch_sub(ids.len(), Ordering::Release);
         }
     }
 

@@ -1,34 +1,52 @@
 //! The receive worker: one thread per SO_REUSEPORT socket, optionally pinned to a CPU.
 //!
-//! Each loop: keep `batch` pool slots armed, `recvmmsg` into them, then hand every good datagram to
-//! every target queue with `try_send` (never waiting). A full queue drops that target's copy
-//! (`queue_full`); a datagram over `--max-datagram` is counted `truncated` and its slot reused; with the
-//! pool dry the datagram lands in a scratch slot and is counted `pool_exhausted`. Counters are added once
-//! per batch. Hot path: no allocation, no lock, one syscall per batch.
+//! Each loop: keep `batch` pool slots armed, `recvmmsg` into them, then hand the batch to every target.
+//! A target with no backlog gets it inline: one non-blocking `sendmmsg` (MSG_DONTWAIT) on its connected
+//! socket, the same work the simplest relay does, with no thread hand-off. Whatever the kernel does not
+//! take at once (EAGAIN, an error, a short count), and everything for a target that already has a
+//! backlog, goes to that target's bounded queue for its sender thread; a full queue drops that target's
+//! copy (`queue_full`). The worker never waits for a target. A datagram over `--max-datagram` is counted
+//! `truncated` and its slot reused; with the pool dry it lands in a scratch slot and is counted
+//! `pool_exhausted`. Hot path: no allocation, no lock, one receive syscall per batch and at most one send
+//! syscall per target per batch.
 
 use std::io;
 use std::net::UdpSocket;
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
 
 use super::ratelimit::RateLimit;
-use crate::metrics::counters::{WorkerCounters, WorkerDelta};
-use crate::net::mmsg::{MmsgRecv, RecvMeta};
+use crate::metrics::counters::{SendErrorKind, TargetCounters, WorkerCounters, WorkerDelta};
+use crate::net::mmsg::{MmsgRecv, MmsgSend, RecvMeta};
 use crate::pool::{BufId, BufPool};
 
 /// Pause after an unexpected receive error, so a persistent one cannot spin a CPU.
 const ERROR_BACKOFF: Duration = Duration::from_millis(10);
+
+/// What a worker needs to reach one target.
+#[derive(Debug, Clone)]
+pub(crate) struct TargetLink {
+    /// Target name, for logs.
+    pub(crate) name: String,
+    /// The target's connected socket, shared with its sender.
+    pub(crate) socket: Arc<UdpSocket>,
+    /// The sender's bounded queue.
+    pub(crate) queue: Sender<BufId>,
+    /// Copies queued for, or being sent by, the sender. While it is nonzero, new copies queue behind
+    /// them, so each flow's order is kept; the sender lowers it only after its sendmmsg returned.
+    pub(crate) backlog: Arc<AtomicUsize>,
+}
 
 /// One receive thread's state.
 pub(crate) struct RecvWorker {
     pub(crate) index: usize,
     pub(crate) socket: UdpSocket,
     pub(crate) pool: Arc<BufPool>,
-    pub(crate) queues: Vec<Sender<BufId>>,
+    pub(crate) targets: Vec<TargetLink>,
     pub(crate) counters: Arc<WorkerCounters>,
     pub(crate) running: Arc<AtomicBool>,
     pub(crate) batch: usize,
@@ -46,12 +64,15 @@ impl RecvWorker {
             return;
         };
         let mut recv = MmsgRecv::new(self.batch);
+        let mut send = MmsgSend::new_nonblocking(self.batch);
         let mut armed: Vec<BufId> = Vec::with_capacity(self.batch);
         let mut ids: Vec<BufId> = vec![scratch; self.batch];
+        let mut ready: Vec<BufId> = Vec::with_capacity(self.batch);
         let mut meta = vec![RecvMeta::default(); self.batch];
-        let mut queue_full = vec![0u64; self.queues.len()];
-        let mut errors = RateLimit::new();
-        let holders = self.queues.len() as u32;
+        let mut recv_errors = RateLimit::new();
+        let mut send_errors: Vec<RateLimit> =
+            self.targets.iter().map(|_| RateLimit::new()).collect();
+        let holders = self.targets.len() as u32;
 
         while self.running.load(Ordering::Relaxed) {
             while armed.len() < self.batch {
@@ -75,7 +96,7 @@ impl RecvWorker {
                 }
                 Err(e) => {
                     self.counters.add_recv_error();
-                    if let Some(count) = errors.hit(1) {
+                    if let Some(count) = recv_errors.hit(1) {
                         tracing::warn!(worker = self.index, error = %e, count, "recvmmsg failed");
                     }
                     std::thread::sleep(ERROR_BACKOFF);
@@ -87,6 +108,7 @@ impl RecvWorker {
             let mut kernel_drops = None;
             let armed_len = armed.len();
             let mut kept = 0;
+            ready.clear();
             for (i, m) in meta[..n].iter().enumerate() {
                 delta.received += 1;
                 kernel_drops = m.kernel_drops.or(kernel_drops);
@@ -104,22 +126,33 @@ impl RecvWorker {
                 delta.bytes += m.len as u64;
                 self.pool.set_meta(id, m.len, m.rx_nanos);
                 self.pool.share(id, holders);
-                for (t, queue) in self.queues.iter().enumerate() {
-                    // Full (slow target) or, by construction never, disconnected: this copy is dropped.
-                    if queue.try_send(id).is_err() {
-                        queue_full[t] += 1;
-                        self.pool.release(id);
-                    }
-                }
+                ready.push(id);
             }
             // Slots the kernel did not fill this time stay armed, after the truncated ones kept above.
             armed.copy_within(n.min(armed_len)..armed_len, kept);
             armed.truncate(kept + armed_len.saturating_sub(n));
 
-            self.counters.add_batch(&delta);
-            for (t, q) in queue_full.iter_mut().enumerate() {
-                self.counters.add_queue_full(t, std::mem::take(q));
+            if !ready.is_empty() {
+                for (t, link) in self.targets.iter().enumerate() {
+                    let counters = self.counters.target(t);
+                    // Acquire: pairs with the sender's Release after its sendmmsg, so a zero here means
+                    // every earlier copy for this target has been handed to the kernel.
+                    let rest = if link.backlog.load(Ordering::Acquire) == 0 {
+                        self.send_inline(
+                            &mut send,
+                            link,
+                            counters,
+                            &ready,
+                            &mut send_errors[t],
+                            &mut armed,
+                        )
+                    } else {
+                        &ready[..]
+                    };
+                    self.enqueue(link, counters, rest, &mut armed);
+                }
             }
+            self.counters.add_batch(&delta);
             if let Some(total) = kernel_drops {
                 self.counters.set_rcvbuf_overflow(u64::from(total));
             }
@@ -129,5 +162,72 @@ impl RecvWorker {
             self.pool.share(id, 1);
             self.pool.release(id);
         }
+    }
+
+    /// Releases this worker's hold on `id`; if that freed the slot, keeps it armed for the next batch
+    /// (cache-warm) rather than returning it to the shared free list.
+    fn reclaim(&self, id: BufId, armed: &mut Vec<BufId>) {
+        if self.pool.release_owned(id) {
+            if armed.len() < self.batch {
+                armed.push(id);
+            } else {
+                self.pool.put_back(id);
+            }
+        }
+    }
+
+    /// One non-blocking sendmmsg of `ids` to `link`; returns what the kernel did not take, for the queue.
+    fn send_inline<'a>(
+        &self,
+        send: &mut MmsgSend,
+        link: &TargetLink,
+        counters: &TargetCounters,
+        ids: &'a [BufId],
+        errors: &mut RateLimit,
+        armed: &mut Vec<BufId>,
+    ) -> &'a [BufId] {
+        match send.send_batch(link.socket.as_fd(), &self.pool, ids) {
+            Ok(k) => {
+                let bytes: usize = ids[..k].iter().map(|&id| self.pool.len(id)).sum();
+                counters.add_forwarded(k as u64, bytes as u64);
+                for &id in &ids[..k] {
+                    self.reclaim(id, armed);
+                }
+                &ids[k..]
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ids,
+            Err(e) => {
+                // The first copy failed (sendmmsg(2)); count it and leave the rest to the sender.
+                let kind = SendErrorKind::of(&e);
+                counters.add_send_error(kind);
+                if let Some(count) = errors.hit(1) {
+                    tracing::warn!(target_addr = %link.name, error = %e, reason = kind.as_str(), count,
+                        "send to target failed; copies dropped (send_error)");
+                }
+                self.reclaim(ids[0], armed);
+                &ids[1..]
+            }
+        }
+    }
+
+    /// Queues `ids` for the target's sender; copies that do not fit are dropped as `queue_full`.
+    fn enqueue(
+        &self,
+        link: &TargetLink,
+        counters: &TargetCounters,
+        ids: &[BufId],
+        armed: &mut Vec<BufId>,
+    ) {
+        let mut full = 0;
+        for &id in ids {
+            link.backlog.fetch_add(1, Ordering::Relaxed);
+            if link.queue.try_send(id).is_err() {
+                // Full (slow target) or, by construction never, disconnected: this copy is dropped.
+                link.backlog.fetch_sub(1, Ordering::Relaxed);
+                full += 1;
+                self.reclaim(id, armed);
+            }
+        }
+        counters.add_queue_full(full);
     }
 }

@@ -1,7 +1,7 @@
 //! Per-thread counters and the accounting they must satisfy.
 //!
-//! Each worker and each sender owns its counters and is their only writer; it adds a batch's worth at
-//! once (one relaxed `fetch_add` per counter per batch, never per datagram). Readers (stats line,
+//! Each worker and each sender owns its counters and is their only writer (a worker also keeps its part
+//! of every target's counters, for the copies it sends inline); it adds a batch's worth at once (one relaxed `fetch_add` per counter per batch, never per datagram). Readers (stats line,
 //! admin endpoint, final summary) take a [`Snapshot`]. Once queues have drained, for every target:
 //! `received = forwarded + Σ drops` ([`Snapshot::unaccounted`] is then zero).
 
@@ -111,6 +111,52 @@ fn get(c: &AtomicU64) -> u64 {
     c.load(Ordering::Relaxed)
 }
 
+/// What happened to one target's copies, as seen by one thread. Each worker keeps one per target (its
+/// inline sends and queue drops) and each sender keeps one (its backlog sends); a target's totals are
+/// the sum over all of them. Only the owning thread writes.
+#[derive(Debug, Default)]
+pub struct TargetCounters {
+    forwarded: AtomicU64,
+    bytes: AtomicU64,
+    send_errors: [AtomicU64; SendErrorKind::ALL.len()],
+    queue_full: AtomicU64,
+    drain_timeout: AtomicU64,
+}
+
+impl TargetCounters {
+    /// Adds datagrams sent by one `sendmmsg` call.
+    pub fn add_forwarded(&self, n: u64, bytes: u64) {
+        add(&self.forwarded, n);
+        add(&self.bytes, bytes);
+    }
+
+    /// Counts one copy refused by the kernel.
+    pub fn add_send_error(&self, kind: SendErrorKind) {
+        add(&self.send_errors[kind as usize], 1);
+    }
+
+    /// Counts copies dropped because the target's queue was full.
+    pub fn add_queue_full(&self, n: u64) {
+        add(&self.queue_full, n);
+    }
+
+    /// Counts copies abandoned at the drain deadline.
+    pub fn add_drain_timeout(&self, n: u64) {
+        add(&self.drain_timeout, n);
+    }
+
+    /// A copy for reporting.
+    pub fn snapshot(&self) -> TargetSnapshot {
+        TargetSnapshot {
+            forwarded: get(&self.forwarded),
+            bytes: get(&self.bytes),
+            send_errors: std::array::from_fn(|i| get(&self.send_errors[i])),
+            drain_timeout: get(&self.drain_timeout),
+            queue_full: get(&self.queue_full),
+        }
+    }
+}
+
 /// Counters of one receive worker; written only by that worker.
 #[derive(Debug, Default)]
 pub struct WorkerCounters {
@@ -120,7 +166,7 @@ pub struct WorkerCounters {
     pool_exhausted: AtomicU64,
     rcvbuf_overflow: AtomicU64,
     recv_errors: AtomicU64,
-    queue_full: Box<[AtomicU64]>,
+    targets: Box<[TargetCounters]>,
 }
 
 /// What a worker adds after one batch.
@@ -140,7 +186,7 @@ impl WorkerCounters {
     /// Counters for a worker feeding `targets` targets.
     pub fn new(targets: usize) -> Self {
         Self {
-            queue_full: (0..targets).map(|_| AtomicU64::new(0)).collect(),
+            targets: (0..targets).map(|_| TargetCounters::default()).collect(),
             ..Self::default()
         }
     }
@@ -153,9 +199,9 @@ impl WorkerCounters {
         add(&self.pool_exhausted, d.pool_exhausted);
     }
 
-    /// Adds copies for `target` dropped because its queue was full.
-    pub fn add_queue_full(&self, target: usize, n: u64) {
-        add(&self.queue_full[target], n);
+    /// This worker's counters for target `t` (inline sends, send errors, queue drops).
+    pub fn target(&self, t: usize) -> &TargetCounters {
+        &self.targets[t]
     }
 
     /// Records the socket's cumulative kernel drop count (SO_RXQ_OVFL / SO_MEMINFO); it only grows.
@@ -177,45 +223,7 @@ impl WorkerCounters {
             pool_exhausted: get(&self.pool_exhausted),
             rcvbuf_overflow: get(&self.rcvbuf_overflow),
             recv_errors: get(&self.recv_errors),
-            queue_full: self.queue_full.iter().map(get).collect(),
-        }
-    }
-}
-
-/// Counters of one target's sender; written only by that sender.
-#[derive(Debug, Default)]
-pub struct TargetCounters {
-    forwarded: AtomicU64,
-    bytes: AtomicU64,
-    send_errors: [AtomicU64; SendErrorKind::ALL.len()],
-    drain_timeout: AtomicU64,
-}
-
-impl TargetCounters {
-    /// Adds datagrams sent by one `sendmmsg` call.
-    pub fn add_forwarded(&self, n: u64, bytes: u64) {
-        add(&self.forwarded, n);
-        add(&self.bytes, bytes);
-    }
-
-    /// Counts one copy refused by the kernel.
-    pub fn add_send_error(&self, kind: SendErrorKind) {
-        add(&self.send_errors[kind as usize], 1);
-    }
-
-    /// Counts copies abandoned at the drain deadline.
-    pub fn add_drain_timeout(&self, n: u64) {
-        add(&self.drain_timeout, n);
-    }
-
-    /// A copy for reporting.
-    pub fn snapshot(&self) -> TargetSnapshot {
-        TargetSnapshot {
-            forwarded: get(&self.forwarded),
-            bytes: get(&self.bytes),
-            send_errors: std::array::from_fn(|i| get(&self.send_errors[i])),
-            drain_timeout: get(&self.drain_timeout),
-            queue_full: 0,
+            targets: self.targets.iter().map(TargetCounters::snapshot).collect(),
         }
     }
 }
@@ -235,11 +243,11 @@ pub struct WorkerSnapshot {
     pub rcvbuf_overflow: u64,
     /// Failed receive calls.
     pub recv_errors: u64,
-    /// Copies this worker dropped per target because the target's queue was full.
-    pub queue_full: Vec<u64>,
+    /// This worker's part of each target's counters (inline sends, errors, queue drops).
+    pub targets: Vec<TargetSnapshot>,
 }
 
-/// One target's counters at a point in time (queue_full summed over workers).
+/// One target's counters at a point in time.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TargetSnapshot {
     /// Copies sent.
@@ -255,6 +263,17 @@ pub struct TargetSnapshot {
 }
 
 impl TargetSnapshot {
+    /// Adds another thread's counters for the same target.
+    pub fn merge(&mut self, o: &Self) {
+        self.forwarded += o.forwarded;
+        self.bytes += o.bytes;
+        for (a, b) in self.send_errors.iter_mut().zip(o.send_errors) {
+            *a += b;
+        }
+        self.drain_timeout += o.drain_timeout;
+        self.queue_full += o.queue_full;
+    }
+
     /// All send errors together.
     pub fn send_errors_total(&self) -> u64 {
         self.send_errors.iter().sum()
@@ -273,17 +292,16 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Builds a snapshot, folding each worker's per-target `queue_full` into the targets.
+    /// Builds a snapshot from the senders' counters, adding each worker's part of every target.
     pub fn new(
         workers: Vec<WorkerSnapshot>,
         mut targets: Vec<TargetSnapshot>,
         target_names: Vec<String>,
     ) -> Self {
         for (t, snap) in targets.iter_mut().enumerate() {
-            snap.queue_full = workers
-                .iter()
-                .map(|w| w.queue_full.get(t).copied().unwrap_or(0))
-                .sum();
+            for part in workers.iter().filter_map(|w| w.targets.get(t)) {
+                snap.merge(part);
+            }
         }
         Self {
             workers,
@@ -405,9 +423,10 @@ mod tests {
             truncated: 1,
             pool_exhausted: 0,
         });
-        w.add_queue_full(1, 3);
+        w.target(1).add_queue_full(3);
+        w.target(0).add_forwarded(5, 50);
         let t0 = TargetCounters::default();
-        t0.add_forwarded(8, 80);
+        t0.add_forwarded(3, 30);
         t0.add_send_error(SendErrorKind::ConnRefused);
         let t1 = TargetCounters::default();
         t1.add_forwarded(6, 60);
@@ -416,6 +435,7 @@ mod tests {
             vec![t0.snapshot(), t1.snapshot()],
             vec!["a".into(), "b".into()],
         );
+        assert_eq!(s.targets[0].forwarded, 8, "inline and sender sends add up");
         assert_eq!(
             s.unaccounted(0),
             0,

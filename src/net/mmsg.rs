@@ -173,6 +173,7 @@ fn cmsg_len<T>() -> usize {
 pub struct MmsgSend {
     hdrs: Box<[libc::mmsghdr]>,
     iovs: Box<[libc::iovec]>,
+    flags: libc::c_int,
 }
 
 impl MmsgSend {
@@ -181,6 +182,16 @@ impl MmsgSend {
         Self {
             hdrs: zeroed_mmsghdrs(batch),
             iovs: empty_iovecs(batch),
+            flags: 0,
+        }
+    }
+
+    /// Like [`new`](Self::new), but sends never wait (MSG_DONTWAIT): where a blocking socket would
+    /// wait for send-buffer room, the call fails with `WouldBlock` (or returns a short count) instead.
+    pub fn new_nonblocking(batch: usize) -> Self {
+        Self {
+            flags: libc::MSG_DONTWAIT,
+            ..Self::new(batch)
         }
     }
 
@@ -231,12 +242,12 @@ impl MmsgSend {
     }
 
     fn submit(&mut self, fd: BorrowedFd<'_>, n: usize) -> io::Result<usize> {
-        let hdrs = self.hdrs.as_mut_ptr();
+        let (hdrs, flags) = (self.hdrs.as_mut_ptr(), self.flags);
         retry_if_interrupted(|| {
             // SAFETY: `hdrs` has at least `n` entries, each prepared by the caller with one iovec that
             // is valid for reads of its length for the duration of this call (a pool slot while the
             // pool is borrowed, or a borrowed slice); the kernel only reads them.
-            let rc = unsafe { libc::sendmmsg(fd.as_raw_fd(), hdrs, n as libc::c_uint, 0) };
+            let rc = unsafe { libc::sendmmsg(fd.as_raw_fd(), hdrs, n as libc::c_uint, flags) };
             if rc < 0 {
                 Err(io::Error::last_os_error())
             } else {
