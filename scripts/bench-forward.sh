@@ -5,6 +5,7 @@
 #
 #   RUNS=3 RATES=50k,100k DURATION=5s scripts/bench-forward.sh
 #   UDPTEE_ARGS="--workers 2" FWD_CPU=0-1 scripts/bench-forward.sh     # unpinned-style, two workers
+#   FORWARDERS="udptee udptee-nolat relay" scripts/bench-forward.sh    # cost of latency recording
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -26,7 +27,8 @@ mkdir -p "$OUT"
 for run in $(seq 1 "$RUNS"); do
   for fwd in $FORWARDERS; do
     case $fwd in
-      udptee) cmd="taskset -c $FWD_CPU $T/udptee --listen {listen} {to} --stats-interval 0 --rcvbuf $RCVBUF $UDPTEE_ARGS" ;;
+      udptee) cmd="taskset -c $FWD_CPU $T/udptee --listen {listen} {to} --stats-interval 0 --admin 127.0.0.1:0 --rcvbuf $RCVBUF $UDPTEE_ARGS" ;;
+      udptee-nolat) cmd="taskset -c $FWD_CPU $T/udptee --listen {listen} {to} --stats-interval 0 --admin 127.0.0.1:0 --rcvbuf $RCVBUF --latency off $UDPTEE_ARGS" ;;
       relay) cmd="taskset -c $FWD_CPU $T/udptee-loadgen relay --listen {listen} {to} --rcvbuf $RCVBUF" ;;
       *) echo "unknown forwarder $fwd" >&2; exit 2 ;;
     esac

@@ -71,6 +71,19 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
+    /// Admin HTTP listener for /metrics (Prometheus), /latency, /healthz and /readyz, or "off".
+    #[arg(long, value_name = "ADDR|off", default_value = config::DEFAULT_ADMIN)]
+    pub admin: String,
+
+    /// Record per-target latency (kernel receive to send) for SIGUSR1, /latency and --histogram-log.
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off)]
+    pub latency: bool,
+
+    /// On SIGUSR1, also append each target's latency since the last dump to this file, in
+    /// HdrHistogram's interval-log format.
+    #[arg(long, value_name = "PATH")]
+    pub histogram_log: Option<std::path::PathBuf>,
+
     /// Log verbosity: error, warn, info, debug or trace (or a tracing filter such as udptee=debug).
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
@@ -122,6 +135,12 @@ impl TryFrom<&Args> for Config {
         config.max_datagram = args.max_datagram;
         config.stats_interval = args.stats_interval;
         config.drain_timeout = args.drain_timeout;
+        config.admin = match args.admin.as_str() {
+            "off" => None,
+            spec => Some(config::resolve(spec)?),
+        };
+        config.latency = args.latency;
+        config.histogram_log = args.histogram_log.clone();
         config.validate()?;
         Ok(config)
     }
@@ -137,6 +156,15 @@ fn parse_bytes(s: &str) -> Result<usize, String> {
         .ok()
         .filter(|&n| n <= 1 << 40)
         .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Parses `on`/`off` (and `true`/`false`).
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        _ => Err(format!("{s:?}: expected on or off")),
+    }
 }
 
 /// Parses `10s`, `250ms`, `1m`.

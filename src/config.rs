@@ -6,6 +6,7 @@
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Datagrams per `recvmmsg`/`sendmmsg` call: 32, as quinn-udp's `BATCH_SIZE`; tune with `--batch`.
@@ -29,6 +30,8 @@ pub const MAX_DATAGRAM_LIMIT: usize = 65535;
 pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(10);
 /// How long queued datagrams may take to drain at shutdown before they are counted as dropped.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// Where the command line serves the admin endpoints unless told otherwise: loopback only.
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9125";
 /// Largest CPU number `--cpus` accepts; guards against a typo expanding to billions of entries.
 pub const MAX_CPU_ID: u32 = 4095;
 
@@ -66,10 +69,17 @@ pub struct Config {
     pub stats_interval: Duration,
     /// Longest wait for queues to drain at shutdown.
     pub drain_timeout: Duration,
+    /// Admin HTTP listener (`/metrics`, `/latency`, `/healthz`, `/readyz`); `None` disables it.
+    pub admin: Option<SocketAddr>,
+    /// Record per-target latency histograms (one clock read and one uncontended lock per sent batch).
+    pub latency: bool,
+    /// On SIGUSR1, also append the interval's histograms to this HdrHistogram interval log.
+    pub histogram_log: Option<PathBuf>,
 }
 
 impl Config {
-    /// A configuration with documented defaults: one worker, no pinning.
+    /// A configuration with documented defaults: one worker, no pinning, latency recorded, no admin
+    /// listener (the command line turns it on by default, on loopback).
     pub fn new(listen: SocketAddr, targets: Vec<Target>) -> Self {
         Self {
             listen,
@@ -83,6 +93,9 @@ impl Config {
             max_datagram: DEFAULT_MAX_DATAGRAM,
             stats_interval: DEFAULT_STATS_INTERVAL,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            admin: None,
+            latency: true,
+            histogram_log: None,
         }
     }
 

@@ -10,9 +10,11 @@
 //!   [`DropReason`](metrics::counters::DropReason); nothing is lost silently, nothing waits on a target.
 //!
 //! Modules: [`config`] and [`cli`] (what to run), [`fanout`] (threads and the [`Forwarder`]), [`pool`]
-//! (slots), [`net`] (sockets and the batch syscalls, the only `unsafe` code), [`metrics`] (counters).
+//! (slots), [`net`] (sockets and the batch syscalls, the only `unsafe` code), [`metrics`] (counters,
+//! latency, Prometheus) and `admin` (the HTTP listener).
 #![deny(unsafe_code)]
 
+mod admin;
 pub mod cli;
 pub mod config;
 pub mod fanout;
@@ -21,14 +23,15 @@ pub mod net;
 pub mod pool;
 
 use std::fmt::Write as _;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{never, select, tick};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 
 pub use config::Config;
-pub use fanout::{Forwarder, StartError};
+pub use fanout::{Forwarder, StartError, Stats};
 pub use metrics::counters::{DropReason, Snapshot};
+use metrics::histogram::{LatencySummary, TargetHistograms, append_interval_log};
 pub use net::{SocketState, socket_drops};
 
 /// Runs the forwarder until SIGINT or SIGTERM, logging a stats line every `stats_interval`, then drains
@@ -60,10 +63,11 @@ pub fn run(config: &Config) -> Result<Snapshot, StartError> {
         tick(config.stats_interval)
     };
     let mut last = (Instant::now(), fwd.snapshot(), fwd.cpu_time());
+    let mut dumps = LatencyDumps::new();
     loop {
         select! {
             recv(sig_rx) -> signal => match signal {
-                Ok(SIGUSR1) => tracing::info!("SIGUSR1: latency histograms are not recorded in this build"),
+                Ok(SIGUSR1) => dumps.dump(config, fwd.stats()),
                 Ok(signal) => {
                     tracing::info!(signal, "stopping: draining queues for at most {:?}", config.drain_timeout);
                     break;
@@ -108,6 +112,7 @@ fn log_start(config: &Config, fwd: &Forwarder) {
         queue_depth = config.queue_depth,
         pool_slots = fwd.pool().capacity(),
         pool_mib = config.pool_bytes() / (1 << 20),
+        admin = %fwd.admin_addr().map_or("off".to_string(), |a| format!("http://{a}/metrics")),
         "udptee forwarding"
     );
     tracing::info!(
@@ -122,6 +127,61 @@ fn log_start(config: &Config, fwd: &Forwarder) {
             granted = state.rcvbuf_granted,
             "receive buffer smaller than asked: SO_RCVBUFFORCE needs CAP_NET_ADMIN, else raise net.core.rmem_max"
         );
+    }
+}
+
+/// SIGUSR1: logs each target's latency since start and, with `--histogram-log`, appends what was
+/// recorded since the previous dump as one interval per target.
+struct LatencyDumps {
+    start: SystemTime,
+    previous: Option<(SystemTime, TargetHistograms)>,
+}
+
+impl LatencyDumps {
+    fn new() -> Self {
+        Self {
+            start: SystemTime::now(),
+            previous: None,
+        }
+    }
+
+    fn dump(&mut self, config: &Config, stats: &Stats) {
+        if !config.latency {
+            tracing::info!("SIGUSR1: latency recording is off (--latency off)");
+            return;
+        }
+        let now = SystemTime::now();
+        let cumulative = stats.latency();
+        for (name, h) in &cumulative {
+            let s = LatencySummary::of(name, h);
+            tracing::info!(
+                target_addr = %s.target, count = s.count, p50_us = s.p50, p90_us = s.p90, p99_us = s.p99,
+                p999_us = s.p999, p9999_us = s.p9999, max_us = s.max,
+                "latency since start (kernel receive to send)"
+            );
+        }
+        if let Some(path) = &config.histogram_log {
+            let (since, intervals) = match &self.previous {
+                Some((at, before)) => {
+                    let delta = cumulative
+                        .iter()
+                        .zip(before)
+                        .map(|((name, now), (_, then))| {
+                            let mut d = now.clone();
+                            // `then` is an earlier state of the same histogram: never more counts.
+                            let _ = d.subtract(then);
+                            (name.clone(), d)
+                        })
+                        .collect();
+                    (*at, delta)
+                }
+                None => (self.start, cumulative.clone()),
+            };
+            if let Err(e) = append_interval_log(path, self.start, since, &intervals) {
+                tracing::warn!(path = %path.display(), error = %e, "could not append to --histogram-log");
+            }
+        }
+        self.previous = Some((now, cumulative));
     }
 }
 

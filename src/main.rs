@@ -1,5 +1,6 @@
 //! The udptee binary: parse flags, validate, set up logging, run until SIGINT/SIGTERM.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -16,9 +17,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Colour only on a terminal: journald and log shippers get plain text.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match args.log_format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),

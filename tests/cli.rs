@@ -248,6 +248,8 @@ fn sigterm_drains_and_prints_the_final_accounting() {
             "100ms",
             "--max-datagram",
             "1000",
+            "--admin",
+            "127.0.0.1:0",
         ])
         .stderr(Stdio::piped())
         .spawn()

@@ -19,7 +19,8 @@ use crate::sink::{self, SinkOpts};
 use crate::stats::Latency;
 
 /// Forwarder used when `--forwarder` is not given; `{udptee}` is the udptee binary next to this one.
-pub const DEFAULT_FORWARDER: &str = "{udptee} --listen {listen} {to} --stats-interval 0";
+pub const DEFAULT_FORWARDER: &str =
+    "{udptee} --listen {listen} {to} --stats-interval 0 --admin 127.0.0.1:0";
 /// How long the forwarder may take to bind its port.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The tail has arrived when no sink grew for this long.

@@ -22,8 +22,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::admin::AdminServer;
 use crate::config::{Config, ConfigError};
 use crate::metrics::counters::{Snapshot, TargetCounters, WorkerCounters};
+use crate::metrics::histogram::{LatencySummary, TargetHistograms, new_histogram};
 use crate::net::{SocketState, socket, sys};
 use crate::pool::BufPool;
 
@@ -63,6 +65,15 @@ pub enum StartError {
         #[source]
         source: io::Error,
     },
+    /// The admin HTTP listener could not be bound.
+    #[error("binding admin listener {addr}: {source}")]
+    Admin {
+        /// The `--admin` address.
+        addr: SocketAddr,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
     /// Signal handlers could not be installed.
     #[error("installing signal handlers: {source}")]
     Signals {
@@ -72,35 +83,151 @@ pub enum StartError {
     },
 }
 
+/// The forwarder's shared view for reporting: the stats line, the admin endpoint and SIGUSR1 all read
+/// through it. Nothing here is touched by the hot path except the per-thread counters it reads.
+#[derive(Debug)]
+pub struct Stats {
+    target_names: Vec<String>,
+    queue_depth: usize,
+    backend: &'static str,
+    pool: Arc<BufPool>,
+    worker_sockets: Vec<UdpSocket>,
+    worker_counters: Vec<Arc<WorkerCounters>>,
+    target_counters: Vec<Arc<TargetCounters>>,
+    backlogs: Vec<Arc<AtomicUsize>>,
+    threads_expected: usize,
+    threads_running: Arc<AtomicUsize>,
+    thread_ids: Arc<Mutex<Vec<i32>>>,
+}
+
+impl Stats {
+    /// Target names, in `--to` order.
+    pub fn target_names(&self) -> &[String] {
+        &self.target_names
+    }
+
+    /// Capacity of each target queue.
+    pub fn queue_depth(&self) -> usize {
+        self.queue_depth
+    }
+
+    /// The receive backend in use (`mmsg`).
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    /// The datagram pool (capacity and occupancy, for gauges).
+    pub fn pool(&self) -> &BufPool {
+        &self.pool
+    }
+
+    /// Copies queued for (or in flight in) target `t`'s sender.
+    pub fn queued(&self, t: usize) -> usize {
+        self.backlogs[t].load(Ordering::Relaxed)
+    }
+
+    /// Every counter now. Kernel drops are refreshed from SO_MEMINFO, which also sees drops after the
+    /// last datagram received (SO_RXQ_OVFL only reports them with the next one).
+    pub fn snapshot(&self) -> Snapshot {
+        for (socket, counters) in self.worker_sockets.iter().zip(&self.worker_counters) {
+            if let Ok(drops) = socket::socket_drops(socket) {
+                counters.set_rcvbuf_overflow(drops);
+            }
+        }
+        Snapshot::new(
+            self.worker_counters.iter().map(|c| c.snapshot()).collect(),
+            self.target_counters.iter().map(|c| c.snapshot()).collect(),
+            self.target_names.clone(),
+        )
+    }
+
+    /// Latency of each target since start, merged over every thread that sends to it.
+    pub fn latency(&self) -> TargetHistograms {
+        self.target_names
+            .iter()
+            .enumerate()
+            .map(|(t, name)| {
+                let mut h = new_histogram();
+                self.target_counters[t].latency().merge_into(&mut h);
+                for w in &self.worker_counters {
+                    w.target(t).latency().merge_into(&mut h);
+                }
+                (name.clone(), h)
+            })
+            .collect()
+    }
+
+    /// Latency percentiles per target (SIGUSR1 and `/latency`).
+    pub fn latency_summaries(&self) -> Vec<LatencySummary> {
+        self.latency()
+            .iter()
+            .map(|(name, h)| LatencySummary::of(name, h))
+            .collect()
+    }
+
+    /// CPU time (user + system) used so far by the forwarder's own threads, from /proc/self/task.
+    pub fn cpu_time(&self) -> Duration {
+        let tids = self
+            .thread_ids
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_default();
+        tids.iter()
+            .filter_map(|tid| crate::metrics::proc::thread_cpu_time(*tid))
+            .sum()
+    }
+
+    /// Ready when every worker and sender thread is running (sockets are bound before any starts).
+    pub fn ready(&self) -> Result<(), String> {
+        let running = self.threads_running.load(Ordering::Relaxed);
+        if running == self.threads_expected {
+            Ok(())
+        } else {
+            Err(format!(
+                "{running} of {} worker and sender threads running",
+                self.threads_expected
+            ))
+        }
+    }
+}
+
 /// A running forwarder. Dropping it without [`shutdown`](Self::shutdown) stops it the same way.
 #[derive(Debug)]
 pub struct Forwarder {
     local_addr: SocketAddr,
     socket_state: SocketState,
-    target_names: Vec<String>,
     drain_timeout: Duration,
-    pool: Arc<BufPool>,
+    stats: Arc<Stats>,
     running: Arc<AtomicBool>,
     drain_deadline: Arc<OnceLock<Instant>>,
-    worker_sockets: Vec<UdpSocket>,
-    worker_counters: Vec<Arc<WorkerCounters>>,
-    target_counters: Vec<Arc<TargetCounters>>,
     workers: Vec<JoinHandle<()>>,
     senders: Vec<JoinHandle<()>>,
-    thread_ids: Arc<Mutex<Vec<i32>>>,
+    admin: Option<AdminServer>,
+}
+
+/// Counts a data thread as running for as long as it lives, panics included.
+struct Running(Arc<AtomicUsize>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn spawn(
     name: String,
     cpu: Option<usize>,
-    tids: &Arc<Mutex<Vec<i32>>>,
+    stats: &Stats,
     body: impl FnOnce() + Send + 'static,
 ) -> Result<JoinHandle<()>, StartError> {
-    let tids = Arc::clone(tids);
+    let tids = Arc::clone(&stats.thread_ids);
+    let alive = Arc::clone(&stats.threads_running);
     let thread_name = name.clone();
     std::thread::Builder::new()
         .name(name.clone())
         .spawn(move || {
+            alive.fetch_add(1, Ordering::Relaxed);
+            let _running = Running(alive);
             if let Some(id) = cpu {
                 if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
                     tracing::warn!(thread = %thread_name, cpu = id, "could not pin thread to CPU; running unpinned");
@@ -115,7 +242,7 @@ fn spawn(
 }
 
 impl Forwarder {
-    /// Binds, connects, allocates the pool and starts every thread.
+    /// Binds, connects, allocates the pool and starts every thread (and the admin listener, if any).
     pub fn start(config: &Config) -> Result<Self, StartError> {
         config.validate()?;
         let workers = config.worker_cpus.len();
@@ -149,23 +276,51 @@ impl Forwarder {
             })?;
 
         let pool = Arc::new(BufPool::new(config.pool_slots(), config.max_datagram));
+        let worker_counters: Vec<_> = (0..workers)
+            .map(|_| Arc::new(WorkerCounters::new(config.targets.len())))
+            .collect();
+        let target_counters: Vec<_> = config
+            .targets
+            .iter()
+            .map(|_| Arc::new(TargetCounters::default()))
+            .collect();
+        let backlogs: Vec<_> = config
+            .targets
+            .iter()
+            .map(|_| Arc::new(AtomicUsize::new(0)))
+            .collect();
+        let stats = Arc::new(Stats {
+            target_names: config.targets.iter().map(|t| t.name.clone()).collect(),
+            queue_depth: config.queue_depth,
+            backend: "mmsg",
+            pool: Arc::clone(&pool),
+            worker_sockets,
+            worker_counters: worker_counters.clone(),
+            target_counters: target_counters.clone(),
+            backlogs: backlogs.clone(),
+            threads_expected: workers + config.targets.len(),
+            threads_running: Arc::new(AtomicUsize::new(0)),
+            thread_ids: Arc::new(Mutex::new(Vec::new())),
+        });
+        let admin = config
+            .admin
+            .map(|addr| {
+                AdminServer::start(addr, Arc::clone(&stats))
+                    .map_err(|source| StartError::Admin { addr, source })
+            })
+            .transpose()?;
         let running = Arc::new(AtomicBool::new(true));
         let drain_deadline = Arc::new(OnceLock::new());
-        let thread_ids = Arc::new(Mutex::new(Vec::new()));
         let mut fwd = Self {
             local_addr,
             socket_state,
-            target_names: config.targets.iter().map(|t| t.name.clone()).collect(),
             drain_timeout: config.drain_timeout,
-            pool: Arc::clone(&pool),
+            stats: Arc::clone(&stats),
             running: Arc::clone(&running),
             drain_deadline: Arc::clone(&drain_deadline),
-            worker_sockets,
-            worker_counters: Vec::new(),
-            target_counters: Vec::new(),
             workers: Vec::new(),
             senders: Vec::new(),
-            thread_ids: Arc::clone(&thread_ids),
+            admin,
         };
 
         // Workers hold the only queue senders (in their links): when the last worker exits, each queue
@@ -174,56 +329,49 @@ impl Forwarder {
         for (t, (target, socket)) in config.targets.iter().zip(target_sockets).enumerate() {
             let (tx, rx) = crossbeam_channel::bounded(config.queue_depth);
             let socket = Arc::new(socket);
-            let backlog = Arc::new(AtomicUsize::new(0));
             links.push(worker::TargetLink {
                 name: target.name.clone(),
                 socket: Arc::clone(&socket),
                 queue: tx,
-                backlog: Arc::clone(&backlog),
+                backlog: Arc::clone(&backlogs[t]),
             });
-            let counters = Arc::new(TargetCounters::default());
-            fwd.target_counters.push(Arc::clone(&counters));
             let sender = sender::TargetSender {
                 name: target.name.clone(),
                 socket,
-                backlog,
+                backlog: Arc::clone(&backlogs[t]),
                 pool: Arc::clone(&pool),
                 queue: rx,
-                counters,
+                counters: Arc::clone(&target_counters[t]),
                 drain_deadline: Arc::clone(&drain_deadline),
                 batch: config.batch,
+                latency: config.latency,
             };
             let cpu = (!config.sender_cpus.is_empty())
                 .then(|| config.sender_cpus[t % config.sender_cpus.len()]);
-            fwd.senders.push(spawn(
-                format!("udptee-tx{t}"),
-                cpu,
-                &thread_ids,
-                move || sender.run(),
-            )?);
+            fwd.senders
+                .push(spawn(format!("udptee-tx{t}"), cpu, &stats, move || {
+                    sender.run()
+                })?);
         }
         for (w, (socket, cpu)) in sockets
             .into_iter()
             .zip(config.worker_cpus.iter().copied())
             .enumerate()
         {
-            let counters = Arc::new(WorkerCounters::new(config.targets.len()));
-            fwd.worker_counters.push(Arc::clone(&counters));
             let worker = worker::RecvWorker {
                 index: w,
                 socket,
                 pool: Arc::clone(&pool),
                 targets: links.clone(),
-                counters,
+                counters: Arc::clone(&worker_counters[w]),
                 running: Arc::clone(&running),
                 batch: config.batch,
+                latency: config.latency,
             };
-            fwd.workers.push(spawn(
-                format!("udptee-rx{w}"),
-                cpu,
-                &thread_ids,
-                move || worker.run(),
-            )?);
+            fwd.workers
+                .push(spawn(format!("udptee-rx{w}"), cpu, &stats, move || {
+                    worker.run()
+                })?);
         }
         Ok(fwd)
     }
@@ -233,41 +381,34 @@ impl Forwarder {
         self.local_addr
     }
 
+    /// The bound admin address, if the admin listener runs.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminServer::addr)
+    }
+
     /// What the kernel granted the receive sockets.
     pub fn socket_state(&self) -> SocketState {
         self.socket_state
     }
 
+    /// The shared reporting view (counters, latency, readiness).
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
     /// The datagram pool (capacity and occupancy, for gauges).
     pub fn pool(&self) -> &BufPool {
-        &self.pool
+        self.stats.pool()
     }
 
-    /// Every counter now. Kernel drops are refreshed from SO_MEMINFO, which also sees drops after the
-    /// last datagram received (SO_RXQ_OVFL only reports them with the next one).
+    /// Every counter now; see [`Stats::snapshot`].
     pub fn snapshot(&self) -> Snapshot {
-        for (socket, counters) in self.worker_sockets.iter().zip(&self.worker_counters) {
-            if let Ok(drops) = socket::socket_drops(socket) {
-                counters.set_rcvbuf_overflow(drops);
-            }
-        }
-        Snapshot::new(
-            self.worker_counters.iter().map(|c| c.snapshot()).collect(),
-            self.target_counters.iter().map(|c| c.snapshot()).collect(),
-            self.target_names.clone(),
-        )
+        self.stats.snapshot()
     }
 
-    /// CPU time (user + system) used so far by the forwarder's own threads, from /proc/self/task.
+    /// CPU time used so far by the forwarder's threads; see [`Stats::cpu_time`].
     pub fn cpu_time(&self) -> Duration {
-        let tids = self
-            .thread_ids
-            .lock()
-            .map(|t| t.clone())
-            .unwrap_or_default();
-        tids.iter()
-            .filter_map(|tid| crate::metrics::proc::thread_cpu_time(*tid))
-            .sum()
+        self.stats.cpu_time()
     }
 
     /// Stops receiving, lets the senders drain for at most the drain timeout, joins every thread and
@@ -289,6 +430,9 @@ impl Forwarder {
             if handle.join().is_err() {
                 tracing::error!("a target sender panicked");
             }
+        }
+        if let Some(mut admin) = self.admin.take() {
+            admin.stop();
         }
     }
 }

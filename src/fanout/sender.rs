@@ -20,6 +20,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::ratelimit::RateLimit;
 use crate::metrics::counters::{SendErrorKind, TargetCounters};
+use crate::metrics::histogram::now_nanos;
 use crate::net::mmsg::MmsgSend;
 use crate::net::socket::WAKE_INTERVAL;
 use crate::pool::{BufId, BufPool};
@@ -36,6 +37,8 @@ pub(crate) struct TargetSender {
     /// Set once at shutdown: after it, whatever cannot be sent is counted `drain_timeout`.
     pub(crate) drain_deadline: Arc<OnceLock<Instant>>,
     pub(crate) batch: usize,
+    /// Record per-copy latency (`--latency`).
+    pub(crate) latency: bool,
 }
 
 impl TargetSender {
@@ -88,6 +91,13 @@ impl TargetSender {
                         .map(|&id| self.pool.len(id))
                         .sum();
                     self.counters.add_forwarded(n as u64, bytes as u64);
+                    if self.latency {
+                        let sent = &ids[start..start + n];
+                        self.counters.latency().record_batch(
+                            now_nanos(),
+                            sent.iter().map(|&id| self.pool.rx_nanos(id)),
+                        );
+                    }
                     start += n;
                 }
                 Err(e)

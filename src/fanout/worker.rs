@@ -21,6 +21,7 @@ use crossbeam_channel::Sender;
 
 use super::ratelimit::RateLimit;
 use crate::metrics::counters::{SendErrorKind, TargetCounters, WorkerCounters, WorkerDelta};
+use crate::metrics::histogram::now_nanos;
 use crate::net::mmsg::{MmsgRecv, MmsgSend, RecvMeta};
 use crate::pool::{BufId, BufPool};
 
@@ -50,6 +51,8 @@ pub(crate) struct RecvWorker {
     pub(crate) counters: Arc<WorkerCounters>,
     pub(crate) running: Arc<AtomicBool>,
     pub(crate) batch: usize,
+    /// Record per-copy latency (`--latency`).
+    pub(crate) latency: bool,
 }
 
 impl RecvWorker {
@@ -190,6 +193,12 @@ impl RecvWorker {
             Ok(k) => {
                 let bytes: usize = ids[..k].iter().map(|&id| self.pool.len(id)).sum();
                 counters.add_forwarded(k as u64, bytes as u64);
+                if self.latency {
+                    counters.latency().record_batch(
+                        now_nanos(),
+                        ids[..k].iter().map(|&id| self.pool.rx_nanos(id)),
+                    );
+                }
                 for &id in &ids[..k] {
                     self.reclaim(id, armed);
                 }

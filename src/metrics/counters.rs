@@ -9,6 +9,8 @@ use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::histogram::LatencyRecorder;
+
 /// Why a datagram (or one target's copy of it) was not forwarded. Used as the metrics label and log field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -121,9 +123,15 @@ pub struct TargetCounters {
     send_errors: [AtomicU64; SendErrorKind::ALL.len()],
     queue_full: AtomicU64,
     drain_timeout: AtomicU64,
+    latency: LatencyRecorder,
 }
 
 impl TargetCounters {
+    /// This thread's latency samples for the target.
+    pub fn latency(&self) -> &LatencyRecorder {
+        &self.latency
+    }
+
     /// Adds datagrams sent by one `sendmmsg` call.
     pub fn add_forwarded(&self, n: u64, bytes: u64) {
         add(&self.forwarded, n);

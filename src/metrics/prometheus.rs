@@ -1,0 +1,255 @@
+//! `/metrics`: every counter of the forwarder in Prometheus/OpenMetrics text, produced with the
+//! prometheus-client crate from a snapshot taken at scrape time (nothing is maintained on the hot path
+//! for it). The kernel's view sits beside udptee's: each worker socket's drop counter and the host's
+//! /proc/net/snmp UDP error counters, so kernel loss and udptee loss can be told apart at a glance.
+//! Counter names end in `_total` (added by the encoder), units are in the names.
+
+use std::fmt;
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::fanout::Stats;
+use crate::metrics::counters::{DropReason, SendErrorKind};
+
+/// Content type of the text this module produces.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+type Labels = Vec<(&'static str, String)>;
+
+/// A registry whose one collector reads `stats` at every scrape.
+pub fn registry(stats: Arc<Stats>) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(ForwarderCollector(stats)));
+    registry
+}
+
+/// Renders `registry` as OpenMetrics text.
+pub fn render(registry: &Registry) -> Result<String, fmt::Error> {
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, registry)?;
+    Ok(out)
+}
+
+#[derive(Debug)]
+struct ForwarderCollector(Arc<Stats>);
+
+fn family(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: &[(Labels, u64)],
+) -> fmt::Result {
+    let mut metric = enc.encode_descriptor(name, help, None, kind)?;
+    if let [(labels, value)] = samples {
+        if labels.is_empty() {
+            // A label-less sample is written without `{}`.
+            return value_of(kind, *value, metric);
+        }
+    }
+    for (labels, value) in samples {
+        value_of(kind, *value, metric.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn value_of(kind: MetricType, value: u64, enc: MetricEncoder<'_>) -> fmt::Result {
+    match kind {
+        MetricType::Counter => ConstCounter::new(value).encode(enc),
+        _ => ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(enc),
+    }
+}
+
+impl Collector for ForwarderCollector {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> fmt::Result {
+        let stats = &self.0;
+        let snap = stats.snapshot();
+        let names = stats.target_names();
+        let worker = |i: usize| -> Labels { vec![("worker", i.to_string())] };
+        let target = |t: usize| -> Labels { vec![("target", names[t].clone())] };
+        let per_worker =
+            |f: &dyn Fn(&crate::metrics::counters::WorkerSnapshot) -> u64| -> Vec<(Labels, u64)> {
+                snap.workers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| (worker(i), f(w)))
+                    .collect()
+            };
+        let per_target = |f: &dyn Fn(usize) -> u64| -> Vec<(Labels, u64)> {
+            (0..names.len()).map(|t| (target(t), f(t))).collect()
+        };
+        use MetricType::{Counter, Gauge};
+
+        family(
+            &mut enc,
+            "udptee_build_info",
+            "udptee version and I/O backend (value is always 1).",
+            Gauge,
+            &[(
+                vec![
+                    ("version", env!("CARGO_PKG_VERSION").to_owned()),
+                    ("io_backend", stats.backend().to_owned()),
+                ],
+                1,
+            )],
+        )?;
+        family(
+            &mut enc,
+            "udptee_received_datagrams",
+            "Datagrams received from the kernel, all workers.",
+            Counter,
+            &[(vec![], snap.received())],
+        )?;
+        family(
+            &mut enc,
+            "udptee_worker_received_datagrams",
+            "Datagrams received by each worker.",
+            Counter,
+            &per_worker(&|w| w.received),
+        )?;
+        family(
+            &mut enc,
+            "udptee_worker_received_bytes",
+            "Bytes received by each worker (oversized datagrams excluded).",
+            Counter,
+            &per_worker(&|w| w.bytes),
+        )?;
+        family(
+            &mut enc,
+            "udptee_worker_truncated_datagrams",
+            "Datagrams over --max-datagram, forwarded to no one.",
+            Counter,
+            &per_worker(&|w| w.truncated),
+        )?;
+        family(
+            &mut enc,
+            "udptee_worker_recv_errors",
+            "Failed receive calls.",
+            Counter,
+            &per_worker(&|w| w.recv_errors),
+        )?;
+        family(
+            &mut enc,
+            "udptee_worker_kernel_drops",
+            "Datagrams the kernel dropped on this worker's socket before udptee saw them (receive buffer full; SO_RXQ_OVFL/SO_MEMINFO).",
+            Counter,
+            &per_worker(&|w| w.rcvbuf_overflow),
+        )?;
+        family(
+            &mut enc,
+            "udptee_target_forwarded_datagrams",
+            "Copies sent to each target.",
+            Counter,
+            &per_target(&|t| snap.targets[t].forwarded),
+        )?;
+        family(
+            &mut enc,
+            "udptee_target_forwarded_bytes",
+            "Bytes sent to each target.",
+            Counter,
+            &per_target(&|t| snap.targets[t].bytes),
+        )?;
+        let dropped: Vec<(Labels, u64)> = (0..names.len())
+            .flat_map(|t| DropReason::PER_TARGET.iter().map(move |&r| (t, r)))
+            .map(|(t, r)| {
+                (
+                    vec![
+                        ("target", names[t].clone()),
+                        ("reason", r.as_str().to_owned()),
+                    ],
+                    snap.dropped(t, r),
+                )
+            })
+            .collect();
+        family(
+            &mut enc,
+            "udptee_target_dropped_datagrams",
+            "Copies not forwarded to each target, by reason; received = forwarded + dropped once queues drain.",
+            Counter,
+            &dropped,
+        )?;
+        let errors: Vec<(Labels, u64)> = (0..names.len())
+            .flat_map(|t| {
+                SendErrorKind::ALL
+                    .iter()
+                    .enumerate()
+                    .map(move |(k, kind)| (t, k, kind))
+            })
+            .map(|(t, k, kind)| {
+                (
+                    vec![
+                        ("target", names[t].clone()),
+                        ("error", kind.as_str().to_owned()),
+                    ],
+                    snap.targets[t].send_errors[k],
+                )
+            })
+            .collect();
+        family(
+            &mut enc,
+            "udptee_target_send_errors",
+            "Copies the kernel refused to send, by errno class (part of reason=send_error).",
+            Counter,
+            &errors,
+        )?;
+        family(
+            &mut enc,
+            "udptee_target_queued_datagrams",
+            "Copies waiting in each target's queue or being sent by its sender.",
+            Gauge,
+            &per_target(&|t| stats.queued(t) as u64),
+        )?;
+        family(
+            &mut enc,
+            "udptee_target_queue_capacity_datagrams",
+            "Capacity of each target's queue (--queue-depth).",
+            Gauge,
+            &per_target(&|_| stats.queue_depth() as u64),
+        )?;
+        let pool = stats.pool();
+        family(
+            &mut enc,
+            "udptee_pool_slots",
+            "Datagram slots allocated at start-up.",
+            Gauge,
+            &[(vec![], pool.capacity() as u64)],
+        )?;
+        family(
+            &mut enc,
+            "udptee_pool_slots_in_use",
+            "Slots holding a datagram not yet sent or dropped by every target, or armed for receive.",
+            Gauge,
+            &[(vec![], (pool.capacity() - pool.available()) as u64)],
+        )?;
+        if let Ok(snmp) = procfs::net::snmp() {
+            family(
+                &mut enc,
+                "udptee_host_udp_rcvbuf_errors",
+                "Host-wide UDP datagrams dropped because a socket's receive buffer was full (/proc/net/snmp Udp RcvbufErrors, IPv4).",
+                Counter,
+                &[(vec![], snmp.udp_rcvbuf_errors)],
+            )?;
+            family(
+                &mut enc,
+                "udptee_host_udp_in_errors",
+                "Host-wide UDP receive errors (/proc/net/snmp Udp InErrors, IPv4).",
+                Counter,
+                &[(vec![], snmp.udp_in_errors)],
+            )?;
+            family(
+                &mut enc,
+                "udptee_host_udp_sndbuf_errors",
+                "Host-wide UDP sends dropped for lack of send buffer (/proc/net/snmp Udp SndbufErrors, IPv4).",
+                Counter,
+                &[(vec![], snmp.udp_sndbuf_errors)],
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,344 @@
+//! The admin endpoints and latency dumps: exact values on /metrics, latency counts that equal what was
+//! forwarded, 404/405 for wrong requests, and junk or slow admin clients that do not disturb forwarding.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use udptee::DropReason;
+use util::*;
+
+/// Minimal HTTP/1.1 request for tests: returns (status, headers+body text).
+fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: udptee\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, out)
+}
+
+/// The value of the sample whose name and labels start `series` exactly, e.g. `udptee_received_datagrams_total`.
+fn sample(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn with_admin(c: &mut udptee::Config) {
+    c.admin = Some("127.0.0.1:0".parse().unwrap());
+}
+
+#[test]
+fn metrics_report_exact_counts() {
+    let sink = Sink::new(false);
+    let closed = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let fwd = forwarder(false, &[sink.addr, closed], |c| {
+        with_admin(c);
+        c.max_datagram = 1000;
+    });
+    let admin = fwd.admin_addr().unwrap();
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    send_paced(
+        &fwd,
+        &client,
+        0,
+        (0..1000).map(|i| 1 + i % 900),
+        250,
+        &[&sink],
+    );
+    send_paced(
+        &fwd,
+        &client,
+        1,
+        [1001, 1500, 5000, 9000, 60000].into_iter(),
+        1,
+        &[],
+    );
+    wait_for(&fwd, "both targets to account for everything", || {
+        let s = fwd.snapshot();
+        s.received() == 1005 && s.unaccounted(0) == 0 && s.unaccounted(1) == 0
+    });
+
+    let (status, body) = http(admin, "GET", "/metrics");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("application/openmetrics-text"),
+        "Prometheus/OpenMetrics content type"
+    );
+    let snap = fwd.snapshot();
+    let (s, c) = (
+        format!("target=\"{}\"", sink.addr),
+        format!("target=\"{closed}\""),
+    );
+    assert_eq!(sample(&body, "udptee_received_datagrams_total"), 1005);
+    assert_eq!(
+        sample(
+            &body,
+            "udptee_worker_received_datagrams_total{worker=\"0\"}"
+        ),
+        1005
+    );
+    assert_eq!(
+        sample(
+            &body,
+            "udptee_worker_truncated_datagrams_total{worker=\"0\"}"
+        ),
+        5
+    );
+    assert_eq!(
+        sample(
+            &body,
+            &format!("udptee_target_forwarded_datagrams_total{{{s}}}")
+        ),
+        1000
+    );
+    assert_eq!(
+        sample(
+            &body,
+            &format!("udptee_target_dropped_datagrams_total{{{s},reason=\"truncated\"}}")
+        ),
+        5
+    );
+    assert_eq!(
+        sample(
+            &body,
+            &format!("udptee_target_dropped_datagrams_total{{{s},reason=\"queue_full\"}}")
+        ),
+        0
+    );
+    let refused = sample(
+        &body,
+        &format!("udptee_target_send_errors_total{{{c},error=\"conn_refused\"}}"),
+    );
+    assert!(refused > 0, "the closed port's ECONNREFUSED is on /metrics");
+    assert_eq!(refused, snap.dropped(1, DropReason::SendError));
+    assert_eq!(
+        sample(
+            &body,
+            &format!("udptee_target_dropped_datagrams_total{{{c},reason=\"send_error\"}}")
+        ),
+        refused
+    );
+    assert_eq!(
+        sample(
+            &body,
+            &format!("udptee_target_forwarded_datagrams_total{{{c}}}")
+        ) + refused
+            + 5,
+        1005,
+        "received = forwarded + dropped, read from /metrics alone"
+    );
+    assert_eq!(
+        sample(&body, &format!("udptee_target_queued_datagrams{{{s}}}")),
+        0
+    );
+    assert_eq!(
+        sample(&body, "udptee_worker_kernel_drops_total{worker=\"0\"}"),
+        0
+    );
+    assert!(body.contains("udptee_build_info{") && body.contains("io_backend=\"mmsg\""));
+    assert!(
+        body.contains("udptee_host_udp_rcvbuf_errors_total"),
+        "the host's kernel view is beside ours"
+    );
+
+    let (status, latency) = http(admin, "GET", "/latency");
+    assert_eq!(status, 200);
+    let json: serde_json::Value =
+        serde_json::from_str(latency.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(json[0]["target"], sink.addr.to_string());
+    assert_eq!(
+        json[0]["count"], 1000,
+        "one latency sample per copy forwarded"
+    );
+    assert_eq!(json[1]["count"], snap.targets[1].forwarded);
+    assert_accounted(&fwd.shutdown());
+    let _ = sink.finish();
+}
+
+#[test]
+fn wrong_paths_and_methods_get_4xx() {
+    let sink = Sink::new(false);
+    let fwd = forwarder(false, &[sink.addr], with_admin);
+    let admin = fwd.admin_addr().unwrap();
+    assert_eq!(http(admin, "GET", "/healthz").0, 200);
+    assert_eq!(
+        http(admin, "GET", "/readyz").0,
+        200,
+        "sockets bound, workers and senders running"
+    );
+    assert_eq!(http(admin, "HEAD", "/metrics").0, 200);
+    assert_eq!(http(admin, "GET", "/nope").0, 404);
+    assert_eq!(http(admin, "GET", "/").0, 404);
+    let (status, body) = http(admin, "POST", "/metrics");
+    assert_eq!(status, 405);
+    assert!(body.contains("Allow: GET, HEAD"), "{body}");
+    assert_eq!(http(admin, "DELETE", "/healthz").0, 405);
+    let _ = fwd.shutdown();
+}
+
+#[test]
+fn junk_and_slow_admin_clients_do_not_disturb_forwarding() {
+    let sink = Sink::new(false);
+    let fwd = forwarder(false, &[sink.addr], with_admin);
+    let admin = fwd.admin_addr().unwrap();
+    // Slow clients: connections that send half a request and then nothing.
+    let slow: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut s = TcpStream::connect(admin).unwrap();
+            s.write_all(b"GET /metr").unwrap();
+            s
+        })
+        .collect();
+    // Junk: binary garbage and oversized header lines.
+    for junk in [
+        &b"\x00\xff\xfe garbage\r\n\r\n"[..],
+        &[b'A'; 100_000][..],
+        b"GET / HTTP/9.9\r\n\r\n",
+    ] {
+        let mut s = TcpStream::connect(admin).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(junk);
+        let _ = s.read(&mut [0u8; 512]);
+    }
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sent = send_paced(&fwd, &client, 0, (0..5000).map(|i| i % 1200), 500, &[&sink]);
+    assert_eq!(
+        http(admin, "GET", "/healthz").0,
+        200,
+        "the admin listener still answers"
+    );
+    let snap = fwd.shutdown();
+    drop(slow);
+    assert!(
+        sink.finish().0 == sent,
+        "every datagram forwarded, in order, while the admin port was abused"
+    );
+    assert_eq!(snap.dropped_total(0), 0);
+}
+
+#[test]
+fn sigusr1_dumps_latency_counts_equal_to_forwarded() {
+    const BIN: &str = env!("CARGO_BIN_EXE_udptee");
+    let sink = Sink::new(false);
+    let listen = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let log = std::env::temp_dir().join(format!("udptee-hlog-test-{}", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let child = Command::new(BIN)
+        .args([
+            "--listen",
+            &listen.to_string(),
+            "--to",
+            &sink.addr.to_string(),
+            "--admin",
+            "off",
+        ])
+        .arg("--histogram-log")
+        .arg(&log)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !procfs::net::udp()
+        .unwrap()
+        .iter()
+        .any(|e| e.local_address == listen)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "udptee did not bind"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..500 {
+        client.send_to(&[b'm'; 64][..i % 64], listen).unwrap();
+    }
+    while sink.received() < 500 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "datagrams did not arrive"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-USR1", &pid]).status().unwrap();
+    let wait = Instant::now();
+    while std::fs::metadata(&log).map_or(true, |m| m.len() == 0) {
+        assert!(
+            wait.elapsed() < Duration::from_secs(10),
+            "SIGUSR1 did not write the interval log"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.contains("latency since start"))
+        .unwrap_or_else(|| panic!("no latency line: {err}"));
+    assert!(
+        line.contains("count=500"),
+        "the dumped count equals the datagrams forwarded: {line}"
+    );
+    for field in [
+        "p50_us=",
+        "p90_us=",
+        "p99_us=",
+        "p999_us=",
+        "p9999_us=",
+        "max_us=",
+    ] {
+        assert!(line.contains(field), "{field} in {line}");
+    }
+    let text = std::fs::read(&log).unwrap();
+    let mut total = 0;
+    for entry in hdrhistogram::serialization::interval_log::IntervalLogIterator::new(&text) {
+        if let Ok(hdrhistogram::serialization::interval_log::LogEntry::Interval(i)) = entry {
+            let bytes = base64_decode(i.encoded_histogram());
+            let h: hdrhistogram::Histogram<u64> = hdrhistogram::serialization::Deserializer::new()
+                .deserialize(&mut &bytes[..])
+                .unwrap();
+            total += h.len();
+        }
+    }
+    assert_eq!(
+        total, 500,
+        "the interval log holds every sample, readable by HdrHistogram"
+    );
+    let _ = std::fs::remove_file(&log);
+    let _ = sink.finish();
+}
+
+/// Standard base64 (the interval log's histogram encoding), decoded with the base64 crate.
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
