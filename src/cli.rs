@@ -76,7 +76,7 @@ pub struct Args {
     pub admin: String,
 
     /// Record per-target latency (kernel receive to send) for SIGUSR1, /latency and --histogram-log.
-    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off)]
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     pub latency: bool,
 
     /// On SIGUSR1, also append each target's latency since the last dump to this file, in
@@ -201,6 +201,19 @@ mod tests {
         assert_eq!(c.rcvbuf_bytes, 4 << 20);
         assert_eq!(c.max_datagram, 1024, "k is binary");
         assert_eq!(c.stats_interval, Duration::from_millis(250));
+        assert!(c.latency, "latency is recorded by default");
+        let c = parse(&[
+            "-l",
+            "127.0.0.1:0",
+            "--to",
+            "127.0.0.1:9",
+            "--latency",
+            "off",
+            "--admin",
+            "off",
+        ])
+        .unwrap();
+        assert!(!c.latency && c.admin.is_none(), "on/off flags take a value");
     }
 
     #[test]

@@ -47,8 +47,9 @@ pub struct RelayReport {
 /// Relays until `stop` is set.
 pub fn run(o: &RelayOpts, stop: &AtomicBool) -> Result<RelayReport> {
     anyhow::ensure!((1..=1024).contains(&o.batch), "--batch must be 1 to 1024");
-    let (mut sockets, _, _) = udptee::net::socket::bind_reuseport_group(o.listen, 1, o.rcvbuf)
-        .with_context(|| format!("binding {}", o.listen))?;
+    let (mut sockets, _, _) =
+        udptee::net::socket::bind_reuseport_group(o.listen, 1, o.rcvbuf, false)
+            .with_context(|| format!("binding {}", o.listen))?;
     let socket = sockets.pop().context("no socket")?;
     let targets = o
         .targets

@@ -100,7 +100,7 @@ impl SinkHandle {
 /// Binds and starts a sink; `stop` (shared with signal handlers) ends it early, as does `finish`.
 pub fn start(opts: &SinkOpts, stop: Arc<AtomicBool>) -> Result<SinkHandle> {
     let (mut sockets, addr, state) =
-        udptee::net::socket::bind_reuseport_group(opts.listen, 1, opts.rcvbuf)
+        udptee::net::socket::bind_reuseport_group(opts.listen, 1, opts.rcvbuf, true)
             .with_context(|| format!("binding sink to {}", opts.listen))?;
     if state.rcvbuf_granted < opts.rcvbuf {
         eprintln!(

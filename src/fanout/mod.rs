@@ -246,13 +246,16 @@ impl Forwarder {
     pub fn start(config: &Config) -> Result<Self, StartError> {
         config.validate()?;
         let workers = config.worker_cpus.len();
-        let (sockets, local_addr, socket_state) =
-            socket::bind_reuseport_group(config.listen, workers, config.rcvbuf_bytes).map_err(
-                |source| StartError::Bind {
-                    addr: config.listen,
-                    source,
-                },
-            )?;
+        let (sockets, local_addr, socket_state) = socket::bind_reuseport_group(
+            config.listen,
+            workers,
+            config.rcvbuf_bytes,
+            config.latency,
+        )
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
         let target_sockets = config
             .targets
             .iter()

@@ -54,11 +54,13 @@ fn ensure_free(addr: SocketAddr) -> io::Result<()> {
 }
 
 /// Binds `count` sockets to `addr` in one SO_REUSEPORT group. With port 0 the first socket picks the
-/// port and the rest join it. Returns the sockets, the bound address and the first socket's state.
+/// port and the rest join it. `timestamps` turns on SO_TIMESTAMPNS (kernel receive time per datagram).
+/// Returns the sockets, the bound address and the first socket's state.
 pub fn bind_reuseport_group(
     addr: SocketAddr,
     count: usize,
     rcvbuf_bytes: usize,
+    timestamps: bool,
 ) -> io::Result<(Vec<UdpSocket>, SocketAddr, SocketState)> {
     ensure_free(addr)?;
     let mut sockets = Vec::with_capacity(count);
@@ -70,7 +72,9 @@ pub fn bind_reuseport_group(
         let granted = set_rcvbuf(&socket, rcvbuf_bytes)?;
         state.get_or_insert(granted);
         sys::setsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)?;
-        sys::setsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
+        if timestamps {
+            sys::setsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
+        }
         socket.set_read_timeout(Some(WAKE_INTERVAL))?;
         socket.bind(&bound.into())?;
         if bound.port() == 0 {
