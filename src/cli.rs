@@ -84,6 +84,11 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub histogram_log: Option<std::path::PathBuf>,
 
+    /// Receive backend: auto (io_uring multishot recvmsg when the kernel allows it and it measured
+    /// faster, else recvmmsg, logged once), uring (fail if unavailable) or mmsg.
+    #[arg(long = "io", value_name = "BACKEND", value_enum, default_value_t = IoArg::Auto)]
+    pub io: IoArg,
+
     /// Log verbosity: error, warn, info, debug or trace (or a tracing filter such as udptee=debug).
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
@@ -91,6 +96,17 @@ pub struct Args {
     /// Log line format.
     #[arg(long, value_name = "FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// `--io` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IoArg {
+    /// io_uring when available and faster here, else recvmmsg.
+    Auto,
+    /// io_uring multishot recvmsg, or fail.
+    Uring,
+    /// recvmmsg.
+    Mmsg,
 }
 
 /// How log lines are written.
@@ -140,6 +156,11 @@ impl TryFrom<&Args> for Config {
             spec => Some(config::resolve(spec)?),
         };
         config.latency = args.latency;
+        config.io_backend = match args.io {
+            IoArg::Auto => config::IoBackend::Auto,
+            IoArg::Uring => config::IoBackend::Uring,
+            IoArg::Mmsg => config::IoBackend::Mmsg,
+        };
         config.histogram_log = args.histogram_log.clone();
         config.validate()?;
         Ok(config)

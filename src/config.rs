@@ -9,6 +9,9 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::net::IoBackend;
+use crate::net::uring::ring_entries;
+
 /// Datagrams per `recvmmsg`/`sendmmsg` call: 32, as quinn-udp's `BATCH_SIZE`; tune with `--batch`.
 pub const DEFAULT_BATCH: usize = 32;
 /// Largest batch accepted: the kernel caps `sendmmsg` at `UIO_MAXIOV` (1024) messages per call.
@@ -75,6 +78,8 @@ pub struct Config {
     pub latency: bool,
     /// On SIGUSR1, also append the interval's histograms to this HdrHistogram interval log.
     pub histogram_log: Option<PathBuf>,
+    /// Receive backend.
+    pub io_backend: IoBackend,
 }
 
 impl Config {
@@ -96,16 +101,19 @@ impl Config {
             admin: None,
             latency: true,
             histogram_log: None,
+            io_backend: IoBackend::Auto,
         }
     }
 
-    /// Buffer slots in the pool: enough that every target queue can be full while every worker holds a
-    /// batch (plus one scratch slot) and every sender has one in flight, so a slow target can never
-    /// starve the others of buffers (`pool_exhausted` then only happens if this invariant is broken).
+    /// Buffer slots in the pool: enough that every target queue can be full while every worker holds
+    /// its receive slots (a batch of spares, an io_uring's provided buffers, one scratch slot) and every
+    /// sender has a batch in flight, so a slow target can never starve the others of buffers
+    /// (`pool_exhausted` then only happens if this invariant is broken).
     pub fn pool_slots(&self) -> usize {
         let workers = self.worker_cpus.len();
         let targets = self.targets.len();
-        workers * (self.batch + 1) + targets * (self.queue_depth + self.batch)
+        workers * (self.batch + usize::from(ring_entries(self.batch)) + 1)
+            + targets * (self.queue_depth + self.batch)
     }
 
     /// Bytes of datagram memory the pool allocates (and touches) at start-up.
@@ -309,8 +317,8 @@ mod tests {
         c.worker_cpus = vec![None; 3];
         assert_eq!(
             c.pool_slots(),
-            3 * (8 + 1) + 2 * (100 + 8),
-            "pool must cover W*(B+1) + T*(D+B)"
+            3 * (8 + 64 + 1) + 2 * (100 + 8),
+            "pool must cover W*(B+R+1) + T*(D+B), R = io_uring provided buffers per worker"
         );
     }
 

@@ -108,6 +108,7 @@ fn log_start(config: &Config, fwd: &Forwarder) {
         listen = %fwd.local_addr(),
         targets = ?config.targets.iter().map(|t| t.addr.to_string()).collect::<Vec<_>>(),
         workers = config.worker_cpus.len(),
+        io = fwd.stats().backend(),
         batch = config.batch,
         queue_depth = config.queue_depth,
         pool_slots = fwd.pool().capacity(),

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use crossbeam_queue::ArrayQueue;
 
 /// Index of a slot in a [`BufPool`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct BufId(u32);
 
 impl BufId {
@@ -22,6 +22,11 @@ impl BufId {
         self.0 as usize
     }
 }
+
+/// Bytes in front of every payload: io_uring's multishot recvmsg writes its 16-byte
+/// `io_uring_recvmsg_out` and the control messages (64 bytes, `net::mmsg::CMSG_BYTES`) there, so
+/// both backends share one slot layout and senders always find the payload at the same offset.
+pub const HEADROOM: usize = 80;
 
 /// Page size used to pre-fault the pool; a larger real page only means fewer faults were needed.
 const PAGE_BYTES: usize = 4096;
@@ -48,7 +53,7 @@ impl BufPool {
             slots > 0 && u32::try_from(slots).is_ok(),
             "pool size {slots} out of range"
         );
-        let bytes: Box<[AtomicU8]> = bytemuck::zeroed_slice_box(slots * slot_bytes);
+        let bytes: Box<[AtomicU8]> = bytemuck::zeroed_slice_box(slots * (HEADROOM + slot_bytes));
         for byte in bytes.iter().step_by(PAGE_BYTES) {
             byte.store(0, Ordering::Relaxed);
         }
@@ -66,7 +71,7 @@ impl BufPool {
         }
     }
 
-    /// Bytes per slot.
+    /// Payload bytes per slot (each slot also has [`HEADROOM`] in front).
     pub fn slot_bytes(&self) -> usize {
         self.slot_bytes
     }
@@ -132,15 +137,25 @@ impl BufPool {
         debug_assert!(pushed.is_ok(), "free list holds each slot at most once");
     }
 
-    /// Start of the slot's bytes, for the kernel to read or write; valid for `slot_bytes()` bytes for
-    /// as long as the pool is borrowed.
+    fn start(&self, id: BufId) -> usize {
+        id.index() * (HEADROOM + self.slot_bytes)
+    }
+
+    /// Start of the slot's payload, for the kernel to read or write; valid for `slot_bytes()` bytes
+    /// for as long as the pool is borrowed.
     pub(crate) fn as_mut_ptr(&self, id: BufId) -> *mut u8 {
-        self.bytes[id.index() * self.slot_bytes].as_ptr()
+        self.bytes[self.start(id) + HEADROOM].as_ptr()
+    }
+
+    /// Start of the whole slot (headroom first), for io_uring's provided buffers; valid for
+    /// `HEADROOM + slot_bytes()` bytes for as long as the pool is borrowed.
+    pub(crate) fn slot_ptr(&self, id: BufId) -> *mut u8 {
+        self.bytes[self.start(id)].as_ptr()
     }
 
     /// Copies the datagram in a slot into `dst` (as much as fits); returns the bytes copied.
     pub fn read_into(&self, id: BufId, dst: &mut [u8]) -> usize {
-        let start = id.index() * self.slot_bytes;
+        let start = self.start(id) + HEADROOM;
         let n = self.len(id).min(dst.len()).min(self.slot_bytes);
         for (d, s) in dst[..n].iter_mut().zip(&self.bytes[start..start + n]) {
             *d = s.load(Ordering::Relaxed);
@@ -150,8 +165,8 @@ impl BufPool {
 
     /// Copies the datagram out of a slot (tests and diagnostics; not on the hot path).
     pub fn copy_out(&self, id: BufId) -> Vec<u8> {
-        let start = id.index() * self.slot_bytes;
-        self.bytes[start..start + self.len(id)]
+        let start = self.start(id) + HEADROOM;
+        self.bytes[start..start + self.len(id).min(self.slot_bytes)]
             .iter()
             .map(|b| b.load(Ordering::Relaxed))
             .collect()
@@ -203,7 +218,16 @@ mod tests {
         let pool = BufPool::new(3, 100);
         let p0 = pool.as_mut_ptr(BufId(0)) as usize;
         let p1 = pool.as_mut_ptr(BufId(1)) as usize;
-        assert_eq!(p1 - p0, 100, "slots are slot_bytes apart");
+        assert_eq!(
+            p1 - p0,
+            HEADROOM + 100,
+            "slots are headroom + slot_bytes apart"
+        );
+        assert_eq!(
+            p0 - pool.slot_ptr(BufId(0)) as usize,
+            HEADROOM,
+            "the payload follows the headroom"
+        );
     }
 
     proptest! {

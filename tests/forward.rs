@@ -12,6 +12,10 @@ use util::*;
 /// byte-identical and, with one worker and one client socket, in order.
 #[test]
 fn every_target_gets_every_datagram_once_in_order() {
+    on_each_backend(every_target_gets_every_datagram_once_in_order_on);
+}
+
+fn every_target_gets_every_datagram_once_in_order_on() {
     const COUNT: usize = 100_000;
     let sinks: Vec<Sink> = (0..3).map(|_| Sink::new(false)).collect();
     let addrs: Vec<_> = sinks.iter().map(|s| s.addr).collect();
@@ -54,6 +58,10 @@ fn every_target_gets_every_datagram_once_in_order() {
 /// missed is exactly what udptee dropped for it plus what its own kernel socket dropped.
 #[test]
 fn a_target_that_never_reads_loses_only_its_own_copies() {
+    on_each_backend(a_target_that_never_reads_loses_only_its_own_copies_on);
+}
+
+fn a_target_that_never_reads_loses_only_its_own_copies_on() {
     const COUNT: usize = 20_000;
     let fast = [Sink::new(false), Sink::new(false)];
     let stuck = udp_socket(loopback(false), 1); // the kernel rounds up to its minimum (~2 KiB)
@@ -112,6 +120,10 @@ fn a_target_that_never_reads_loses_only_its_own_copies() {
 /// A closed target port: others unaffected, errors counted by reason, and no CPU burnt afterwards.
 #[test]
 fn a_closed_port_is_counted_and_does_not_spin() {
+    on_each_backend(a_closed_port_is_counted_and_does_not_spin_on);
+}
+
+fn a_closed_port_is_counted_and_does_not_spin_on() {
     const COUNT: usize = 5_000;
     let closed = UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -154,6 +166,10 @@ fn a_closed_port_is_counted_and_does_not_spin() {
 /// A datagram over --max-datagram is counted as truncated and delivered nowhere; the rest flow on.
 #[test]
 fn oversized_datagrams_are_counted_and_never_cut() {
+    on_each_backend(oversized_datagrams_are_counted_and_never_cut_on);
+}
+
+fn oversized_datagrams_are_counted_and_never_cut_on() {
     let sinks = [Sink::new(false), Sink::new(false)];
     let fwd = forwarder(false, &[sinks[0].addr, sinks[1].addr], |c| {
         c.max_datagram = 1000
@@ -190,6 +206,10 @@ fn oversized_datagrams_are_counted_and_never_cut() {
 /// IPv6 listen address and targets.
 #[test]
 fn ipv6_listen_and_targets() {
+    on_each_backend(ipv6_listen_and_targets_on);
+}
+
+fn ipv6_listen_and_targets_on() {
     if !ipv6_available() {
         eprintln!("skipped: ::1 cannot be bound on this host");
         return;
@@ -213,6 +233,10 @@ fn ipv6_listen_and_targets() {
 /// Several workers and several client sockets: exact totals over workers, nothing lost or duplicated.
 #[test]
 fn several_workers_totals_are_exact() {
+    on_each_backend(several_workers_totals_are_exact_on);
+}
+
+fn several_workers_totals_are_exact_on() {
     const CLIENTS: usize = 8;
     const PER_CLIENT: usize = 5_000;
     let sinks = [Sink::new(false), Sink::new(false)];

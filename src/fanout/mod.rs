@@ -26,7 +26,8 @@ use crate::admin::AdminServer;
 use crate::config::{Config, ConfigError};
 use crate::metrics::counters::{Snapshot, TargetCounters, WorkerCounters};
 use crate::metrics::histogram::{LatencySummary, TargetHistograms, new_histogram};
-use crate::net::{SocketState, socket, sys};
+use crate::net::uring::{self, UringRecv};
+use crate::net::{IoBackend, SocketState, socket, sys};
 use crate::pool::BufPool;
 
 /// Why the forwarder could not start. Every variant names what it was doing.
@@ -64,6 +65,12 @@ pub enum StartError {
         /// The OS error.
         #[source]
         source: io::Error,
+    },
+    /// `--io uring` was asked for and the kernel refuses it.
+    #[error("--io uring: {reason}")]
+    Backend {
+        /// What the probe or set-up said.
+        reason: String,
     },
     /// The admin HTTP listener could not be bound.
     #[error("binding admin listener {addr}: {source}")]
@@ -111,7 +118,7 @@ impl Stats {
         self.queue_depth
     }
 
-    /// The receive backend in use (`mmsg`).
+    /// The receive backend in use (`uring` or `mmsg`).
     pub fn backend(&self) -> &'static str {
         self.backend
     }
@@ -241,6 +248,38 @@ fn spawn(
         .map_err(|source| StartError::Spawn { name, source })
 }
 
+/// Whether `--io auto` uses io_uring when the kernel allows it. Set from the side-by-side measurement
+/// in docs/performance.md ("mmsg against uring").
+const AUTO_PREFERS_URING: bool = true;
+
+/// Decides the receive backend once, at start-up, and sets up one io_uring per worker socket when it
+/// is io_uring. Returns no rings for recvmmsg. `auto` logs its fallback once; `uring` fails instead.
+fn choose_backend(config: &Config, sockets: &[UdpSocket]) -> Result<Vec<UringRecv>, StartError> {
+    let required = match config.io_backend {
+        IoBackend::Mmsg => return Ok(Vec::new()),
+        IoBackend::Auto if !AUTO_PREFERS_URING => return Ok(Vec::new()),
+        IoBackend::Auto => false,
+        IoBackend::Uring => true,
+    };
+    let rings = uring::probe().and_then(|()| {
+        sockets
+            .iter()
+            .map(|s| {
+                UringRecv::new(s, uring::ring_entries(config.batch))
+                    .map_err(|e| format!("io_uring setup: {e}"))
+            })
+            .collect::<Result<Vec<_>, String>>()
+    });
+    match rings {
+        Ok(rings) => Ok(rings),
+        Err(reason) if required => Err(StartError::Backend { reason }),
+        Err(reason) => {
+            tracing::info!(%reason, "io_uring unavailable; receiving with recvmmsg");
+            Ok(Vec::new())
+        }
+    }
+}
+
 impl Forwarder {
     /// Binds, connects, allocates the pool and starts every thread (and the admin listener, if any).
     pub fn start(config: &Config) -> Result<Self, StartError> {
@@ -278,6 +317,7 @@ impl Forwarder {
                 source,
             })?;
 
+        let mut urings = choose_backend(config, &sockets)?;
         let pool = Arc::new(BufPool::new(config.pool_slots(), config.max_datagram));
         let worker_counters: Vec<_> = (0..workers)
             .map(|_| Arc::new(WorkerCounters::new(config.targets.len())))
@@ -295,7 +335,7 @@ impl Forwarder {
         let stats = Arc::new(Stats {
             target_names: config.targets.iter().map(|t| t.name.clone()).collect(),
             queue_depth: config.queue_depth,
-            backend: "mmsg",
+            backend: if urings.is_empty() { "mmsg" } else { "uring" },
             pool: Arc::clone(&pool),
             worker_sockets,
             worker_counters: worker_counters.clone(),
@@ -370,6 +410,7 @@ impl Forwarder {
                 running: Arc::clone(&running),
                 batch: config.batch,
                 latency: config.latency,
+                uring: (!urings.is_empty()).then(|| urings.remove(0)),
             };
             fwd.workers
                 .push(spawn(format!("udptee-rx{w}"), cpu, &stats, move || {

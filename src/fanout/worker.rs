@@ -1,6 +1,7 @@
 //! The receive worker: one thread per SO_REUSEPORT socket, optionally pinned to a CPU.
 //!
-//! Each loop: keep `batch` pool slots armed, `recvmmsg` into them, then hand the batch to every target.
+//! Each loop receives one batch, with `recvmmsg` into `batch` armed pool slots or from the worker's
+//! io_uring (multishot recvmsg into pool slots it provided), then hands the batch to every target.
 //! A target with no backlog gets it inline: one non-blocking `sendmmsg` (MSG_DONTWAIT) on its connected
 //! socket, the same work the simplest relay does, with no thread hand-off. Whatever the kernel does not
 //! take at once (EAGAIN, an error, a short count), and everything for a target that already has a
@@ -23,6 +24,8 @@ use super::ratelimit::RateLimit;
 use crate::metrics::counters::{SendErrorKind, TargetCounters, WorkerCounters, WorkerDelta};
 use crate::metrics::histogram::now_nanos;
 use crate::net::mmsg::{MmsgRecv, MmsgSend, RecvMeta};
+use crate::net::socket::WAKE_INTERVAL;
+use crate::net::uring::UringRecv;
 use crate::pool::{BufId, BufPool};
 
 /// Pause after an unexpected receive error, so a persistent one cannot spin a CPU.
@@ -53,12 +56,20 @@ pub(crate) struct RecvWorker {
     pub(crate) batch: usize,
     /// Record per-copy latency (`--latency`).
     pub(crate) latency: bool,
+    /// The io_uring receive state, set up at start-up, when that backend is in use.
+    pub(crate) uring: Option<UringRecv>,
+}
+
+/// The receive backend of one worker, dispatched once per batch.
+enum Backend {
+    Mmsg(MmsgRecv),
+    Uring(Box<UringRecv>),
 }
 
 impl RecvWorker {
     /// Receives and dispatches until `running` turns false; then returns its slots to the pool and drops
     /// its queue handles, which lets the senders drain and finish.
-    pub(crate) fn run(self) {
+    pub(crate) fn run(mut self) {
         let Some(scratch) = self.pool.try_take() else {
             tracing::error!(
                 worker = self.index,
@@ -66,9 +77,13 @@ impl RecvWorker {
             );
             return;
         };
-        let mut recv = MmsgRecv::new(self.batch);
+        let mut backend = match self.uring.take() {
+            Some(uring) => Backend::Uring(Box::new(uring)),
+            None => Backend::Mmsg(MmsgRecv::new(self.batch)),
+        };
         let mut send = MmsgSend::new_nonblocking(self.batch);
-        let mut armed: Vec<BufId> = Vec::with_capacity(self.batch);
+        // Free slots this worker holds: armed for recvmmsg, or waiting to be provided to the io_uring.
+        let mut spare: Vec<BufId> = Vec::with_capacity(self.batch);
         let mut ids: Vec<BufId> = vec![scratch; self.batch];
         let mut ready: Vec<BufId> = Vec::with_capacity(self.batch);
         let mut meta = vec![RecvMeta::default(); self.batch];
@@ -78,16 +93,39 @@ impl RecvWorker {
         let holders = self.targets.len() as u32;
 
         while self.running.load(Ordering::Relaxed) {
-            while armed.len() < self.batch {
-                match self.pool.try_take() {
-                    Some(id) => armed.push(id),
-                    None => break,
+            // One dispatch per batch. Afterwards ids[..n] are the slots the kernel filled (the scratch
+            // slot where recvmmsg found the pool dry) and meta[..n] what it said about them.
+            let received = match &mut backend {
+                Backend::Mmsg(recv) => {
+                    while spare.len() < self.batch {
+                        match self.pool.try_take() {
+                            Some(id) => spare.push(id),
+                            None => break,
+                        }
+                    }
+                    let used = spare.len();
+                    ids[..used].copy_from_slice(&spare);
+                    ids[used..].fill(scratch);
+                    let r = recv.recv_batch(self.socket.as_fd(), &self.pool, &ids, &mut meta);
+                    if let Ok(n) = r {
+                        spare.drain(..n.min(used));
+                    }
+                    r
                 }
-            }
-            ids[..armed.len()].copy_from_slice(&armed);
-            ids[armed.len()..].fill(scratch);
-
-            let n = match recv.recv_batch(self.socket.as_fd(), &self.pool, &ids, &mut meta) {
+                Backend::Uring(recv) => {
+                    recv.provide(&self.pool, &mut spare);
+                    let r = recv.recv_batch(
+                        self.socket.as_fd(),
+                        &self.pool,
+                        &mut ids,
+                        &mut meta,
+                        WAKE_INTERVAL,
+                    );
+                    self.counters.set_ring_empty(recv.ring_empty());
+                    r
+                }
+            };
+            let n = match received {
                 Ok(n) => n,
                 Err(e)
                     if matches!(
@@ -100,7 +138,7 @@ impl RecvWorker {
                 Err(e) => {
                     self.counters.add_recv_error();
                     if let Some(count) = recv_errors.hit(1) {
-                        tracing::warn!(worker = self.index, error = %e, count, "recvmmsg failed");
+                        tracing::warn!(worker = self.index, error = %e, count, "receive failed");
                     }
                     std::thread::sleep(ERROR_BACKOFF);
                     continue;
@@ -109,31 +147,22 @@ impl RecvWorker {
 
             let mut delta = WorkerDelta::default();
             let mut kernel_drops = None;
-            let armed_len = armed.len();
-            let mut kept = 0;
             ready.clear();
-            for (i, m) in meta[..n].iter().enumerate() {
+            for (&id, m) in ids[..n].iter().zip(&meta[..n]) {
                 delta.received += 1;
                 kernel_drops = m.kernel_drops.or(kernel_drops);
-                if i >= armed_len {
+                if id == scratch {
                     delta.pool_exhausted += 1;
-                    continue;
-                }
-                let id = ids[i];
-                if m.truncated {
+                } else if m.truncated {
                     delta.truncated += 1;
-                    armed[kept] = id;
-                    kept += 1;
-                    continue;
+                    self.keep_spare(id, &mut spare);
+                } else {
+                    delta.bytes += m.len as u64;
+                    self.pool.set_meta(id, m.len, m.rx_nanos);
+                    self.pool.share(id, holders);
+                    ready.push(id);
                 }
-                delta.bytes += m.len as u64;
-                self.pool.set_meta(id, m.len, m.rx_nanos);
-                self.pool.share(id, holders);
-                ready.push(id);
             }
-            // Slots the kernel did not fill this time stay armed, after the truncated ones kept above.
-            armed.copy_within(n.min(armed_len)..armed_len, kept);
-            armed.truncate(kept + armed_len.saturating_sub(n));
 
             if !ready.is_empty() {
                 for (t, link) in self.targets.iter().enumerate() {
@@ -147,12 +176,12 @@ impl RecvWorker {
                             counters,
                             &ready,
                             &mut send_errors[t],
-                            &mut armed,
+                            &mut spare,
                         )
                     } else {
                         &ready[..]
                     };
-                    self.enqueue(link, counters, rest, &mut armed);
+                    self.enqueue(link, counters, rest, &mut spare);
                 }
             }
             self.counters.add_batch(&delta);
@@ -161,21 +190,34 @@ impl RecvWorker {
             }
         }
 
-        for id in armed.into_iter().chain(std::iter::once(scratch)) {
-            self.pool.share(id, 1);
-            self.pool.release(id);
+        let ring_slots = match backend {
+            Backend::Uring(recv) => recv.into_slots(),
+            Backend::Mmsg(_) => Vec::new(),
+        };
+        for id in spare
+            .into_iter()
+            .chain(ring_slots)
+            .chain(std::iter::once(scratch))
+        {
+            self.pool.put_back(id);
+        }
+    }
+
+    /// Keeps a free slot this worker owns for its next receive, or returns it to the pool if it has
+    /// enough.
+    fn keep_spare(&self, id: BufId, spare: &mut Vec<BufId>) {
+        if spare.len() < self.batch {
+            spare.push(id);
+        } else {
+            self.pool.put_back(id);
         }
     }
 
     /// Releases this worker's hold on `id`; if that freed the slot, keeps it armed for the next batch
     /// (cache-warm) rather than returning it to the shared free list.
-    fn reclaim(&self, id: BufId, armed: &mut Vec<BufId>) {
+    fn reclaim(&self, id: BufId, spare: &mut Vec<BufId>) {
         if self.pool.release_owned(id) {
-            if armed.len() < self.batch {
-                armed.push(id);
-            } else {
-                self.pool.put_back(id);
-            }
+            self.keep_spare(id, spare);
         }
     }
 

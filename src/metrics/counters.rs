@@ -174,6 +174,7 @@ pub struct WorkerCounters {
     pool_exhausted: AtomicU64,
     rcvbuf_overflow: AtomicU64,
     recv_errors: AtomicU64,
+    ring_empty: AtomicU64,
     targets: Box<[TargetCounters]>,
 }
 
@@ -217,6 +218,11 @@ impl WorkerCounters {
         self.rcvbuf_overflow.fetch_max(total, Ordering::Relaxed);
     }
 
+    /// Records how often the worker's io_uring ran out of provided buffers (cumulative).
+    pub fn set_ring_empty(&self, total: u64) {
+        self.ring_empty.store(total, Ordering::Relaxed);
+    }
+
     /// Counts a failed `recvmmsg` (other than timeouts and interrupts).
     pub fn add_recv_error(&self) {
         add(&self.recv_errors, 1);
@@ -231,6 +237,7 @@ impl WorkerCounters {
             pool_exhausted: get(&self.pool_exhausted),
             rcvbuf_overflow: get(&self.rcvbuf_overflow),
             recv_errors: get(&self.recv_errors),
+            ring_empty: get(&self.ring_empty),
             targets: self.targets.iter().map(TargetCounters::snapshot).collect(),
         }
     }
@@ -251,6 +258,8 @@ pub struct WorkerSnapshot {
     pub rcvbuf_overflow: u64,
     /// Failed receive calls.
     pub recv_errors: u64,
+    /// Times the io_uring ran out of provided buffers (receive pressure; 0 with recvmmsg).
+    pub ring_empty: u64,
     /// This worker's part of each target's counters (inline sends, errors, queue drops).
     pub targets: Vec<TargetSnapshot>,
 }

@@ -16,7 +16,7 @@ use crate::pool::{BufId, BufPool};
 
 /// Control-message room per datagram: SO_RXQ_OVFL needs CMSG_SPACE(4) = 24 bytes and SCM_TIMESTAMPNS
 /// CMSG_SPACE(16) = 32 on 64-bit Linux; 64 leaves slack.
-const CMSG_BYTES: usize = 64;
+pub(crate) const CMSG_BYTES: usize = 64;
 
 /// A control buffer aligned like `cmsghdr`, as quinn-udp's `cmsg::Aligned`, so CMSG_* macros may read it.
 #[derive(Clone, Copy)]
@@ -130,13 +130,23 @@ fn decode_recv(h: &libc::mmsghdr, slot_bytes: usize) -> RecvMeta {
         truncated: h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || len > slot_bytes,
         ..RecvMeta::default()
     };
-    // SAFETY: `msg_hdr` was filled by a successful recvmmsg; its control pointer and (kernel-updated)
-    // controllen describe our aligned CmsgBuf, which is what CMSG_FIRSTHDR requires.
-    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&h.msg_hdr) };
+    decode_control(&h.msg_hdr, &mut meta);
+    meta
+}
+
+/// Reads the kernel drop count (SO_RXQ_OVFL) and receive time (SCM_TIMESTAMPNS) from the control
+/// messages `msg` describes. Shared by the recvmmsg and io_uring backends.
+pub(crate) fn decode_control(msg: &libc::msghdr, meta: &mut RecvMeta) {
+    if msg.msg_control.is_null() {
+        return;
+    }
+    // SAFETY: `msg` describes a control buffer the kernel filled (recvmmsg, or a completed io_uring
+    // buffer) of `msg_controllen` bytes, which is what CMSG_FIRSTHDR requires.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(msg) };
     while !cmsg.is_null() {
-        // SAFETY: CMSG_FIRSTHDR/CMSG_NXTHDR return either null or a pointer to a complete, aligned
-        // cmsghdr inside the control buffer.
-        let c = unsafe { &*cmsg };
+        // SAFETY: CMSG_FIRSTHDR/CMSG_NXTHDR return either null or a pointer to a complete cmsghdr
+        // inside the control buffer; read it unaligned (io_uring buffers give no alignment promise).
+        let c = unsafe { ptr::read_unaligned(cmsg) };
         // SAFETY: CMSG_DATA of a valid cmsghdr points at its payload, inside the buffer.
         let data = unsafe { libc::CMSG_DATA(cmsg) };
         match (c.cmsg_level, c.cmsg_type) {
@@ -158,9 +168,8 @@ fn decode_recv(h: &libc::mmsghdr, slot_bytes: usize) -> RecvMeta {
             _ => {}
         }
         // SAFETY: as for CMSG_FIRSTHDR; `cmsg` is a valid header of this message.
-        cmsg = unsafe { libc::CMSG_NXTHDR(&h.msg_hdr, cmsg) };
+        cmsg = unsafe { libc::CMSG_NXTHDR(msg, cmsg) };
     }
-    meta
 }
 
 /// CMSG_LEN of a payload of type `T`.

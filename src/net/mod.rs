@@ -3,11 +3,25 @@
 //! Required of a backend: receive up to a batch of datagrams into pool slots named by `BufId`, report
 //! each datagram's real length, truncation, the socket's kernel drop count and receive timestamp; send a
 //! batch from pool slots on a connected socket, returning how many went out. Dispatch happens once per
-//! batch, never per datagram. Only `sys` and `mmsg` contain `unsafe`. Public so that udptee-loadgen's
+//! batch, never per datagram. Only `sys`, `mmsg` and `uring` contain `unsafe`. Public so that udptee-loadgen's
 //! generator, sink and baseline relay use the very same batch I/O as the forwarder.
 
 pub mod mmsg;
 pub mod socket;
 pub(crate) mod sys;
+pub mod uring;
 
 pub use socket::{SocketState, socket_drops};
+
+/// Which receive backend to use (`--io`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IoBackend {
+    /// Probe io_uring at start-up and use it when it works and measured faster here; otherwise
+    /// recvmmsg, with one log line saying why.
+    #[default]
+    Auto,
+    /// io_uring multishot recvmsg; start-up fails with a clear error if the kernel refuses it.
+    Uring,
+    /// recvmmsg.
+    Mmsg,
+}

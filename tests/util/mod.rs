@@ -11,7 +11,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
-use udptee::config::{Config, Target};
+use std::cell::Cell;
+
+use udptee::config::{Config, IoBackend, Target};
 use udptee::{Forwarder, Snapshot};
 
 /// Longest a test waits for datagrams to arrive before it fails with a diagnosis.
@@ -112,7 +114,34 @@ impl Sink {
     }
 }
 
-/// Starts a forwarder on loopback to `targets`, with `tweak` applied to the default config.
+thread_local! {
+    /// The backend [`forwarder`] uses in this test thread (set by [`on_each_backend`]).
+    static BACKEND: Cell<IoBackend> = const { Cell::new(IoBackend::Mmsg) };
+}
+
+/// The backends to test here: recvmmsg always, io_uring when this kernel allows it (else skipped
+/// with the reason printed, as io-uring-test's `require!` does).
+pub fn backends() -> Vec<IoBackend> {
+    match udptee::net::uring::probe() {
+        Ok(()) => vec![IoBackend::Mmsg, IoBackend::Uring],
+        Err(reason) => {
+            eprintln!("io_uring backend skipped: {reason}");
+            vec![IoBackend::Mmsg]
+        }
+    }
+}
+
+/// Runs a test body once per backend in [`backends`].
+pub fn on_each_backend(body: impl Fn()) {
+    for backend in backends() {
+        eprintln!("-- backend {backend:?}");
+        BACKEND.with(|b| b.set(backend));
+        body();
+    }
+}
+
+/// Starts a forwarder on loopback to `targets`, with `tweak` applied to the default config, on the
+/// backend [`on_each_backend`] chose (recvmmsg outside it).
 pub fn forwarder(v6: bool, targets: &[SocketAddr], tweak: impl FnOnce(&mut Config)) -> Forwarder {
     let targets = targets
         .iter()
@@ -122,11 +151,23 @@ pub fn forwarder(v6: bool, targets: &[SocketAddr], tweak: impl FnOnce(&mut Confi
         })
         .collect();
     let mut config = Config::new(loopback(v6), targets);
+    config.io_backend = BACKEND.with(Cell::get);
     config.queue_depth = 4096;
     config.max_datagram = 2048;
     config.stats_interval = Duration::ZERO;
     tweak(&mut config);
-    Forwarder::start(&config).expect("forwarder starts")
+    let fwd = Forwarder::start(&config).expect("forwarder starts");
+    let expected = if config.io_backend == IoBackend::Uring {
+        "uring"
+    } else {
+        "mmsg"
+    };
+    assert_eq!(
+        fwd.stats().backend(),
+        expected,
+        "the forwarder runs on the backend under test"
+    );
+    fwd
 }
 
 /// Waits until `done()` holds, panicking with `what` and the forwarder's counters after [`PATIENCE`].

@@ -1,0 +1,118 @@
+//! Backend selection: `--io auto` falls back to recvmmsg with the reason logged when io_uring cannot be
+//! set up (simulated here), `--io uring` fails clearly instead, and each backend reports itself.
+
+mod util;
+
+use std::net::UdpSocket;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use util::Sink;
+
+const BIN: &str = env!("CARGO_BIN_EXE_udptee");
+
+fn run_with_simulated_failure(io: &str) -> (std::process::Child, std::net::SocketAddr, Sink) {
+    let sink = Sink::new(false);
+    let listen = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let child = Command::new(BIN)
+        .args([
+            "--listen",
+            &listen.to_string(),
+            "--to",
+            &sink.addr.to_string(),
+            "--io",
+            io,
+            "--admin",
+            "off",
+        ])
+        .env("UDPTEE_SIMULATE_URING_FAILURE", "1")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    (child, listen, sink)
+}
+
+#[test]
+fn auto_falls_back_to_recvmmsg_and_says_why() {
+    let (mut child, listen, sink) = run_with_simulated_failure("auto");
+    let start = Instant::now();
+    while !procfs::net::udp()
+        .unwrap()
+        .iter()
+        .any(|e| e.local_address == listen)
+    {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "udptee exited instead of falling back"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "udptee did not bind"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..300u32 {
+        client.send_to(&i.to_le_bytes(), listen).unwrap();
+    }
+    while sink.received() < 300 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "forwarding after the fallback does not work"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let fallback: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("io_uring unavailable; receiving with recvmmsg"))
+        .collect();
+    assert_eq!(
+        fallback.len(),
+        1,
+        "one log line says the fallback happened: {err}"
+    );
+    assert!(
+        fallback[0].contains("UDPTEE_SIMULATE_URING_FAILURE"),
+        "and why: {}",
+        fallback[0]
+    );
+    assert!(
+        err.contains("io=\"mmsg\"") || err.contains("io=mmsg"),
+        "the start line names the backend: {err}"
+    );
+    assert!(err.contains("forwarded 300"), "{err}");
+    assert_eq!(sink.finish().0.len(), 300);
+}
+
+#[test]
+fn forced_uring_fails_clearly_when_unavailable() {
+    let (child, _, _sink) = run_with_simulated_failure("uring");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--io uring: simulated io_uring setup failure"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"));
+}
+
+#[test]
+fn forced_mmsg_never_touches_io_uring() {
+    let sink = Sink::new(false);
+    let fwd = util::forwarder(false, &[sink.addr], |c| {
+        c.io_backend = udptee::config::IoBackend::Mmsg
+    });
+    assert_eq!(fwd.stats().backend(), "mmsg");
+    let _ = fwd.shutdown();
+}
