@@ -28,6 +28,8 @@ for run in $(seq 1 "$RUNS"); do
   for fwd in $FORWARDERS; do
     case $fwd in
       udptee) cmd="taskset -c $FWD_CPU $T/udptee --listen {listen} {to} --stats-interval 0 --admin 127.0.0.1:0 --rcvbuf $RCVBUF $UDPTEE_ARGS" ;;
+      udptee-mmsg) cmd="taskset -c $FWD_CPU $T/udptee --listen {listen} {to} --stats-interval 0 --admin 127.0.0.1:0 --rcvbuf $RCVBUF --io mmsg $UDPTEE_ARGS" ;;
+      udptee-uring) cmd="taskset -c $FWD_CPU $T/udptee --listen {listen} {to} --stats-interval 0 --admin 127.0.0.1:0 --rcvbuf $RCVBUF --io uring $UDPTEE_ARGS" ;;
       udptee-nolat) cmd="taskset -c $FWD_CPU $T/udptee --listen {listen} {to} --stats-interval 0 --admin 127.0.0.1:0 --rcvbuf $RCVBUF --latency off $UDPTEE_ARGS" ;;
       relay) cmd="taskset -c $FWD_CPU $T/udptee-loadgen relay --listen {listen} {to} --rcvbuf $RCVBUF" ;;
       *) echo "unknown forwarder $fwd" >&2; exit 2 ;;
@@ -38,4 +40,4 @@ for run in $(seq 1 "$RUNS"); do
   done
 done
 echo "command: RUNS=$RUNS RATES=$RATES DURATION=$DURATION FANOUT=$FANOUT SIZE=$SIZE FWD_CPU=$FWD_CPU GEN_CPU=$GEN_CPU RCVBUF=$RCVBUF UDPTEE_ARGS='$UDPTEE_ARGS' GEN_ARGS='$GEN_ARGS' $0"
-python3 scripts/summarize.py "$OUT" relay
+python3 scripts/summarize.py "$OUT" "${BASELINE:-relay}"

@@ -84,8 +84,9 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub histogram_log: Option<std::path::PathBuf>,
 
-    /// Receive backend: auto (io_uring multishot recvmsg when the kernel allows it and it measured
-    /// faster, else recvmmsg, logged once), uring (fail if unavailable) or mmsg.
+    /// Receive backend: auto (probe io_uring at start-up and use the backend that measured faster,
+    /// recvmmsg on the kernels we measured; the choice and why are logged once), uring (io_uring
+    /// multishot recvmsg, or fail) or mmsg.
     #[arg(long = "io", value_name = "BACKEND", value_enum, default_value_t = IoArg::Auto)]
     pub io: IoArg,
 

@@ -7,7 +7,7 @@ use std::net::UdpSocket;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use util::Sink;
+use util::{Sink, free_addr, signal, wait_bound};
 
 const BIN: &str = env!("CARGO_BIN_EXE_udptee");
 
@@ -39,21 +39,7 @@ fn run_with_simulated_failure(io: &str) -> (std::process::Child, std::net::Socke
 fn auto_falls_back_to_recvmmsg_and_says_why() {
     let (mut child, listen, sink) = run_with_simulated_failure("auto");
     let start = Instant::now();
-    while !procfs::net::udp()
-        .unwrap()
-        .iter()
-        .any(|e| e.local_address == listen)
-    {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "udptee exited instead of falling back"
-        );
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "udptee did not bind"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_bound(&mut child, listen);
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     for i in 0..300u32 {
         client.send_to(&i.to_le_bytes(), listen).unwrap();
@@ -65,10 +51,7 @@ fn auto_falls_back_to_recvmmsg_and_says_why() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    signal(&child, "-TERM");
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
@@ -105,6 +88,36 @@ fn forced_uring_fails_clearly_when_unavailable() {
         "{err}"
     );
     assert!(!err.contains("panicked"));
+}
+
+#[test]
+fn auto_says_which_backend_it_chose_and_why() {
+    let sink = Sink::new(false);
+    let listen = free_addr();
+    let mut child = Command::new(BIN)
+        .args([
+            "--listen",
+            &listen.to_string(),
+            "--to",
+            &sink.addr.to_string(),
+            "--admin",
+            "off",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_bound(&mut child, listen);
+    signal(&child, "-TERM");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let reasons = err
+        .lines()
+        .filter(|l| l.contains("receiving with recvmmsg") || l.contains("io=\"uring\""))
+        .count();
+    assert_eq!(
+        reasons, 1,
+        "exactly one line says which backend auto chose and why: {err}"
+    );
 }
 
 #[test]

@@ -3,42 +3,16 @@
 
 mod util;
 
-use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Output, Stdio};
+use std::net::UdpSocket;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use util::Sink;
+use util::{Sink, free_addr, signal, wait_bound};
 
 const BIN: &str = env!("CARGO_BIN_EXE_udptee");
 
 fn udptee(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("udptee runs")
-}
-
-fn free_port() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-fn wait_bound(child: &mut Child, addr: SocketAddr) {
-    let start = Instant::now();
-    while !procfs::net::udp()
-        .unwrap()
-        .iter()
-        .any(|e| e.local_address == addr)
-    {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "udptee exited before binding {addr}"
-        );
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "udptee did not bind {addr}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]
@@ -237,7 +211,7 @@ fn an_address_in_use_is_a_clear_start_up_error() {
 #[test]
 fn sigterm_drains_and_prints_the_final_accounting() {
     let sink = Sink::new(false);
-    let listen = free_port();
+    let listen = free_addr();
     let mut child = Command::new(BIN)
         .args([
             "--listen",
@@ -269,10 +243,7 @@ fn sigterm_drains_and_prints_the_final_accounting() {
         std::thread::sleep(Duration::from_millis(5));
     }
     std::thread::sleep(Duration::from_millis(300)); // at least one stats line
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    signal(&child, "-TERM");
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "SIGTERM is a clean exit 0: {err}");

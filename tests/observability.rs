@@ -250,7 +250,7 @@ fn sigusr1_dumps_latency_counts_equal_to_forwarded() {
         .unwrap();
     let log = std::env::temp_dir().join(format!("udptee-hlog-test-{}", std::process::id()));
     let _ = std::fs::remove_file(&log);
-    let child = Command::new(BIN)
+    let mut child = Command::new(BIN)
         .args([
             "--listen",
             &listen.to_string(),
@@ -265,17 +265,7 @@ fn sigusr1_dumps_latency_counts_equal_to_forwarded() {
         .spawn()
         .unwrap();
     let start = Instant::now();
-    while !procfs::net::udp()
-        .unwrap()
-        .iter()
-        .any(|e| e.local_address == listen)
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "udptee did not bind"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_bound(&mut child, listen);
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     for i in 0..500 {
         client.send_to(&[b'm'; 64][..i % 64], listen).unwrap();
@@ -287,8 +277,7 @@ fn sigusr1_dumps_latency_counts_equal_to_forwarded() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    let pid = child.id().to_string();
-    Command::new("kill").args(["-USR1", &pid]).status().unwrap();
+    signal(&child, "-USR1");
     let wait = Instant::now();
     while std::fs::metadata(&log).map_or(true, |m| m.len() == 0) {
         assert!(
@@ -297,7 +286,7 @@ fn sigusr1_dumps_latency_counts_equal_to_forwarded() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    signal(&child, "-TERM");
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     let line = err

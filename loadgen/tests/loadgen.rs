@@ -48,15 +48,7 @@ fn send_to_sink_counts_exactly() {
     let sent = generator::send(&opts, &stop, &Progress::default()).unwrap();
     assert_eq!(sent.sent, 20_000, "--count is exact");
     assert_eq!(sent.per_stream.iter().sum::<u64>(), 20_000);
-    while sink
-        .live
-        .datagrams
-        .load(std::sync::atomic::Ordering::Relaxed)
-        < 20_000
-    {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let r = sink.finish();
+    let r = finish_after(sink, 20_000);
     assert_eq!(r.datagrams, 20_000);
     assert_eq!(
         (r.lost, r.duplicates, r.untracked, r.kernel_drops),
@@ -102,15 +94,7 @@ fn duplicates_and_reordering_are_detected() {
     client
         .send_to(b"not a loadgen datagram", sink.addr)
         .unwrap();
-    while sink
-        .live
-        .datagrams
-        .load(std::sync::atomic::Ordering::Relaxed)
-        < 8
-    {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let r = sink.finish();
+    let r = finish_after(sink, 8);
     assert_eq!(r.duplicates, 1, "seq 2 arrived twice");
     assert_eq!(r.reordered, 2, "seq 2 after 3 and seq 4 after 5");
     assert_eq!(r.lost, 0, "every seq 0..=5 arrived");
@@ -293,6 +277,24 @@ fn bad_arguments_are_clear_errors() {
         );
         assert!(!err.contains("panicked"), "{args:?}: no panic: {err}");
     }
+}
+
+/// Waits (at most 20 s) until the sink has `count` datagrams, then stops it and returns its report.
+fn finish_after(sink: sink::SinkHandle, count: u64) -> sink::SinkReport {
+    let start = std::time::Instant::now();
+    while sink
+        .live
+        .datagrams
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < count
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the sink did not get {count} datagrams"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    sink.finish()
 }
 
 fn tempdir(name: &str) -> std::path::PathBuf {

@@ -248,20 +248,29 @@ fn spawn(
         .map_err(|source| StartError::Spawn { name, source })
 }
 
-/// Whether `--io auto` uses io_uring when the kernel allows it. Set from the side-by-side measurement
-/// in docs/performance.md ("mmsg against uring").
-const AUTO_PREFERS_URING: bool = true;
+/// Whether `--io auto` uses io_uring when the kernel allows it. Measured side by side on Linux 6.18
+/// (docs/performance.md, "Receive backends"): io_uring multishot recvmsg cost 3-5% more CPU per
+/// datagram than recvmmsg, so auto prefers recvmmsg. It still probes io_uring, so the log says
+/// whether `--io uring` would work here.
+const AUTO_PREFERS_URING: bool = false;
 
 /// Decides the receive backend once, at start-up, and sets up one io_uring per worker socket when it
-/// is io_uring. Returns no rings for recvmmsg. `auto` logs its fallback once; `uring` fails instead.
+/// is io_uring. Returns no rings for recvmmsg. `auto` logs its choice and why once; `uring` fails
+/// with the reason instead.
 fn choose_backend(config: &Config, sockets: &[UdpSocket]) -> Result<Vec<UringRecv>, StartError> {
     let required = match config.io_backend {
         IoBackend::Mmsg => return Ok(Vec::new()),
-        IoBackend::Auto if !AUTO_PREFERS_URING => return Ok(Vec::new()),
         IoBackend::Auto => false,
         IoBackend::Uring => true,
     };
-    let rings = uring::probe().and_then(|()| {
+    let usable = uring::probe();
+    if let (Ok(()), false, false) = (&usable, required, AUTO_PREFERS_URING) {
+        tracing::info!(
+            "io_uring works here, but recvmmsg measured faster (docs/performance.md); receiving with recvmmsg (--io uring to override)"
+        );
+        return Ok(Vec::new());
+    }
+    let rings = usable.and_then(|()| {
         sockets
             .iter()
             .map(|s| {

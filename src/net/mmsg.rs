@@ -52,6 +52,18 @@ fn empty_iovecs(n: usize) -> Box<[libc::iovec]> {
         .collect()
 }
 
+/// Fills one `mmsghdr` for a connected socket: no address, one iovec, optional control buffer.
+fn prepare_hdr(h: &mut libc::mmsghdr, iov: *mut libc::iovec, control: *mut u8, controllen: usize) {
+    h.msg_len = 0;
+    h.msg_hdr.msg_name = ptr::null_mut();
+    h.msg_hdr.msg_namelen = 0;
+    h.msg_hdr.msg_iov = iov;
+    h.msg_hdr.msg_iovlen = 1;
+    h.msg_hdr.msg_control = control.cast();
+    h.msg_hdr.msg_controllen = controllen as _;
+    h.msg_hdr.msg_flags = 0;
+}
+
 /// Reusable recvmmsg state for one thread.
 pub struct MmsgRecv {
     hdrs: Box<[libc::mmsghdr]>,
@@ -84,15 +96,12 @@ impl MmsgRecv {
                 iov_base: pool.as_mut_ptr(id).cast(),
                 iov_len: pool.slot_bytes(),
             };
-            let h = &mut self.hdrs[i];
-            h.msg_len = 0;
-            h.msg_hdr.msg_name = ptr::null_mut();
-            h.msg_hdr.msg_namelen = 0;
-            h.msg_hdr.msg_iov = &raw mut self.iovs[i];
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = self.ctrl[i].0.as_mut_ptr().cast();
-            h.msg_hdr.msg_controllen = CMSG_BYTES as _;
-            h.msg_hdr.msg_flags = 0;
+            prepare_hdr(
+                &mut self.hdrs[i],
+                &raw mut self.iovs[i],
+                self.ctrl[i].0.as_mut_ptr(),
+                CMSG_BYTES,
+            );
         }
         let hdrs = self.hdrs.as_mut_ptr();
         let got = retry_if_interrupted(|| {
@@ -239,15 +248,7 @@ impl MmsgSend {
             iov_base: base.cast(),
             iov_len: len,
         };
-        let h = &mut self.hdrs[i];
-        h.msg_len = 0;
-        h.msg_hdr.msg_name = ptr::null_mut();
-        h.msg_hdr.msg_namelen = 0;
-        h.msg_hdr.msg_iov = &raw mut self.iovs[i];
-        h.msg_hdr.msg_iovlen = 1;
-        h.msg_hdr.msg_control = ptr::null_mut();
-        h.msg_hdr.msg_controllen = 0;
-        h.msg_hdr.msg_flags = 0;
+        prepare_hdr(&mut self.hdrs[i], &raw mut self.iovs[i], ptr::null_mut(), 0);
     }
 
     fn submit(&mut self, fd: BorrowedFd<'_>, n: usize) -> io::Result<usize> {

@@ -231,6 +231,44 @@ pub fn assert_accounted(snap: &Snapshot) {
     }
 }
 
+/// A free loopback UDP address: bound and released, for a child process to bind at once.
+pub fn free_addr() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Waits until the child process has bound `addr` (as /proc/net/udp shows), failing if it exits
+/// first or takes longer than 10 s.
+pub fn wait_bound(child: &mut std::process::Child, addr: SocketAddr) {
+    let start = Instant::now();
+    while !procfs::net::udp()
+        .unwrap()
+        .iter()
+        .any(|e| e.local_address == addr)
+    {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "udptee exited before binding {addr}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "udptee did not bind {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends a signal (`"-TERM"`, `"-USR1"`) to a child process.
+pub fn signal(child: &std::process::Child, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {sig} failed");
+}
+
 /// Kernel drops on a socket we own.
 pub fn kernel_drops(socket: &UdpSocket) -> u64 {
     udptee::socket_drops(socket).expect("SO_MEMINFO is available")

@@ -50,6 +50,8 @@ pub struct UringRecv {
     slots: Box<[Option<BufId>]>,
     free_bids: Vec<u16>,
     ring_empty: u64,
+    /// Created disabled (single issuer): the first `arm`, on the worker thread, enables it.
+    disabled: bool,
 }
 
 // SAFETY: `msghdr` only points at nothing (null name and control, lengths only); the ring and buffer
@@ -60,9 +62,24 @@ impl UringRecv {
     /// Sets up a ring and a provided-buffer ring of `entries` buffers for `socket`.
     pub fn new(socket: &UdpSocket, entries: u16) -> io::Result<Self> {
         // The completion queue must hold at least the submission queue (8) and every provided buffer.
-        let ring = IoUring::builder()
-            .setup_cqsize((u32::from(entries) * 2).max(16))
-            .build(8)?;
+        let cq_entries = (u32::from(entries) * 2).max(16);
+        // Single issuer with deferred task work (Linux 6.1) posts completions only when the worker
+        // enters the kernel to wait for them, with no wake-up per datagram. The ring starts disabled
+        // and the worker thread enables it, becoming its one issuer. Older kernels refuse the flags:
+        // then a plain ring.
+        let (ring, deferred) = match IoUring::builder()
+            .setup_cqsize(cq_entries)
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_r_disabled()
+            .build(8)
+        {
+            Ok(ring) => (ring, true),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                (IoUring::builder().setup_cqsize(cq_entries).build(8)?, false)
+            }
+            Err(e) => return Err(e),
+        };
         let buf_ring = BufRing::new(&ring, entries, 0)?;
         // SAFETY: msghdr is plain C data; all-zero is valid. Only the name and control lengths matter
         // to multishot recvmsg (they reserve room in each buffer).
@@ -77,6 +94,7 @@ impl UringRecv {
             slots: vec![None; usize::from(entries)].into(),
             free_bids: (0..entries).rev().collect(),
             ring_empty: 0,
+            disabled: deferred,
         })
     }
 
@@ -109,6 +127,10 @@ impl UringRecv {
     fn arm(&mut self) -> io::Result<()> {
         if self.armed {
             return Ok(());
+        }
+        if self.disabled {
+            self.ring.submitter().register_enable_rings()?;
+            self.disabled = false;
         }
         let sqe =
             opcode::RecvMsgMulti::new(Fd(self.fd), &raw const *self.msghdr, self.buf_ring.bgid())
