@@ -19,7 +19,7 @@ use crate::config::{self, Config, ConfigError, Target};
 #[derive(Debug, Parser)]
 #[command(name = "udptee", version, max_term_width = 100)]
 pub struct Args {
-    /// Address to receive on (HOST:PORT; IPv4, [IPv6] or a host name).
+    /// Address to receive on (HOST:PORT: IPv4, IPv6 as `[::1]:8125`, or a host name).
     #[arg(long, short = 'l', value_name = "ADDR")]
     pub listen: String,
 

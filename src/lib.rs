@@ -7,7 +7,7 @@
 //! - each datagram's slot is shared, not copied, by every target: its id goes into one bounded queue per
 //!   target, and one sender thread per target sends batches with `sendmmsg` on a connected socket;
 //! - a full queue, a send error, an oversized datagram or a drain timeout is a counted drop with a named
-//!   [`DropReason`](metrics::counters::DropReason); nothing is lost silently, nothing waits on a target.
+//!   [`metrics::counters::DropReason`]; nothing is lost silently, nothing waits on a target.
 //!
 //! Modules: [`config`] and [`cli`] (what to run), [`fanout`] (threads and the [`Forwarder`]), [`pool`]
 //! (slots), [`net`] (sockets and the batch syscalls, the only `unsafe` code), [`metrics`] (counters,

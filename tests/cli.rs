@@ -35,6 +35,10 @@ fn help_documents_every_flag() {
         "--drain-timeout",
         "--log-level",
         "--log-format",
+        "--io",
+        "--admin",
+        "--latency",
+        "--histogram-log",
     ] {
         assert!(help.contains(flag), "--help documents {flag}");
     }

@@ -87,7 +87,7 @@ pub fn expand(template: &str, listen: SocketAddr, targets: &[SocketAddr], udptee
         .replace("{udptee}", &udptee.display().to_string())
 }
 
-/// The udptee binary beside this executable (cargo puts both in target/<profile>/), else `udptee`.
+/// The udptee binary beside this executable (cargo puts both in `target/<profile>/`), else `udptee`.
 pub fn udptee_path() -> PathBuf {
     std::env::current_exe()
         .ok()

@@ -2,7 +2,7 @@
 //! each), sending `sendmmsg` batches paced by a token bucket.
 //!
 //! Pacing: datagram k of a thread is due at `start + k / rate`. A thread sends whatever is due (at most
-//! a batch per call), sleeps when it is more than [`SPIN_BELOW`] ahead and spins otherwise, so the rate
+//! a batch per call), sleeps when it is more than `SPIN_BELOW` ahead and spins otherwise, so the rate
 //! holds even with millisecond timer jitter. When it falls behind it catches up in full batches; if it
 //! still ends short of the rate, the report says so loudly: the generator must never be the unnoticed
 //! bottleneck.
