@@ -118,7 +118,7 @@ impl Config {
 
     /// Bytes of datagram memory the pool allocates (and touches) at start-up.
     pub fn pool_bytes(&self) -> usize {
-        self.pool_slots() * self.max_datagram
+        self.pool_slots() * (crate::pool::HEADROOM + self.max_datagram)
     }
 
     /// Checks the cross-field rules; `Args` conversion and library users both go through it.
