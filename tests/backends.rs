@@ -4,53 +4,33 @@
 mod util;
 
 use std::net::UdpSocket;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use util::{Sink, free_addr, signal, wait_bound};
-
-const BIN: &str = env!("CARGO_BIN_EXE_udptee");
+use util::{Sink, signal, spawn_udptee, wait_bound, wait_until};
 
 fn run_with_simulated_failure(io: &str) -> (std::process::Child, std::net::SocketAddr, Sink) {
     let sink = Sink::new(false);
-    let listen = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let child = Command::new(BIN)
-        .args([
-            "--listen",
-            &listen.to_string(),
-            "--to",
-            &sink.addr.to_string(),
-            "--io",
-            io,
-            "--admin",
-            "off",
-        ])
-        .env("UDPTEE_SIMULATE_URING_FAILURE", "1")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (child, listen) = spawn_udptee(
+        &sink,
+        &["--io", io, "--admin", "off"],
+        &[("UDPTEE_SIMULATE_URING_FAILURE", "1")],
+    );
     (child, listen, sink)
 }
 
 #[test]
 fn auto_falls_back_to_recvmmsg_and_says_why() {
     let (mut child, listen, sink) = run_with_simulated_failure("auto");
-    let start = Instant::now();
     wait_bound(&mut child, listen);
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     for i in 0..300u32 {
         client.send_to(&i.to_le_bytes(), listen).unwrap();
     }
-    while sink.received() < 300 {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "forwarding after the fallback does not work"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until(
+        "forwarding after the fallback",
+        Duration::from_secs(20),
+        || sink.received() >= 300,
+    );
     signal(&child, "-TERM");
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -93,19 +73,7 @@ fn forced_uring_fails_clearly_when_unavailable() {
 #[test]
 fn auto_says_which_backend_it_chose_and_why() {
     let sink = Sink::new(false);
-    let listen = free_addr();
-    let mut child = Command::new(BIN)
-        .args([
-            "--listen",
-            &listen.to_string(),
-            "--to",
-            &sink.addr.to_string(),
-            "--admin",
-            "off",
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (mut child, listen) = spawn_udptee(&sink, &["--admin", "off"], &[]);
     wait_bound(&mut child, listen);
     signal(&child, "-TERM");
     let out = child.wait_with_output().unwrap();

@@ -4,10 +4,10 @@
 mod util;
 
 use std::net::UdpSocket;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
-use util::{Sink, free_addr, signal, wait_bound};
+use util::{Sink, signal, spawn_udptee, wait_bound, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_udptee");
 
@@ -215,37 +215,29 @@ fn an_address_in_use_is_a_clear_start_up_error() {
 #[test]
 fn sigterm_drains_and_prints_the_final_accounting() {
     let sink = Sink::new(false);
-    let listen = free_addr();
-    let mut child = Command::new(BIN)
-        .args([
-            "--listen",
-            &listen.to_string(),
-            "--to",
-            &sink.addr.to_string(),
+    let (mut child, listen) = spawn_udptee(
+        &sink,
+        &[
             "--stats-interval",
             "100ms",
             "--max-datagram",
             "1000",
             "--admin",
             "127.0.0.1:0",
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+        &[],
+    );
     wait_bound(&mut child, listen);
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     for i in 0..1000 {
         client.send_to(&vec![b'x'; i % 900], listen).unwrap();
     }
     client.send_to(&[0u8; 5000], listen).unwrap(); // oversized: truncated, sent nowhere
-    let start = Instant::now();
-    while sink.received() < 1000 {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "datagrams did not arrive"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until(
+        "the datagrams to reach the sink",
+        Duration::from_secs(20),
+        || sink.received() >= 1000,
+    );
     std::thread::sleep(Duration::from_millis(300)); // at least one stats line
     signal(&child, "-TERM");
     let out = child.wait_with_output().unwrap();

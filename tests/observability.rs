@@ -5,8 +5,7 @@ mod util;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use udptee::DropReason;
 use util::*;
@@ -242,50 +241,28 @@ fn junk_and_slow_admin_clients_do_not_disturb_forwarding() {
 
 #[test]
 fn sigusr1_dumps_latency_counts_equal_to_forwarded() {
-    const BIN: &str = env!("CARGO_BIN_EXE_udptee");
     let sink = Sink::new(false);
-    let listen = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
     let log = std::env::temp_dir().join(format!("udptee-hlog-test-{}", std::process::id()));
     let _ = std::fs::remove_file(&log);
-    let mut child = Command::new(BIN)
-        .args([
-            "--listen",
-            &listen.to_string(),
-            "--to",
-            &sink.addr.to_string(),
-            "--admin",
-            "off",
-        ])
-        .arg("--histogram-log")
-        .arg(&log)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
+    let log_arg = log.to_str().unwrap().to_owned();
+    let (mut child, listen) =
+        spawn_udptee(&sink, &["--admin", "off", "--histogram-log", &log_arg], &[]);
     wait_bound(&mut child, listen);
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     for i in 0..500 {
         client.send_to(&[b'm'; 64][..i % 64], listen).unwrap();
     }
-    while sink.received() < 500 {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "datagrams did not arrive"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until(
+        "the datagrams to reach the sink",
+        Duration::from_secs(20),
+        || sink.received() >= 500,
+    );
     signal(&child, "-USR1");
-    let wait = Instant::now();
-    while std::fs::metadata(&log).map_or(true, |m| m.len() == 0) {
-        assert!(
-            wait.elapsed() < Duration::from_secs(10),
-            "SIGUSR1 did not write the interval log"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(
+        "SIGUSR1 to write the interval log",
+        Duration::from_secs(10),
+        || std::fs::metadata(&log).is_ok_and(|m| m.len() > 0),
+    );
     signal(&child, "-TERM");
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

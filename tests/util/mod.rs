@@ -239,6 +239,29 @@ pub fn free_addr() -> SocketAddr {
         .unwrap()
 }
 
+/// Starts the udptee binary listening on a free loopback address and forwarding to `sink`, with
+/// `extra` flags and environment; stderr is captured. Returns the child and its listen address.
+pub fn spawn_udptee(
+    sink: &Sink,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::Child, SocketAddr) {
+    let listen = free_addr();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_udptee"))
+        .args([
+            "--listen",
+            &listen.to_string(),
+            "--to",
+            &sink.addr.to_string(),
+        ])
+        .args(extra)
+        .envs(env.iter().copied())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the udptee binary starts");
+    (child, listen)
+}
+
 /// Waits until the child process has bound `addr` (as /proc/net/udp shows), failing if it exits
 /// first or takes longer than 10 s.
 pub fn wait_bound(child: &mut std::process::Child, addr: SocketAddr) {
@@ -257,6 +280,18 @@ pub fn wait_bound(child: &mut std::process::Child, addr: SocketAddr) {
             "udptee did not bind {addr}"
         );
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until `done()` holds, failing with `what` after `limit`.
+pub fn wait_until(what: &str, limit: Duration, done: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
