@@ -35,6 +35,8 @@ pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Where the command line serves the admin endpoints unless told otherwise: loopback only.
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9125";
+/// Most targets accepted: each costs a sender thread, a socket and a queue's worth of pool.
+pub const MAX_TARGETS: usize = 256;
 /// Largest CPU number `--cpus` accepts; guards against a typo expanding to billions of entries.
 pub const MAX_CPU_ID: u32 = 4095;
 
@@ -134,9 +136,21 @@ impl Config {
                 got: 0,
             });
         }
+        check_range(
+            "--to (number of targets)",
+            self.targets.len(),
+            1,
+            MAX_TARGETS,
+        )?;
         check_range("--batch", self.batch, 1, MAX_BATCH)?;
         check_range("--queue-depth", self.queue_depth, 1, MAX_QUEUE_DEPTH)?;
         check_range("--max-datagram", self.max_datagram, 1, MAX_DATAGRAM_LIMIT)?;
+        if u32::try_from(self.pool_slots()).is_err() {
+            return Err(ConfigError::PoolTooLarge {
+                slots: self.pool_slots(),
+                bytes: self.pool_bytes(),
+            });
+        }
         for (i, a) in self.targets.iter().enumerate() {
             if let Some(b) = self.targets[..i].iter().find(|b| b.addr == a.addr) {
                 return Err(ConfigError::DuplicateTarget {
@@ -283,6 +297,16 @@ pub enum ConfigError {
         /// The shared address.
         addr: SocketAddr,
     },
+    /// The pool these settings need has more slots than a slot id can name.
+    #[error(
+        "targets x --queue-depth need {slots} pool slots ({bytes} bytes); lower --queue-depth or --max-datagram"
+    )]
+    PoolTooLarge {
+        /// Slots needed.
+        slots: usize,
+        /// Bytes needed.
+        bytes: usize,
+    },
     /// A target is the listen address itself.
     #[error(
         "target {target:?} is the listen address {listen}: udptee would forward to itself forever"
@@ -345,6 +369,32 @@ mod tests {
             vec![target("127.0.0.1:8126")],
         );
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn the_largest_valid_pool_still_fits_a_slot_id() {
+        let mut c = Config::new(
+            "127.0.0.1:0".parse().unwrap(),
+            (1..=MAX_TARGETS)
+                .map(|p| target(&format!("127.0.0.1:{p}")))
+                .collect(),
+        );
+        c.queue_depth = MAX_QUEUE_DEPTH;
+        c.batch = MAX_BATCH;
+        c.worker_cpus = vec![None; 1024];
+        assert!(
+            u32::try_from(c.pool_slots()).is_ok(),
+            "BufId is a u32: every valid config must fit"
+        );
+        assert!(
+            c.validate().is_ok(),
+            "and such a config validates (memory is checked at start-up)"
+        );
+        c.targets.push(target("127.0.0.1:60000"));
+        assert!(
+            matches!(c.validate(), Err(ConfigError::Range { .. })),
+            "more than MAX_TARGETS targets is refused"
+        );
     }
 
     #[test]

@@ -47,13 +47,25 @@ impl BufPool {
     /// resident before the first datagram: no page fault, no allocation on the hot path.
     ///
     /// # Panics
-    /// If `slots` is zero or exceeds `u32::MAX`; `Config::validate` bounds both.
+    /// If the allocation fails or `slots` is out of range; see [`try_new`](Self::try_new).
     pub fn new(slots: usize, slot_bytes: usize) -> Self {
-        assert!(
-            slots > 0 && u32::try_from(slots).is_ok(),
-            "pool size {slots} out of range"
-        );
-        let bytes: Box<[AtomicU8]> = bytemuck::zeroed_slice_box(slots * (HEADROOM + slot_bytes));
+        Self::try_new(slots, slot_bytes).expect("pool allocation")
+    }
+
+    /// Like [`new`](Self::new), but says why instead of panicking: `slots` must be 1 to `u32::MAX`
+    /// and the allocation must succeed.
+    pub fn try_new(slots: usize, slot_bytes: usize) -> Result<Self, String> {
+        if slots == 0 || u32::try_from(slots).is_err() {
+            return Err(format!(
+                "a pool of {slots} slots is out of range (1 to {})",
+                u32::MAX
+            ));
+        }
+        let total = slots
+            .checked_mul(HEADROOM + slot_bytes)
+            .ok_or("the pool size overflows")?;
+        let bytes: Box<[AtomicU8]> = bytemuck::try_zeroed_slice_box(total)
+            .map_err(|()| format!("allocating {total} bytes failed"))?;
         for byte in bytes.iter().step_by(PAGE_BYTES) {
             byte.store(0, Ordering::Relaxed);
         }
@@ -61,14 +73,14 @@ impl BufPool {
         for i in 0..slots {
             let _ = free.push(BufId(i as u32));
         }
-        Self {
+        Ok(Self {
             bytes,
             slot_bytes,
             lens: bytemuck::zeroed_slice_box(slots),
             refs: bytemuck::zeroed_slice_box(slots),
             rx_nanos: bytemuck::zeroed_slice_box(slots),
             free,
-        }
+        })
     }
 
     /// Payload bytes per slot (each slot also has [`HEADROOM`] in front).

@@ -262,3 +262,39 @@ fn sigterm_drains_and_prints_the_final_accounting() {
     );
     assert_eq!(sink.finish().0.len(), 1000);
 }
+
+#[test]
+fn a_pool_larger_than_memory_is_refused_not_a_crash() {
+    let o = udptee(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--to",
+        "127.0.0.1:9",
+        "--queue-depth",
+        "4194304",
+        "--max-datagram",
+        "65535",
+        "--admin",
+        "off",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the datagram pool needs") && err.contains("--queue-depth"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let many: Vec<String> = (1..=300).map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut args = vec!["--listen", "127.0.0.1:0"];
+    for t in &many {
+        args.extend(["--to", t.as_str()]);
+    }
+    let o = udptee(&args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "too many targets is a usage error: {err}"
+    );
+    assert!(err.contains("number of targets"), "{err}");
+}

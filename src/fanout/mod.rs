@@ -66,6 +66,16 @@ pub enum StartError {
         #[source]
         source: io::Error,
     },
+    /// The datagram pool does not fit in the memory this host has available.
+    #[error(
+        "the datagram pool needs {bytes} bytes but {available}; lower --queue-depth or --max-datagram (docs/tuning.md)"
+    )]
+    Memory {
+        /// Pool bytes asked for.
+        bytes: usize,
+        /// What the host said.
+        available: String,
+    },
     /// `--io uring` was asked for and the kernel refuses it.
     #[error("--io uring: {reason}")]
     Backend {
@@ -248,6 +258,25 @@ fn spawn(
         .map_err(|source| StartError::Spawn { name, source })
 }
 
+/// Allocates and pre-faults the pool, after checking it fits: touching more than the host has would
+/// get the process OOM-killed instead of refused with a message.
+fn allocate_pool(config: &Config) -> Result<BufPool, StartError> {
+    let bytes = config.pool_bytes();
+    if let Some(available) = <procfs::Meminfo as procfs::Current>::current()
+        .ok()
+        .and_then(|m| m.mem_available)
+    {
+        if bytes as u64 > available {
+            return Err(StartError::Memory {
+                bytes,
+                available: format!("MemAvailable is {available} bytes"),
+            });
+        }
+    }
+    BufPool::try_new(config.pool_slots(), config.max_datagram)
+        .map_err(|available| StartError::Memory { bytes, available })
+}
+
 /// Whether `--io auto` uses io_uring when the kernel allows it. Measured side by side on Linux 6.18
 /// (docs/performance.md, "Receive backends"): io_uring multishot recvmsg cost 3-5% more CPU per
 /// datagram than recvmmsg, so auto prefers recvmmsg. It still probes io_uring, so the log says
@@ -327,7 +356,7 @@ impl Forwarder {
             })?;
 
         let mut urings = choose_backend(config, &sockets)?;
-        let pool = Arc::new(BufPool::new(config.pool_slots(), config.max_datagram));
+        let pool = Arc::new(allocate_pool(config)?);
         let worker_counters: Vec<_> = (0..workers)
             .map(|_| Arc::new(WorkerCounters::new(config.targets.len())))
             .collect();
