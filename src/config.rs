@@ -35,6 +35,10 @@ pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Where the command line serves the admin endpoints unless told otherwise: loopback only.
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9125";
+/// Longest `--stats-interval` accepted: a day (longer is almost certainly a typo).
+pub const MAX_STATS_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// Longest `--drain-timeout` accepted: an hour.
+pub const MAX_DRAIN_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Most targets accepted: each costs a sender thread, a socket and a queue's worth of pool.
 pub const MAX_TARGETS: usize = 256;
 /// Largest CPU number `--cpus` accepts; guards against a typo expanding to billions of entries.
@@ -145,6 +149,14 @@ impl Config {
         check_range("--batch", self.batch, 1, MAX_BATCH)?;
         check_range("--queue-depth", self.queue_depth, 1, MAX_QUEUE_DEPTH)?;
         check_range("--max-datagram", self.max_datagram, 1, MAX_DATAGRAM_LIMIT)?;
+        for (what, got, max) in [
+            ("--stats-interval", self.stats_interval, MAX_STATS_INTERVAL),
+            ("--drain-timeout", self.drain_timeout, MAX_DRAIN_TIMEOUT),
+        ] {
+            if got > max {
+                return Err(ConfigError::Duration { what, got, max });
+            }
+        }
         if u32::try_from(self.pool_slots()).is_err() {
             return Err(ConfigError::PoolTooLarge {
                 slots: self.pool_slots(),
@@ -296,6 +308,16 @@ pub enum ConfigError {
         b: String,
         /// The shared address.
         addr: SocketAddr,
+    },
+    /// A duration beyond its sane maximum.
+    #[error("{what} must be at most {max:?}, got {got:?}")]
+    Duration {
+        /// The flag.
+        what: &'static str,
+        /// What was given.
+        got: Duration,
+        /// The largest accepted.
+        max: Duration,
     },
     /// The pool these settings need has more slots than a slot id can name.
     #[error(

@@ -178,6 +178,28 @@ fn bad_input_is_a_one_line_error_and_nonzero_exit() {
             ],
             "--log-level",
         ),
+        (
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--to",
+                "127.0.0.1:9",
+                "--drain-timeout",
+                "18446744073709551615s",
+            ],
+            "--drain-timeout",
+        ),
+        (
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--to",
+                "127.0.0.1:9",
+                "--stats-interval",
+                "900y",
+            ],
+            "--stats-interval",
+        ),
     ];
     for (args, expect) in cases {
         let o = udptee(args);
