@@ -158,6 +158,14 @@ fn metrics_report_exact_counts() {
         sample(&body, "udptee_worker_kernel_drops_total{worker=\"0\"}"),
         0
     );
+    assert_eq!(
+        sample(
+            &body,
+            "udptee_worker_uring_buffers_exhausted_total{worker=\"0\"}"
+        ),
+        0,
+        "receive pressure is exported (0 on recvmmsg)"
+    );
     assert!(body.contains("udptee_build_info{") && body.contains("io_backend=\"mmsg\""));
     assert!(
         body.contains("udptee_host_udp_rcvbuf_errors_total"),

@@ -143,6 +143,13 @@ impl Collector for ForwarderCollector {
         )?;
         family(
             &mut enc,
+            "udptee_worker_uring_buffers_exhausted",
+            "Times the worker's io_uring ran out of provided buffers (receive pressure; 0 with recvmmsg).",
+            Counter,
+            &per_worker(&|w| w.ring_empty),
+        )?;
+        family(
+            &mut enc,
             "udptee_target_forwarded_datagrams",
             "Copies sent to each target.",
             Counter,
