@@ -15,6 +15,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::generator::{self, Limit, Progress, SendOpts, SendReport};
+use crate::progress::ProgressLine;
 use crate::sink::{self, SinkOpts};
 use crate::stats::Latency;
 
@@ -219,7 +220,36 @@ fn run_rate(
         limit: o.limit,
         ..o.send.clone()
     };
-    let report: SendReport = generator::send(&send, stop, &Progress::default())?;
+    let progress = Arc::new(Progress::default());
+    let (p, lives) = (
+        Arc::clone(&progress),
+        sinks
+            .iter()
+            .map(|s| Arc::clone(&s.live))
+            .collect::<Vec<_>>(),
+    );
+    let label = rate.map_or("max".to_string(), |r| format!("{r:.0}/s"));
+    let line = ProgressLine::start(move |t| {
+        let sent = p.sent.load(Ordering::Relaxed);
+        let behind: Vec<String> = lives
+            .iter()
+            .map(|l| {
+                format!(
+                    "{:.2}%",
+                    100.0 * sent.saturating_sub(l.datagrams.load(Ordering::Relaxed)) as f64
+                        / sent.max(1) as f64
+                )
+            })
+            .collect();
+        format!(
+            "offered {label}: sent {sent} ({:.0}/s), not (yet) delivered per target {}, {t:.0}s",
+            sent as f64 / t.max(1e-9),
+            behind.join(",")
+        )
+    });
+    let report = generator::send(&send, stop, &progress);
+    line.finish();
+    let report: SendReport = report?;
 
     // Wait for the tail: until no sink has grown for SETTLE_QUIET.
     let settle_start = Instant::now();

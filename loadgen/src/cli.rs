@@ -1,11 +1,10 @@
 //! Command line of udptee-loadgen: clap derive, doc comments are the `--help` text.
 
-use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -13,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::bench::{self, BenchOpts};
 use crate::generator::{self, Limit, Progress, SendOpts};
 use crate::payload::{Format, Profile};
+use crate::progress::{ProgressLine, delta};
 use crate::relay::{self, RelayOpts};
 use crate::sink::{self, SinkOpts};
 
@@ -213,27 +213,6 @@ fn send_opts(to: SocketAddr, rate: Rate, limit: Limit, g: &Gen) -> Result<SendOp
     })
 }
 
-/// Prints `line()` on stderr every second, overwriting itself, while `done` is false; nothing at all
-/// when stderr is not a terminal.
-fn progress_line(done: Arc<AtomicBool>, line: impl Fn(f64) -> String + Send + 'static) {
-    if !std::io::stderr().is_terminal() {
-        return;
-    }
-    std::thread::spawn(move || {
-        let start = Instant::now();
-        while !done.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_secs(1));
-            eprint!("\r\x1b[2K{}", line(start.elapsed().as_secs_f64()));
-        }
-        eprint!("\r\x1b[2K");
-    });
-}
-
-fn rate_of(counter: &AtomicU64, last: &AtomicU64) -> u64 {
-    let now = counter.load(Ordering::Relaxed);
-    now - last.swap(now, Ordering::Relaxed)
-}
-
 impl Cli {
     /// Runs the chosen subcommand.
     pub fn run(self) -> Result<()> {
@@ -248,17 +227,16 @@ impl Cli {
                 let opts = send_opts(resolve(&a.to)?, a.rate, limit, &a.generator)?;
                 generator::validate(&opts)?;
                 let progress = Arc::new(Progress::default());
-                let done = Arc::new(AtomicBool::new(false));
                 let (p, last) = (Arc::clone(&progress), AtomicU64::new(0));
-                progress_line(Arc::clone(&done), move |t| {
+                let line = ProgressLine::start(move |t| {
                     format!(
                         "sending: {}/s, {} sent, {t:.0}s",
-                        rate_of(&p.sent, &last),
+                        delta(&p.sent, &last),
                         p.sent.load(Ordering::Relaxed)
                     )
                 });
                 let report = generator::send(&opts, &stop, &progress);
-                done.store(true, Ordering::Relaxed);
+                line.finish();
                 let report = report?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
                 if !report.rate_reached {
@@ -278,18 +256,17 @@ impl Cli {
                 };
                 let handle = sink::start(&opts, Arc::clone(&stop))?;
                 eprintln!("sink listening on {}", handle.addr);
-                let done = Arc::new(AtomicBool::new(false));
                 let (live, last) = (Arc::clone(&handle.live), AtomicU64::new(0));
-                progress_line(Arc::clone(&done), move |t| {
+                let line = ProgressLine::start(move |t| {
                     format!(
                         "sink: {}/s, {} received, {} lost so far, {t:.0}s",
-                        rate_of(&live.datagrams, &last),
+                        delta(&live.datagrams, &last),
                         live.datagrams.load(Ordering::Relaxed),
                         live.lost.load(Ordering::Relaxed)
                     )
                 });
                 let report = handle.join();
-                done.store(true, Ordering::Relaxed);
+                line.finish();
                 println!("{}", serde_json::to_string_pretty(&report)?);
             }
             Cmd::Bench(a) => {

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod generator;
 pub mod payload;
 pub mod plot;
+pub mod progress;
 pub mod relay;
 pub mod sink;
 pub mod stats;
