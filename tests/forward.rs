@@ -276,3 +276,30 @@ fn several_workers_totals_are_exact_on() {
     }
     assert_accounted(&snap);
 }
+
+/// Workers and senders pinned with --cpus/--sender-cpus (CPU 0 exists everywhere) forward exactly.
+#[test]
+fn pinned_workers_and_senders_forward_exactly() {
+    let sinks = [Sink::new(false), Sink::new(false)];
+    let fwd = forwarder(false, &[sinks[0].addr, sinks[1].addr], |c| {
+        c.worker_cpus = vec![Some(0)];
+        c.sender_cpus = vec![0];
+    });
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sent = send_paced(
+        &fwd,
+        &client,
+        0,
+        (0..5000).map(|i| i % 1400),
+        500,
+        &[&sinks[0], &sinks[1]],
+    );
+    let snap = fwd.shutdown();
+    for sink in sinks {
+        assert!(
+            sink.finish().0 == sent,
+            "pinned threads forward every datagram in order"
+        );
+    }
+    assert_accounted(&snap);
+}
