@@ -282,3 +282,66 @@ impl RecvWorker {
         counters.add_queue_full(full);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::UdpSocket;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// With the pool dry (only the scratch slot), every datagram is received, counted
+    /// `pool_exhausted` and forwarded to no one: no stall, no allocation, nothing unaccounted.
+    #[test]
+    fn a_dry_pool_is_a_counted_drop_not_a_stall() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let target = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let out = UdpSocket::bind("127.0.0.1:0").unwrap();
+        out.connect(target.local_addr().unwrap()).unwrap();
+        let (tx, _rx_queue) = crossbeam_channel::bounded(4);
+        let counters = Arc::new(WorkerCounters::new(1));
+        let running = Arc::new(AtomicBool::new(true));
+        let worker = RecvWorker {
+            index: 0,
+            socket: rx.try_clone().unwrap(),
+            pool: Arc::new(BufPool::new(1, 64)),
+            targets: vec![TargetLink {
+                name: "t".into(),
+                socket: Arc::new(out),
+                queue: tx,
+                backlog: Arc::new(AtomicUsize::new(0)),
+            }],
+            counters: Arc::clone(&counters),
+            running: Arc::clone(&running),
+            batch: 8,
+            latency: false,
+            uring: None,
+        };
+        let thread = std::thread::spawn(move || worker.run());
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..100 {
+            client
+                .send_to(b"dropped for lack of a slot", rx.local_addr().unwrap())
+                .unwrap();
+        }
+        let start = Instant::now();
+        while counters.snapshot().received < 100 {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the worker stalled with a dry pool"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        running.store(false, Ordering::Relaxed);
+        thread.join().unwrap();
+        let s = counters.snapshot();
+        assert_eq!(
+            (s.received, s.pool_exhausted),
+            (100, 100),
+            "every datagram counted pool_exhausted"
+        );
+        assert_eq!(s.targets[0].forwarded, 0, "and forwarded to no one");
+    }
+}
