@@ -174,15 +174,6 @@ impl BufPool {
         }
         n
     }
-
-    /// Copies the datagram out of a slot (tests and diagnostics; not on the hot path).
-    pub fn copy_out(&self, id: BufId) -> Vec<u8> {
-        let start = self.start(id) + HEADROOM;
-        self.bytes[start..start + self.len(id).min(self.slot_bytes)]
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .collect()
-    }
 }
 
 #[cfg(test)]

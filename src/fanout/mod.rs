@@ -22,13 +22,42 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use self::ratelimit::RateLimit;
 use crate::admin::AdminServer;
 use crate::config::{Config, ConfigError};
-use crate::metrics::counters::{Snapshot, TargetCounters, WorkerCounters};
-use crate::metrics::histogram::{LatencySummary, TargetHistograms, new_histogram};
+use crate::metrics::counters::{SendErrorKind, Snapshot, TargetCounters, WorkerCounters};
+use crate::metrics::histogram::{LatencySummary, TargetHistograms, new_histogram, now_nanos};
 use crate::net::uring::{self, UringRecv};
 use crate::net::{IoBackend, SocketState, socket, sys};
-use crate::pool::BufPool;
+use crate::pool::{BufId, BufPool};
+
+/// Counts copies one `sendmmsg` accepted, and their latency when recorded. Shared by the workers'
+/// inline sends and the senders, so both count the same way.
+fn count_sent(counters: &TargetCounters, pool: &BufPool, sent: &[BufId], latency: bool) {
+    let bytes: usize = sent.iter().map(|&id| pool.len(id)).sum();
+    counters.add_forwarded(sent.len() as u64, bytes as u64);
+    if latency {
+        counters
+            .latency()
+            .record_batch(now_nanos(), sent.iter().map(|&id| pool.rx_nanos(id)));
+    }
+}
+
+/// Counts one copy the kernel refused (the first of a sendmmsg batch), logging at most once per
+/// interval per call site.
+fn count_send_error(
+    counters: &TargetCounters,
+    target: &str,
+    e: &io::Error,
+    errors: &mut RateLimit,
+) {
+    let kind = SendErrorKind::of(e);
+    counters.add_send_error(kind);
+    if let Some(count) = errors.hit(1) {
+        tracing::warn!(target_addr = %target, error = %e, reason = kind.as_str(), count,
+            "send to target failed; copies dropped (send_error)");
+    }
+}
 
 /// Why the forwarder could not start. Every variant names what it was doing.
 #[derive(Debug, thiserror::Error)]

@@ -19,8 +19,8 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use super::ratelimit::RateLimit;
-use crate::metrics::counters::{SendErrorKind, TargetCounters};
-use crate::metrics::histogram::now_nanos;
+use super::{count_send_error, count_sent};
+use crate::metrics::counters::TargetCounters;
 use crate::net::mmsg::MmsgSend;
 use crate::net::socket::WAKE_INTERVAL;
 use crate::pool::{BufId, BufPool};
@@ -86,18 +86,12 @@ impl TargetSender {
             match send.send_batch(self.socket.as_fd(), &self.pool, &ids[start..]) {
                 Ok(0) => break,
                 Ok(n) => {
-                    let bytes: usize = ids[start..start + n]
-                        .iter()
-                        .map(|&id| self.pool.len(id))
-                        .sum();
-                    self.counters.add_forwarded(n as u64, bytes as u64);
-                    if self.latency {
-                        let sent = &ids[start..start + n];
-                        self.counters.latency().record_batch(
-                            now_nanos(),
-                            sent.iter().map(|&id| self.pool.rx_nanos(id)),
-                        );
-                    }
+                    count_sent(
+                        &self.counters,
+                        &self.pool,
+                        &ids[start..start + n],
+                        self.latency,
+                    );
                     start += n;
                 }
                 Err(e)
@@ -114,12 +108,7 @@ impl TargetSender {
                     }
                 }
                 Err(e) => {
-                    let kind = SendErrorKind::of(&e);
-                    self.counters.add_send_error(kind);
-                    if let Some(count) = errors.hit(1) {
-                        tracing::warn!(target_addr = %self.name, error = %e, reason = kind.as_str(), count,
-                            "send to target failed; copies dropped (send_error)");
-                    }
+                    count_send_error(&self.counters, &self.name, &e, errors);
                     start += 1;
                 }
             }

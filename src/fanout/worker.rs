@@ -21,8 +21,8 @@ use std::time::Duration;
 use crossbeam_channel::Sender;
 
 use super::ratelimit::RateLimit;
-use crate::metrics::counters::{SendErrorKind, TargetCounters, WorkerCounters, WorkerDelta};
-use crate::metrics::histogram::now_nanos;
+use super::{count_send_error, count_sent};
+use crate::metrics::counters::{TargetCounters, WorkerCounters, WorkerDelta};
 use crate::net::mmsg::{MmsgRecv, MmsgSend, RecvMeta};
 use crate::net::socket::WAKE_INTERVAL;
 use crate::net::uring::UringRecv;
@@ -233,14 +233,7 @@ impl RecvWorker {
     ) -> &'a [BufId] {
         match send.send_batch(link.socket.as_fd(), &self.pool, ids) {
             Ok(k) => {
-                let bytes: usize = ids[..k].iter().map(|&id| self.pool.len(id)).sum();
-                counters.add_forwarded(k as u64, bytes as u64);
-                if self.latency {
-                    counters.latency().record_batch(
-                        now_nanos(),
-                        ids[..k].iter().map(|&id| self.pool.rx_nanos(id)),
-                    );
-                }
+                count_sent(counters, &self.pool, &ids[..k], self.latency);
                 for &id in &ids[..k] {
                     self.reclaim(id, armed);
                 }
@@ -249,12 +242,7 @@ impl RecvWorker {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => ids,
             Err(e) => {
                 // The first copy failed (sendmmsg(2)); count it and leave the rest to the sender.
-                let kind = SendErrorKind::of(&e);
-                counters.add_send_error(kind);
-                if let Some(count) = errors.hit(1) {
-                    tracing::warn!(target_addr = %link.name, error = %e, reason = kind.as_str(), count,
-                        "send to target failed; copies dropped (send_error)");
-                }
+                count_send_error(counters, &link.name, &e, errors);
                 self.reclaim(ids[0], armed);
                 &ids[1..]
             }
