@@ -9,6 +9,16 @@ use udptee::pool::{BufId, BufPool};
 
 const BATCH: usize = 32;
 
+/// A worker's part before any send: a batch of slots taken, filled and shared by every target.
+fn take_shared(pool: &BufPool, ready: &mut Vec<BufId>, targets: usize) {
+    ready.clear();
+    ready.extend(std::iter::from_fn(|| pool.try_take()).take(BATCH));
+    for &id in ready.iter() {
+        pool.set_meta(id, 64, 0);
+        pool.share(id, targets as u32);
+    }
+}
+
 fn dispatch(c: &mut Criterion) {
     for targets in [1usize, 2, 4] {
         let mut group = c.benchmark_group(format!("fanout_{targets}"));
@@ -18,12 +28,7 @@ fn dispatch(c: &mut Criterion) {
         let mut ready = Vec::with_capacity(BATCH);
         group.bench_function(BenchmarkId::new("inline", targets), |b| {
             b.iter(|| {
-                ready.clear();
-                ready.extend(std::iter::from_fn(|| pool.try_take()).take(BATCH));
-                for &id in &ready {
-                    pool.set_meta(id, 64, 0);
-                    pool.share(id, targets as u32);
-                }
+                take_shared(&pool, &mut ready, targets);
                 for _ in 0..targets {
                     for &id in &ready {
                         pool.release(id);
@@ -33,12 +38,9 @@ fn dispatch(c: &mut Criterion) {
         });
         group.bench_function(BenchmarkId::new("queued", targets), |b| {
             b.iter(|| {
-                ready.clear();
-                ready.extend(std::iter::from_fn(|| pool.try_take()).take(BATCH));
-                for &id in &ready {
-                    pool.set_meta(id, 64, 0);
-                    pool.share(id, targets as u32);
-                    for (tx, _) in &queues {
+                take_shared(&pool, &mut ready, targets);
+                for (tx, _) in &queues {
+                    for &id in &ready {
                         tx.try_send(id).unwrap();
                     }
                 }
