@@ -1,83 +1,50 @@
-//! The admin HTTP listener: `/metrics`, `/latency`, `/healthz`, `/readyz`, served by tiny_http on its
-//! own threads, never on the data path. Anything else is 404; a known path with a method other than
-//! GET or HEAD is 405. Malformed requests are answered 400 by tiny_http itself.
+//! The admin HTTP listener, on its own thread with a small single-threaded tokio runtime and hyper,
+//! never on the data path.
+//!
+//! Read-only: `/metrics` (classic Prometheus text, or OpenMetrics when the scraper asks for it),
+//! `/latency`, `/healthz`, `/readyz`, `GET /targets[/{name}]`. Mutating: `PUT` and `DELETE
+//! /targets/{name}`, `POST /targets/{name}/enable|disable`, `POST /-/reload`; these need the bearer
+//! token when one is configured, and are refused (403) without one unless the listener is on loopback.
+//! Bounded against hostile clients: headers at most [`MAX_HEADER_BYTES`] (hyper answers 431), bodies
+//! at most [`MAX_BODY_BYTES`] (413), at most [`MAX_CONNECTIONS`] connections at once (more are closed
+//! at once), [`HEADER_TIMEOUT`] to send the headers and [`CONNECTION_TIMEOUT`] per connection;
+//! malformed requests get 400 from hyper. Answers never echo the request.
 
+use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{ACCEPT, ALLOW, AUTHORIZATION, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
-use tiny_http::{Header, Method, Response, Server};
+use serde_json::json;
 
+use crate::control::{Control, ControlError};
 use crate::fanout::Stats;
 use crate::metrics::prometheus;
 
+/// Largest request head (request line and headers) read: 16 KiB.
+pub(crate) const MAX_HEADER_BYTES: usize = 16 << 10;
+/// Largest request body read: 64 KiB (a target's JSON is a few hundred bytes).
+pub(crate) const MAX_BODY_BYTES: usize = 64 << 10;
+/// Most connections served at once; a scraper and an operator need a handful.
+pub(crate) const MAX_CONNECTIONS: usize = 64;
+/// Time a client has to send its request headers (slowloris).
+pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a connection may stay open, keep-alive included.
+pub(crate) const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The running admin listener.
 pub(crate) struct AdminServer {
-    server: Arc<Server>,
     addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
-}
-
-/// What to answer: status, content type, body.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Answer {
-    pub(crate) status: u16,
-    pub(crate) content_type: &'static str,
-    pub(crate) body: String,
-}
-
-impl Answer {
-    fn text(status: u16, body: impl Into<String>) -> Self {
-        Self {
-            status,
-            content_type: "text/plain; charset=utf-8",
-            body: body.into(),
-        }
-    }
-}
-
-const PATHS: [&str; 4] = ["/metrics", "/latency", "/healthz", "/readyz"];
-
-/// Routes one request. Pure apart from reading `stats`, so it is tested without sockets.
-pub(crate) fn route(stats: &Stats, registry: &Registry, method: &Method, url: &str) -> Answer {
-    let path = url.split('?').next().unwrap_or(url);
-    if !PATHS.contains(&path) {
-        return Answer::text(
-            404,
-            format!("not found: {path}; try {}\n", PATHS.join(", ")),
-        );
-    }
-    if !matches!(method, Method::Get | Method::Head) {
-        return Answer::text(
-            405,
-            format!("method {method} not allowed on {path}; use GET\n"),
-        );
-    }
-    match path {
-        "/metrics" => match prometheus::render(registry) {
-            Ok(body) => Answer {
-                status: 200,
-                content_type: prometheus::CONTENT_TYPE,
-                body,
-            },
-            Err(_) => Answer::text(500, "encoding metrics failed\n"),
-        },
-        "/latency" => match serde_json::to_string_pretty(&stats.latency_summaries()) {
-            Ok(body) => Answer {
-                status: 200,
-                content_type: "application/json",
-                body: body + "\n",
-            },
-            Err(e) => Answer::text(500, format!("encoding latency failed: {e}\n")),
-        },
-        "/healthz" => Answer::text(200, "ok\n"),
-        _ => match stats.ready() {
-            Ok(()) => Answer::text(200, "ready\n"),
-            Err(why) => Answer::text(503, format!("not ready: {why}\n")),
-        },
-    }
 }
 
 impl std::fmt::Debug for AdminServer {
@@ -88,35 +55,360 @@ impl std::fmt::Debug for AdminServer {
     }
 }
 
+/// What a request needs to be answered.
+struct App {
+    stats: Arc<Stats>,
+    control: Arc<Control>,
+    registry: Registry,
+    loopback: bool,
+}
+
+/// What to answer: status, content type, body, extra headers.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) content_type: &'static str,
+    pub(crate) body: String,
+    allow: Option<&'static str>,
+}
+
+impl Answer {
+    fn text(status: u16, body: impl Into<String>) -> Self {
+        Self {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.into(),
+            allow: None,
+        }
+    }
+
+    fn json(status: u16, value: &serde_json::Value) -> Self {
+        Self {
+            status,
+            content_type: "application/json",
+            body: serde_json::to_string_pretty(value).unwrap_or_default() + "\n",
+            allow: None,
+        }
+    }
+
+    fn error(status: u16, message: &str) -> Self {
+        Self::json(status, &json!({ "error": message }))
+    }
+
+    fn method_not_allowed(allow: &'static str) -> Self {
+        Self {
+            allow: Some(allow),
+            ..Self::text(405, format!("method not allowed; use {allow}\n"))
+        }
+    }
+}
+
+impl From<ControlError> for Answer {
+    fn from(e: ControlError) -> Self {
+        let status = match e {
+            ControlError::Invalid(_) => 400,
+            ControlError::NotFound(_) => 404,
+            ControlError::Unavailable(_) => 503,
+        };
+        Self::error(status, &e.to_string())
+    }
+}
+
+/// A route the listener knows, by path shape.
+enum Route {
+    Metrics,
+    Latency,
+    Healthz,
+    Readyz,
+    Targets,
+    Target(String),
+    Toggle(String, bool),
+    Reload,
+    Unknown,
+}
+
+fn route_of(path: &str) -> Route {
+    match path {
+        "/metrics" => Route::Metrics,
+        "/latency" => Route::Latency,
+        "/healthz" => Route::Healthz,
+        "/readyz" => Route::Readyz,
+        "/targets" | "/targets/" => Route::Targets,
+        "/-/reload" => Route::Reload,
+        _ => {
+            let Some(rest) = path.strip_prefix("/targets/") else {
+                return Route::Unknown;
+            };
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8()
+                    .map(|c| c.into_owned())
+                    .ok()
+            };
+            match rest.rsplit_once('/') {
+                Some((name, "enable")) => {
+                    decode(name).map_or(Route::Unknown, |n| Route::Toggle(n, true))
+                }
+                Some((name, "disable")) => {
+                    decode(name).map_or(Route::Unknown, |n| Route::Toggle(n, false))
+                }
+                Some(_) => Route::Unknown,
+                None => decode(rest).map_or(Route::Unknown, Route::Target),
+            }
+        }
+    }
+}
+
+/// True for the OpenMetrics media type in an `Accept` header (Prometheus sends it first when it
+/// supports it); anything else gets the classic text format, which every parser reads.
+fn wants_openmetrics(accept: Option<&str>) -> bool {
+    accept.is_some_and(|a| a.contains("application/openmetrics-text"))
+}
+
+impl App {
+    /// Mutations need the token when one is set; without one, only a loopback listener takes them.
+    fn authorized(&self, auth: Option<&str>) -> Result<(), Answer> {
+        match self.control.admin_token() {
+            Some(token) => {
+                let given = auth.and_then(|a| a.strip_prefix("Bearer ")).map(str::trim);
+                if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+                    Ok(())
+                } else {
+                    Err(Answer::error(
+                        403,
+                        "this needs Authorization: Bearer <the --admin-token-file token>",
+                    ))
+                }
+            }
+            None if self.loopback => Ok(()),
+            None => Err(Answer::error(
+                403,
+                "changes are accepted only on a loopback admin listener unless --admin-token-file is set",
+            )),
+        }
+    }
+
+    /// Routes one request. Pure apart from the forwarder's state, so it is tested without sockets.
+    pub(crate) fn answer(
+        &self,
+        method: &Method,
+        path: &str,
+        accept: Option<&str>,
+        auth: Option<&str>,
+        body: &[u8],
+    ) -> Answer {
+        let read = matches!(*method, Method::GET | Method::HEAD);
+        match route_of(path) {
+            Route::Unknown => Answer::text(
+                404,
+                "not found; try /metrics, /latency, /healthz, /readyz, /targets, /-/reload\n",
+            ),
+            Route::Metrics | Route::Latency | Route::Healthz | Route::Readyz | Route::Targets
+                if !read =>
+            {
+                Answer::method_not_allowed("GET, HEAD")
+            }
+            Route::Metrics => {
+                let open = wants_openmetrics(accept);
+                match prometheus::render(&self.registry, open) {
+                    Ok(body) => Answer {
+                        content_type: if open {
+                            prometheus::OPENMETRICS_CONTENT_TYPE
+                        } else {
+                            prometheus::TEXT_CONTENT_TYPE
+                        },
+                        ..Answer::text(200, body)
+                    },
+                    Err(_) => Answer::text(500, "encoding metrics failed\n"),
+                }
+            }
+            Route::Latency => Answer::json(
+                200,
+                &serde_json::to_value(self.stats.latency_summaries()).unwrap_or_default(),
+            ),
+            Route::Healthz => Answer::text(200, "ok\n"),
+            Route::Readyz => match self.stats.ready() {
+                Ok(()) => Answer::text(200, "ready\n"),
+                Err(why) => Answer::text(503, format!("not ready: {why}\n")),
+            },
+            Route::Targets => Answer::json(200, &targets_json(&self.stats, None)),
+            Route::Target(name) => match *method {
+                Method::GET | Method::HEAD => {
+                    let v = targets_json(&self.stats, Some(&name));
+                    match v.as_array().and_then(|a| a.first()) {
+                        Some(t) => Answer::json(200, t),
+                        None => Answer::error(404, "no target of that name"),
+                    }
+                }
+                Method::PUT | Method::DELETE => {
+                    if let Err(a) = self.authorized(auth) {
+                        return a;
+                    }
+                    let r = if *method == Method::PUT {
+                        self.control.put(&name, body)
+                    } else {
+                        self.control.remove(&name)
+                    };
+                    match r {
+                        Ok(change) => Answer::json(
+                            200,
+                            &json!({
+                                "change": change,
+                                "note": "runtime state: the next reload re-applies the configuration file",
+                            }),
+                        ),
+                        Err(e) => e.into(),
+                    }
+                }
+                _ => Answer::method_not_allowed("GET, HEAD, PUT, DELETE"),
+            },
+            Route::Toggle(name, enabled) => {
+                if *method != Method::POST {
+                    return Answer::method_not_allowed("POST");
+                }
+                if let Err(a) = self.authorized(auth) {
+                    return a;
+                }
+                match self.control.set_enabled(&name, enabled) {
+                    Ok(change) => Answer::json(
+                        200,
+                        &json!({
+                            "change": change,
+                            "note": "runtime state: the next reload re-applies the configuration file",
+                        }),
+                    ),
+                    Err(e) => e.into(),
+                }
+            }
+            Route::Reload => {
+                if *method != Method::POST {
+                    return Answer::method_not_allowed("POST");
+                }
+                if let Err(a) = self.authorized(auth) {
+                    return a;
+                }
+                match self.control.reload() {
+                    Ok(report) => {
+                        Answer::json(200, &serde_json::to_value(report).unwrap_or_default())
+                    }
+                    Err(e) => e.into(),
+                }
+            }
+        }
+    }
+}
+
+/// Compares secrets in time independent of where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `GET /targets`: every target (current, then removed) with its settings and counters.
+pub(crate) fn targets_json(stats: &Stats, only: Option<&str>) -> serde_json::Value {
+    let table = stats.registry().current();
+    let snaps = stats.registry().snapshots();
+    let list: Vec<serde_json::Value> = snaps
+        .iter()
+        .filter(|(name, _)| only.is_none_or(|o| o == name))
+        .map(|(name, s)| {
+            let entry = table.targets.iter().find(|t| &t.spec.name == name);
+            let dropped: serde_json::Map<String, serde_json::Value> =
+                crate::metrics::counters::DropReason::PER_TARGET
+                    .iter()
+                    .map(|r| (r.as_str().to_owned(), json!(s.dropped(*r))))
+                    .collect();
+            let counters = json!({
+                "offered": s.offered,
+                "forwarded": s.forwarded,
+                "forwarded_bytes": s.bytes,
+                "dropped": dropped,
+                "queued": s.queued(),
+            });
+            match entry {
+                Some(t) => json!({
+                    "name": name,
+                    "state": "active",
+                    "addr": t.spec.addr,
+                    "resolved": t.spec.resolved.to_string(),
+                    "enabled": t.spec.enabled,
+                    "queue-depth": t.spec.queue_depth,
+                    "queue-bytes": t.spec.queue_bytes,
+                    "sndbuf": t.spec.sndbuf_bytes,
+                    "queued_bytes": t.core.ring.used_bytes(),
+                    "counters": counters,
+                }),
+                None => json!({ "name": name, "state": "removed", "counters": counters }),
+            }
+        })
+        .collect();
+    serde_json::Value::Array(list)
+}
+
+async fn serve(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let header = |name| {
+        req.headers()
+            .get(name)
+            .and_then(|v: &hyper::header::HeaderValue| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (accept, auth) = (header(ACCEPT), header(AUTHORIZATION));
+    let answer = match Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(body) => {
+            let body = body.to_bytes();
+            let app = Arc::clone(&app);
+            // Control verbs connect sockets and start threads: keep them off the runtime's thread.
+            tokio::task::spawn_blocking(move || {
+                app.answer(&method, &path, accept.as_deref(), auth.as_deref(), &body)
+            })
+            .await
+            .unwrap_or_else(|_| Answer::text(500, "internal error\n"))
+        }
+        Err(_) => Answer::error(413, "request body too large or unreadable"),
+    };
+    let mut resp = Response::builder()
+        .status(StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header(CONTENT_TYPE, answer.content_type);
+    if let Some(allow) = answer.allow {
+        resp = resp.header(ALLOW, allow);
+    }
+    Ok(resp
+        .body(Full::new(Bytes::from(answer.body)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
+}
+
 impl AdminServer {
     /// Binds `addr` and serves until [`stop`](Self::stop).
-    pub(crate) fn start(addr: SocketAddr, stats: Arc<Stats>) -> io::Result<Self> {
-        let server = Arc::new(Server::http(addr).map_err(|e| io::Error::other(e.to_string()))?);
-        let bound = server.server_addr().to_ip().unwrap_or(addr);
-        let registry = prometheus::registry(Arc::clone(&stats));
-        let srv = Arc::clone(&server);
+    pub(crate) fn start(
+        addr: SocketAddr,
+        stats: Arc<Stats>,
+        control: Arc<Control>,
+    ) -> io::Result<Self> {
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let bound = listener.local_addr()?;
+        let app = Arc::new(App {
+            registry: prometheus::registry(Arc::clone(&stats), Arc::clone(&control)),
+            stats,
+            control,
+            loopback: bound.ip().is_loopback(),
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .max_blocking_threads(4)
+            .thread_name("udptee-admin")
+            .build()?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("udptee-admin".into())
-            .spawn(move || {
-                for request in srv.incoming_requests() {
-                    let answer = route(&stats, &registry, request.method(), request.url());
-                    let mut response =
-                        Response::from_string(answer.body).with_status_code(answer.status);
-                    if let Ok(h) = Header::from_bytes("Content-Type", answer.content_type) {
-                        response.add_header(h);
-                    }
-                    if answer.status == 405 {
-                        if let Ok(h) = Header::from_bytes("Allow", "GET, HEAD") {
-                            response.add_header(h);
-                        }
-                    }
-                    // A client that went away is its own problem, not the forwarder's.
-                    let _ = request.respond(response);
-                }
-            })?;
+            .spawn(move || runtime.block_on(accept_loop(listener, app, stop_rx)))?;
         Ok(Self {
-            server,
             addr: bound,
+            stop: Some(stop_tx),
             thread: Some(thread),
         })
     }
@@ -128,7 +420,9 @@ impl AdminServer {
 
     /// Stops accepting and joins the serving thread.
     pub(crate) fn stop(&mut self) {
-        self.server.unblock();
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -138,5 +432,55 @@ impl AdminServer {
 impl Drop for AdminServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+async fn accept_loop(
+    listener: std::net::TcpListener,
+    app: Arc<App>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+        tracing::error!("admin listener: could not register the socket; admin is off");
+        return;
+    };
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut refused = crate::fanout::ratelimit::RateLimit::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = &mut stop => return,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(_) => {
+                    // Out of fds and the like: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            if let Some(count) = refused.hit(1) {
+                tracing::warn!(
+                    count,
+                    limit = MAX_CONNECTIONS,
+                    "admin listener at its connection limit; closing new connections"
+                );
+            }
+            drop(stream);
+            continue;
+        };
+        let app = Arc::clone(&app);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_HEADER_BYTES)
+                .serve_connection(
+                    TokioIo::new(stream),
+                    hyper::service::service_fn(move |req| serve(Arc::clone(&app), req)),
+                );
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
+        });
     }
 }

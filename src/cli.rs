@@ -4,27 +4,51 @@
 //! Sizes take suffixes (`8M`, `512KiB`), durations take units (`10s`, `250ms`), CPU lists the kernel's
 //! cpulist syntax (`0-3,6`).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
-use crate::config::{self, Config, ConfigError, Target};
+use crate::config::file::{FileTarget, Loaded};
+use crate::config::{self, Config, ConfigError, TargetSpec, parse_bytes, parse_duration};
 
 /// udptee: copies every UDP datagram that arrives on one address, unchanged, to several receivers.
 ///
 /// Each target gets its own sender and bounded queue: a slow or dead target loses only its own copies,
 /// and every datagram is either forwarded or counted as dropped with a reason.
 ///
-/// Example: udptee --listen 0.0.0.0:8125 --to 127.0.0.1:8126 --to 127.0.0.1:8127
-#[derive(Debug, Parser)]
-#[command(name = "udptee", version, max_term_width = 100)]
+/// Example: udptee --listen 0.0.0.0:8125 --to statsd=127.0.0.1:8126 --to new=127.0.0.1:8127
+///
+/// Or with a file (every flag has a key of the same name; flags given here override it):
+/// udptee --config /etc/udptee/udptee.toml. SIGHUP (systemctl reload) re-reads the file and applies
+/// the difference without touching unchanged targets.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "udptee",
+    version,
+    max_term_width = 100,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Args {
-    /// Address to receive on (HOST:PORT: IPv4, IPv6 as `[::1]:8125`, or a host name).
-    #[arg(long, short = 'l', value_name = "ADDR")]
-    pub listen: String,
+    /// What to do besides forwarding (default: forward).
+    #[command(subcommand)]
+    pub command: Option<Command>,
 
-    /// A receiver to copy every datagram to (HOST:PORT). Repeat for each target.
-    #[arg(long = "to", short = 't', value_name = "ADDR", required = true)]
+    /// TOML configuration file: top-level keys named like the flags, targets as `[[target]]` tables
+    /// (see dist/udptee.toml). Re-read on SIGHUP and POST /-/reload.
+    #[arg(long, short = 'c', value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Address to receive on (HOST:PORT: IPv4, IPv6 as `[::1]:8125`, a host name, or `:PORT` for
+    /// every IPv4 address).
+    #[arg(long, short = 'l', value_name = "ADDR")]
+    pub listen: Option<String>,
+
+    /// A receiver to copy every datagram to: [NAME=]HOST:PORT (the name, used in metrics and the
+    /// admin API, defaults to the address as written). Repeat for each target. Replaces the file's
+    /// `[[target]]` tables when given.
+    #[arg(long = "to", short = 't', value_name = "[NAME=]ADDR")]
     pub targets: Vec<String>,
 
     /// Number of receive threads, each with its own SO_REUSEPORT socket, not pinned.
@@ -44,12 +68,27 @@ pub struct Args {
     #[arg(long, short = 'b', value_name = "N", default_value_t = config::DEFAULT_BATCH)]
     pub batch: usize,
 
-    /// Datagrams queued per target; when full, that target's new copies are dropped (queue_full).
+    /// Datagrams queued per target for its sender (what the kernel did not take at once); when full,
+    /// that target's new copies are dropped (queue_full). A target's table may override it.
     #[arg(long, short = 'q', value_name = "N", default_value_t = config::DEFAULT_QUEUE_DEPTH)]
     pub queue_depth: usize,
 
-    /// Receive buffer per worker socket (SO_RCVBUFFORCE when permitted, else capped by
-    /// net.core.rmem_max). The size granted is logged.
+    /// Bytes queued per target, allocated when the target is added; when full, that target's new
+    /// copies are dropped (queue_full). Memory: targets x this, plus the receive staging (logged).
+    #[arg(long, value_name = "BYTES", default_value = "4MiB", value_parser = parse_bytes)]
+    pub queue_bytes: usize,
+
+    /// Most targets the set may hold (start-up, reload and the admin API).
+    #[arg(long, value_name = "N", default_value_t = config::MAX_TARGETS)]
+    pub max_targets: usize,
+
+    /// How often host names in target addresses are looked up again (0: never). A changed address
+    /// moves that target's socket; a failed look-up keeps the last address.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub resolve_interval: Duration,
+
+    /// Receive buffer per worker socket, 64KiB to 1GiB (SO_RCVBUFFORCE when permitted, else capped
+    /// by net.core.rmem_max). The size granted is logged.
     #[arg(long, value_name = "BYTES", default_value = "8MiB", value_parser = parse_bytes)]
     pub rcvbuf: usize,
 
@@ -57,12 +96,12 @@ pub struct Args {
     #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
     pub sndbuf: Option<usize>,
 
-    /// Largest datagram forwarded; larger ones are counted as truncated and sent nowhere. Sets the
-    /// size of every pool slot: memory = slots x this (logged at start-up).
-    #[arg(long, value_name = "BYTES", default_value = "9216", value_parser = parse_bytes)]
+    /// Largest datagram forwarded (up to 65535: every UDP datagram); larger ones are counted as
+    /// truncated and sent nowhere. Sets the size of the workers' receive slots only.
+    #[arg(long, value_name = "BYTES", default_value = "65535", value_parser = parse_bytes)]
     pub max_datagram: usize,
 
-    /// Period of the stats log line (0 disables it).
+    /// Period of the stats log line (0 disables it; at least 100ms otherwise).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub stats_interval: Duration,
 
@@ -71,9 +110,15 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
-    /// Admin HTTP listener for /metrics (Prometheus), /latency, /healthz and /readyz, or "off".
+    /// Admin HTTP listener for /metrics (Prometheus), /latency, /healthz, /readyz and the target API
+    /// (/targets, /-/reload), or "off".
     #[arg(long, value_name = "ADDR|off", default_value = config::DEFAULT_ADMIN)]
     pub admin: String,
+
+    /// File holding the bearer token that mutating admin requests (PUT, DELETE, POST) must present
+    /// (`Authorization: Bearer TOKEN`). Without it, they are accepted only on a loopback listener.
+    #[arg(long, value_name = "PATH")]
+    pub admin_token_file: Option<PathBuf>,
 
     /// Record per-target latency (kernel receive to send) for SIGUSR1, /latency and --histogram-log.
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
@@ -82,7 +127,7 @@ pub struct Args {
     /// On SIGUSR1, also append each target's latency since the last dump to this file, in
     /// HdrHistogram's interval-log format.
     #[arg(long, value_name = "PATH")]
-    pub histogram_log: Option<std::path::PathBuf>,
+    pub histogram_log: Option<PathBuf>,
 
     /// Receive backend: auto (probe io_uring at start-up and use the backend that measured faster,
     /// recvmmsg on the kernels we measured; the choice and why are logged once), uring (io_uring
@@ -99,8 +144,21 @@ pub struct Args {
     pub log_format: LogFormat,
 }
 
+/// Subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Validates a configuration file and exits 0 (valid) or 1 (the errors, one per line), like
+    /// `nginx -t`.
+    Check {
+        /// The file to check.
+        #[arg(long, short = 'c', value_name = "PATH")]
+        config: PathBuf,
+    },
+}
+
 /// `--io` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum IoArg {
     /// io_uring when available and faster here, else recvmmsg.
     Auto,
@@ -111,7 +169,8 @@ pub enum IoArg {
 }
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
     Text,
@@ -119,22 +178,230 @@ pub enum LogFormat {
     Json,
 }
 
+/// Parsed flags with where each came from, so a configuration file can fill in what the command line
+/// did not say. Re-used at every reload.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// The flags, defaults included.
+    pub args: Args,
+    given: Vec<String>,
+}
+
+impl Invocation {
+    /// Parses the process's command line (exits with clap's message on a usage error).
+    pub fn from_env() -> Self {
+        Self::from_matches(Args::command().get_matches())
+    }
+
+    /// Parses `argv` (the first item is the program name).
+    pub fn try_from_iter<I, T>(argv: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Ok(Self::from_matches(
+            Args::command().try_get_matches_from(argv)?,
+        ))
+    }
+
+    fn from_matches(m: ArgMatches) -> Self {
+        let args = match Args::from_arg_matches(&m) {
+            Ok(a) => a,
+            Err(e) => e.exit(),
+        };
+        let given = m
+            .ids()
+            .filter(|id| m.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+            .map(|id| id.as_str().to_owned())
+            .collect();
+        Self { args, given }
+    }
+
+    fn given(&self, id: &str) -> bool {
+        self.given.iter().any(|g| g == id)
+    }
+
+    /// The configuration: the file (if any) under the flags given on the command line, validated.
+    /// Errors that come from the file name its line and key.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let file = match &self.args.config {
+            Some(path) => Some(Loaded::read(path).map_err(ConfigError::File)?),
+            None => None,
+        };
+        self.load_with(file.as_ref()).map_err(|e| match &file {
+            Some(f) => locate(f, e),
+            None => e,
+        })
+    }
+
+    fn load_with(&self, file: Option<&Loaded>) -> Result<Config, ConfigError> {
+        let mut a = self.args.clone();
+        let mut file_targets = None;
+        if let Some(f) = file {
+            let c = &f.config;
+            macro_rules! fill {
+                ($($field:ident),* $(,)?) => {$(
+                    if let Some(v) = c.$field.clone() { if !self.given(stringify!($field)) { a.$field = v.into(); } }
+                )*};
+            }
+            macro_rules! fill_opt {
+                ($($field:ident),* $(,)?) => {$(
+                    if let Some(v) = c.$field.clone() { if !self.given(stringify!($field)) { a.$field = Some(v.into()); } }
+                )*};
+            }
+            fill!(
+                workers,
+                batch,
+                queue_depth,
+                max_targets,
+                admin,
+                latency,
+                log_level
+            );
+            fill_opt!(listen, cpus, sender_cpus, histogram_log, admin_token_file);
+            macro_rules! fill_inner {
+                ($($field:ident),* $(,)?) => {$(
+                    if let Some(v) = c.$field { if !self.given(stringify!($field)) { a.$field = v.0; } }
+                )*};
+            }
+            fill_inner!(
+                queue_bytes,
+                rcvbuf,
+                max_datagram,
+                stats_interval,
+                drain_timeout,
+                resolve_interval
+            );
+            if let Some(v) = c.sndbuf {
+                if !self.given("sndbuf") {
+                    a.sndbuf = Some(v.0);
+                }
+            }
+            if let Some(io) = &c.io {
+                if !self.given("io") {
+                    a.io = IoArg::from_str(io, true).map_err(|_| ConfigError::BadValue {
+                        what: "io",
+                        got: io.clone(),
+                        expected: "auto, uring or mmsg",
+                    })?;
+                }
+            }
+            if let Some(lf) = &c.log_format {
+                if !self.given("log_format") {
+                    a.log_format =
+                        LogFormat::from_str(lf, true).map_err(|_| ConfigError::BadValue {
+                            what: "log-format",
+                            got: lf.clone(),
+                            expected: "text or json",
+                        })?;
+                }
+            }
+            if !self.given("targets") {
+                file_targets = c.targets.clone();
+            }
+            if a.cpus.is_some()
+                && !self.given("workers")
+                && c.workers.is_some()
+                && !self.given("cpus")
+            {
+                return Err(ConfigError::BadValue {
+                    what: "workers",
+                    got: "both workers and cpus".into(),
+                    expected: "one of them",
+                });
+            }
+        }
+        check_log_level(&a.log_level)?;
+        let mut config = Config::try_from(&a)?;
+        if let Some(targets) = file_targets {
+            config.targets = targets
+                .iter()
+                .map(|t| target_from_table(&config, t, None))
+                .collect::<Result<_, _>>()?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Accepts a level (`error` … `trace`, `off`) or a tracing directive list (`udptee=debug,info`);
+/// anything else would silently log nothing, the final summary included.
+pub fn check_log_level(level: &str) -> Result<(), ConfigError> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let ok = level.split(',').all(|d| {
+        let d = d.trim();
+        match d.rsplit_once('=') {
+            Some((target, lvl)) => {
+                !target.is_empty() && LEVELS.contains(&lvl.to_ascii_lowercase().as_str())
+            }
+            None => LEVELS.contains(&d.to_ascii_lowercase().as_str()),
+        }
+    });
+    if ok && tracing_subscriber::EnvFilter::try_new(level).is_ok() {
+        Ok(())
+    } else {
+        Err(ConfigError::BadValue {
+            what: "--log-level",
+            got: level.to_owned(),
+            expected: "error, warn, info, debug, trace, off, or directives such as udptee=debug",
+        })
+    }
+}
+
+/// A target from a `[[target]]` table or an API body, with `config`'s defaults for what it omits.
+/// `name` (the API path) wins over the table's own name.
+pub fn target_from_table(
+    config: &Config,
+    t: &FileTarget,
+    name: Option<&str>,
+) -> Result<TargetSpec, ConfigError> {
+    let resolved = config.resolver.0.resolve(&t.addr)?;
+    Ok(TargetSpec {
+        name: name
+            .map(str::to_owned)
+            .or_else(|| t.name.clone())
+            .unwrap_or_else(|| t.addr.clone()),
+        addr: t.addr.clone(),
+        resolved,
+        enabled: t.enabled.unwrap_or(true),
+        queue_depth: t.queue_depth.unwrap_or(config.queue_depth),
+        queue_bytes: t.queue_bytes.unwrap_or(config.queue_bytes),
+        sndbuf_bytes: t.sndbuf.or(config.sndbuf_bytes),
+    })
+}
+
+/// Points a validation error at the file line it came from.
+fn locate(file: &Loaded, e: ConfigError) -> ConfigError {
+    let (key, value) = e.place();
+    if key.is_none() && value.is_none() {
+        return e;
+    }
+    ConfigError::File(file.locate(key.as_deref(), value.as_deref(), &e.to_string()))
+}
+
+/// `--to [NAME=]HOST:PORT`.
+fn parse_to(config: &Config, spec: &str) -> Result<TargetSpec, ConfigError> {
+    let (name, addr) = match spec.split_once('=') {
+        Some((name, addr)) => (Some(name), addr),
+        None => (None, spec),
+    };
+    target_from_table(
+        config,
+        &FileTarget {
+            addr: addr.to_owned(),
+            ..FileTarget::default()
+        },
+        name,
+    )
+}
+
 impl TryFrom<&Args> for Config {
     type Error = ConfigError;
 
     fn try_from(args: &Args) -> Result<Self, ConfigError> {
-        let listen = config::resolve(&args.listen)?;
-        let targets = args
-            .targets
-            .iter()
-            .map(|spec| {
-                Ok(Target {
-                    name: spec.clone(),
-                    addr: config::resolve(spec)?,
-                })
-            })
-            .collect::<Result<Vec<_>, ConfigError>>()?;
-        let mut config = Self::new(listen, targets);
+        let listen = args.listen.as_deref().ok_or(ConfigError::NoListen)?;
+        let listen = config::resolve(listen)?;
+        let mut config = Self::new(listen, Vec::new());
         config.worker_cpus = match &args.cpus {
             Some(list) => config::parse_cpus("--cpus", list)?
                 .into_iter()
@@ -147,6 +414,9 @@ impl TryFrom<&Args> for Config {
         }
         config.batch = args.batch;
         config.queue_depth = args.queue_depth;
+        config.queue_bytes = args.queue_bytes;
+        config.max_targets = args.max_targets;
+        config.resolve_interval = args.resolve_interval;
         config.rcvbuf_bytes = args.rcvbuf;
         config.sndbuf_bytes = args.sndbuf;
         config.max_datagram = args.max_datagram;
@@ -156,6 +426,19 @@ impl TryFrom<&Args> for Config {
             "off" => None,
             spec => Some(config::resolve(spec)?),
         };
+        if let Some(path) = &args.admin_token_file {
+            let token = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::File(format!("--admin-token-file {}: {e}", path.display()))
+            })?;
+            let token = token.trim().to_owned();
+            if token.len() < 16 {
+                return Err(ConfigError::File(format!(
+                    "--admin-token-file {}: the token must be at least 16 characters",
+                    path.display()
+                )));
+            }
+            config.admin_token = Some(token);
+        }
         config.latency = args.latency;
         config.io_backend = match args.io {
             IoArg::Auto => config::IoBackend::Auto,
@@ -163,21 +446,13 @@ impl TryFrom<&Args> for Config {
             IoArg::Mmsg => config::IoBackend::Mmsg,
         };
         config.histogram_log = args.histogram_log.clone();
-        config.validate()?;
+        config.targets = args
+            .targets
+            .iter()
+            .map(|spec| parse_to(&config, spec))
+            .collect::<Result<Vec<_>, ConfigError>>()?;
         Ok(config)
     }
-}
-
-/// Parses `8MiB`, `512k`, `4096` into bytes (binary multiples: `k` = 1024).
-fn parse_bytes(s: &str) -> Result<usize, String> {
-    let n = parse_size::Config::new()
-        .with_binary()
-        .parse_size(s)
-        .map_err(|e| format!("{e} (expected a size such as 4096, 512KiB or 8MiB)"))?;
-    usize::try_from(n)
-        .ok()
-        .filter(|&n| n <= 1 << 40)
-        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// Parses `on`/`off` (and `true`/`false`).
@@ -189,20 +464,90 @@ fn parse_on_off(s: &str) -> Result<bool, String> {
     }
 }
 
-/// Parses `10s`, `250ms`, `1m`.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("{e} (expected a duration such as 10s or 250ms)"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Config, String> {
-        let args = Args::try_parse_from(std::iter::once("udptee").chain(args.iter().copied()))
-            .map_err(|e| e.to_string())?;
-        Config::try_from(&args).map_err(|e| e.to_string())
+        Invocation::try_from_iter(std::iter::once("udptee").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?
+            .load()
+            .map_err(|e| e.to_string())
+    }
+
+    fn file(text: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!(
+            "udptee-cli-{}-{}.toml",
+            std::process::id(),
+            text.len()
+        ));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn names_come_from_to_or_default_to_the_address() {
+        let c = parse(&[
+            "-l",
+            "127.0.0.1:0",
+            "--to",
+            "statsd=127.0.0.1:9",
+            "--to",
+            "127.0.0.1:10",
+        ])
+        .unwrap();
+        assert_eq!(c.targets[0].name, "statsd");
+        assert_eq!(c.targets[1].name, "127.0.0.1:10", "the address as written");
+    }
+
+    #[test]
+    fn the_file_fills_in_and_flags_override_it() {
+        let path = file(
+            "listen = \"127.0.0.1:0\"\nbatch = 8\nqueue-depth = 100\n[[target]]\nname = \"a\"\naddr = \"127.0.0.1:9\"\nqueue-depth = 5\n[[target]]\naddr = \"127.0.0.1:10\"\nenabled = false\n",
+        );
+        let p = path.to_str().unwrap();
+        let c = parse(&["--config", p, "--batch", "16"]).unwrap();
+        assert_eq!(c.batch, 16, "the command line wins");
+        assert_eq!(c.queue_depth, 100, "the file fills in");
+        assert_eq!(c.targets.len(), 2);
+        assert_eq!(c.targets[0].queue_depth, 5, "a target's own setting wins");
+        assert_eq!(c.targets[1].queue_depth, 100, "else the default");
+        assert!(!c.targets[1].enabled);
+        let c = parse(&["--config", p, "--to", "127.0.0.1:11"]).unwrap();
+        assert_eq!(c.targets.len(), 1, "--to replaces the file's targets");
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn file_value_errors_name_line_and_key() {
+        let path =
+            file("listen = \"127.0.0.1:0\"\n\nbatch = 0\n[[target]]\naddr = \"127.0.0.1:9\"\n");
+        let e = parse(&["--config", path.to_str().unwrap()]).unwrap_err();
+        assert!(e.contains(":3:1: key `batch`"), "{e}");
+        let _ = std::fs::remove_file(path);
+        let path = file("listen = \"127.0.0.1:0\"\n[[target]]\naddr = \"nowhere.invalid:9\"\n");
+        let e = parse(&["--config", path.to_str().unwrap()]).unwrap_err();
+        assert!(e.contains(":3:") && e.contains("addr"), "{e}");
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn flag_edges_are_refused() {
+        for (flag, value) in [
+            ("--max-datagram", "1.5"),
+            ("--rcvbuf", "0"),
+            ("--stats-interval", "1ns"),
+            ("--log-level", "nonsense"),
+            ("--cpus", "a"),
+        ] {
+            let e = parse(&["-l", "127.0.0.1:0", "--to", "127.0.0.1:9", flag, value]).unwrap_err();
+            let lines: Vec<&str> = e
+                .lines()
+                .filter(|l| !l.trim().is_empty() && !l.starts_with("For more information"))
+                .collect();
+            assert_eq!(lines.len(), 1, "{flag} {value}: one line: {e}");
+            assert!(lines[0].contains(flag), "{flag} is named: {e}");
+        }
     }
 
     #[test]
@@ -256,6 +601,8 @@ mod tests {
         assert!(e.contains("nonsense"), "{e}");
         let e = parse(&["-l", "127.0.0.1:0"]).unwrap_err();
         assert!(e.contains("--to"), "{e}");
+        let e = parse(&["--to", "127.0.0.1:9"]).unwrap_err();
+        assert!(e.contains("--listen"), "{e}");
         let e = parse(&[
             "-l",
             "127.0.0.1:0",

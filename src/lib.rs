@@ -9,15 +9,19 @@
 //! - a full queue, a send error, an oversized datagram or a drain timeout is a counted drop with a named
 //!   [`metrics::counters::DropReason`]; nothing is lost silently, nothing waits on a target.
 //!
-//! Modules: [`config`] and [`cli`] (what to run), [`fanout`] (threads and the [`Forwarder`]), [`pool`]
-//! (slots), [`net`] (sockets and the batch syscalls, the only `unsafe` code), [`metrics`] (counters,
-//! latency, Prometheus) and `admin` (the HTTP listener).
+//! Modules: [`config`] and [`cli`] (what to run), [`fanout`] (threads, the target registry and the
+//! [`Forwarder`]), [`control`] (reload and the admin API's verbs), [`pool`] (receive slots and the
+//! targets' backlog rings), [`net`] (sockets and the batch syscalls), [`metrics`] (counters, latency,
+//! Prometheus) and `admin` (the HTTP listener). `unsafe` code lives only in `net::{sys,mmsg,uring}`
+//! and `pool::ring`.
 #![deny(unsafe_code)]
 
 mod admin;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod fanout;
+pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod pool;
@@ -26,7 +30,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{never, select, tick};
-use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 
 pub use config::Config;
 pub use fanout::{Forwarder, StartError, Stats};
@@ -35,21 +39,36 @@ use metrics::histogram::{LatencySummary, TargetHistograms, append_interval_log};
 pub use net::{SocketState, socket_drops};
 
 /// Runs the forwarder until SIGINT or SIGTERM, logging a stats line every `stats_interval`, then drains
-/// and returns the final accounting.
-pub fn run(config: &Config) -> Result<Snapshot, StartError> {
-    let fwd = Forwarder::start(config)?;
+/// and returns the final accounting. SIGHUP reloads through `loader` (refused and logged without
+/// one); SIGUSR1 logs latency. A second SIGINT/SIGTERM during the drain exits at once with the
+/// accounting so far. A data thread that dies makes it stop and return [`StartError::Died`].
+pub fn run(config: &Config, loader: Option<control::Loader>) -> Result<Snapshot, StartError> {
+    let fwd = Forwarder::start_with(config, loader)?;
     log_start(config, &fwd);
 
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1])
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1, SIGHUP])
         .map_err(|source| StartError::Signals { source })?;
     let (sig_tx, sig_rx) = crossbeam_channel::bounded(16);
+    let stats = std::sync::Arc::clone(fwd.stats());
     std::thread::Builder::new()
         .name("udptee-signals".into())
         .spawn(move || {
+            let mut stopping = false;
             for signal in signals.forever() {
-                if sig_tx.send(signal).is_err() {
-                    break;
+                if stopping && matches!(signal, SIGINT | SIGTERM) {
+                    // The logging thread may not get to run again: write straight to stderr.
+                    let snap = stats.snapshot();
+                    let mut text =
+                        format!("udptee: second signal {signal} during the drain: exiting now\n");
+                    for line in snap.to_string().lines() {
+                        text.push_str(&format!("udptee: at exit: {line}\n"));
+                    }
+                    logging::write_direct(&text);
+                    std::process::exit(1);
                 }
+                stopping |= matches!(signal, SIGINT | SIGTERM);
+                // The supervisor may be gone (draining): a full or closed channel is fine.
+                let _ = sig_tx.try_send(signal);
             }
         })
         .map_err(|source| StartError::Spawn {
@@ -62,12 +81,25 @@ pub fn run(config: &Config) -> Result<Snapshot, StartError> {
     } else {
         tick(config.stats_interval)
     };
+    let resolver = if config.resolve_interval.is_zero() {
+        never()
+    } else {
+        tick(config.resolve_interval)
+    };
+    let health = tick(Duration::from_secs(1));
+    let mut failing_lookups = Vec::new();
     let mut last = (Instant::now(), fwd.snapshot(), fwd.cpu_time());
     let mut dumps = LatencyDumps::new();
+    let mut died = Vec::new();
     loop {
         select! {
             recv(sig_rx) -> signal => match signal {
                 Ok(SIGUSR1) => dumps.dump(config, fwd.stats()),
+                Ok(SIGHUP) => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    // Logged and counted inside; the running set is kept on error.
+                    let _ = fwd.control().reload();
+                }
                 Ok(signal) => {
                     tracing::info!(signal, "stopping: draining queues for at most {:?}", config.drain_timeout);
                     break;
@@ -78,6 +110,14 @@ pub fn run(config: &Config) -> Result<Snapshot, StartError> {
                 let now = (Instant::now(), fwd.snapshot(), fwd.cpu_time());
                 tracing::info!("{}", stats_line(&last.1, &now.1, now.0 - last.0, now.2 - last.2));
                 last = now;
+            },
+            recv(resolver) -> _ => fwd.control().resolve_again(&mut failing_lookups),
+            recv(health) -> _ => {
+                died = fwd.stats().died();
+                if !died.is_empty() {
+                    tracing::error!(threads = ?died, "a data thread died; stopping so the supervisor restarts udptee");
+                    break;
+                }
             },
         }
     }
@@ -91,7 +131,11 @@ pub fn run(config: &Config) -> Result<Snapshot, StartError> {
         cpu,
         micros_per(cpu, summary.received())
     );
-    Ok(summary)
+    if died.is_empty() {
+        Ok(summary)
+    } else {
+        Err(StartError::Died(died))
+    }
 }
 
 /// CPU microseconds per datagram, or "-" when there were none.
@@ -104,17 +148,24 @@ fn micros_per(cpu: Duration, datagrams: u64) -> String {
 
 fn log_start(config: &Config, fwd: &Forwarder) {
     let state = fwd.socket_state();
+    let uring = fwd.stats().backend() == "uring";
     tracing::info!(
         listen = %fwd.local_addr(),
-        targets = ?config.targets.iter().map(|t| t.addr.to_string()).collect::<Vec<_>>(),
+        targets = ?config.targets.iter().map(|t| format!("{}={}", t.name, t.resolved)).collect::<Vec<_>>(),
         workers = config.worker_cpus.len(),
         io = fwd.stats().backend(),
         batch = config.batch,
-        queue_depth = config.queue_depth,
-        pool_slots = fwd.pool().capacity(),
-        pool_mib = config.pool_bytes() / (1 << 20),
         admin = %fwd.admin_addr().map_or("off".to_string(), |a| format!("http://{a}/metrics")),
         "udptee forwarding"
+    );
+    tracing::info!(
+        staging_bytes = config.pool_bytes(uring),
+        staging_slots = fwd.pool().capacity(),
+        backlog_bytes = config.backlog_bytes(),
+        total_bytes = config.pool_bytes(uring) + config.backlog_bytes(),
+        "memory: receive staging = workers x (2 x batch{} + 1) x ({} + max-datagram); backlogs = sum of each target's queue-bytes",
+        if uring { " + ring" } else { "" },
+        pool::HEADROOM,
     );
     tracing::info!(
         asked = config.rcvbuf_bytes,
@@ -123,11 +174,19 @@ fn log_start(config: &Config, fwd: &Forwarder) {
         "receive buffer per worker socket"
     );
     if state.rcvbuf_granted < config.rcvbuf_bytes {
-        tracing::warn!(
-            asked = config.rcvbuf_bytes,
-            granted = state.rcvbuf_granted,
-            "receive buffer smaller than asked: SO_RCVBUFFORCE needs CAP_NET_ADMIN, else raise net.core.rmem_max"
-        );
+        if state.forced {
+            tracing::warn!(
+                asked = config.rcvbuf_bytes,
+                granted = state.rcvbuf_granted,
+                "receive buffer smaller than asked although SO_RCVBUFFORCE was permitted: the kernel capped it"
+            );
+        } else {
+            tracing::warn!(
+                asked = config.rcvbuf_bytes,
+                granted = state.rcvbuf_granted,
+                "receive buffer smaller than asked: SO_RCVBUFFORCE needs CAP_NET_ADMIN, else raise net.core.rmem_max"
+            );
+        }
     }
 }
 
@@ -186,12 +245,13 @@ impl LatencyDumps {
     }
 }
 
-/// One stats line: rates over the interval, totals, and every nonzero drop.
+/// One stats line: rates over the interval, totals, and every nonzero drop, each labelled as a rate
+/// (`/s`) or a total.
 fn stats_line(prev: &Snapshot, now: &Snapshot, elapsed: Duration, cpu: Duration) -> String {
     let secs = elapsed.as_secs_f64().max(1e-9);
-    let rx = now.received() - prev.received();
+    let rx = now.received().saturating_sub(prev.received());
     let mut line = format!(
-        "rx {}/s (total {}), truncated {}, kernel_drops {}, cpu {}/datagram",
+        "rx {}/s, received total {}, truncated total {}, kernel_drops total {}, cpu {}/datagram",
         (rx as f64 / secs).round(),
         now.received(),
         now.truncated(),
@@ -199,16 +259,17 @@ fn stats_line(prev: &Snapshot, now: &Snapshot, elapsed: Duration, cpu: Duration)
         micros_per(cpu, rx)
     );
     for (t, s) in now.targets.iter().enumerate() {
-        let fwd = s.forwarded - prev.targets[t].forwarded;
+        let name = &now.target_names[t];
+        let before = prev.index_of(name).map_or(0, |p| prev.targets[p].forwarded);
+        let fwd = s.forwarded.saturating_sub(before);
         let _ = write!(
             line,
-            " | {} fwd {}/s dropped {} (queue_full {}, send_error {}) queued {}",
-            now.target_names[t],
+            " | {name} fwd {}/s, dropped total {} (queue_full {}, send_error {}), queued {}",
             (fwd as f64 / secs).round(),
-            now.dropped_total(t),
+            s.dropped_total(),
             s.queue_full,
             s.send_errors_total(),
-            now.unaccounted(t)
+            s.queued()
         );
     }
     line

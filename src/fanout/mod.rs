@@ -1,34 +1,38 @@
 //! The forwarder: receive workers, per-target senders, the pool and the queues between them.
 //!
 //! ```text
-//!  SO_REUSEPORT group    no backlog: sendmmsg(MSG_DONTWAIT) inline ──────────┐ connected sockets
-//!  rx0 (cpu a) ─┐                                                           ├──> target0
-//!  rx1 (cpu b) ─┼─ share ─ backlog or EAGAIN ──> [q target0] ──> tx0 ───────┘
-//!  rxN ─────────┘                            ──> [q targetT] ──> txT ──────────> targetT
-//!        └──────── BufPool: slots taken by rx, released by the last sender of each copy ─┘
+//!  SO_REUSEPORT group   table (arc-swap, loaded once per batch)   connected sockets
+//!  rx0 (cpu a) ─┐  empty backlog: sendmmsg(MSG_DONTWAIT) inline ─────────┬──> target0
+//!  rx1 (cpu b) ─┼─ EAGAIN, short count, or a backlog: copy ─> [ring 0] ─ tx0 ┘
+//!  rxN ─────────┘                                         ─> [ring T] ─ txT ──> targetT
+//!        └─ BufPool: each worker's receive staging, free again once the batch is dispatched ─┘
 //! ```
-//! Start-up does everything that can fail (resolve, bind, connect, allocate) before any thread runs.
-//! Shutdown stops the workers first; senders then drain their queues until `drain_timeout`, count what
-//! is left as `drain_timeout`, and exit when the queues are empty and closed.
+//! The [`targets::TargetRegistry`] owns the target set and publishes it; see its docs for how a
+//! change is applied without touching unchanged targets. Start-up does everything that can fail
+//! (resolve, bind, connect, allocate) before any thread runs. Shutdown stops the workers first;
+//! senders then drain their rings until `drain_timeout`, count what is left as `drain_timeout`, and
+//! exit.
 
-mod ratelimit;
+pub(crate) mod ratelimit;
 mod sender;
+pub mod targets;
+mod threads;
 mod worker;
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use self::ratelimit::RateLimit;
-use crate::admin::AdminServer;
+use self::targets::{ChangeError, SenderSettings, TargetCore, TargetRegistry};
+pub use self::threads::Threads;
 use crate::config::{Config, ConfigError};
 use crate::metrics::counters::{SendErrorKind, Snapshot, TargetCounters, WorkerCounters};
 use crate::metrics::histogram::{LatencySummary, TargetHistograms, new_histogram, now_nanos};
 use crate::net::uring::{self, UringRecv};
-use crate::net::{IoBackend, SocketState, socket, sys};
+use crate::net::{IoBackend, SocketState, socket};
 use crate::pool::{BufId, BufPool};
 
 /// Counts copies one `sendmmsg` accepted, and their latency when recorded. Shared by the workers'
@@ -44,18 +48,13 @@ fn count_sent(counters: &TargetCounters, pool: &BufPool, sent: &[BufId], latency
 }
 
 /// Counts one copy the kernel refused (the first of a sendmmsg batch), logging at most once per
-/// interval per call site.
-fn count_send_error(
-    counters: &TargetCounters,
-    target: &str,
-    e: &io::Error,
-    errors: &mut RateLimit,
-) {
+/// interval per target, whichever thread hit it, with how many copies the warning stands for.
+fn count_send_error(target: &TargetCore, counters: &TargetCounters, e: &io::Error) {
     let kind = SendErrorKind::of(e);
     counters.add_send_error(kind);
-    if let Some(count) = errors.hit(1) {
-        tracing::warn!(target_addr = %target, error = %e, reason = kind.as_str(), count,
-            "send to target failed; copies dropped (send_error)");
+    if let Some(count) = target.errors.hit(1) {
+        tracing::warn!(target_name = %target.name, addr = %target.addr, error = %e, reason = kind.as_str(), count,
+            "send to target failed; copies dropped (send_error), count since the last such warning");
     }
 }
 
@@ -75,17 +74,9 @@ pub enum StartError {
         #[source]
         source: io::Error,
     },
-    /// A target socket could not be created or connected.
-    #[error("connecting to target {target} ({addr}): {source}")]
-    Connect {
-        /// The target as written.
-        target: String,
-        /// Its address.
-        addr: SocketAddr,
-        /// The kernel's answer.
-        #[source]
-        source: io::Error,
-    },
+    /// The initial target set could not be started.
+    #[error(transparent)]
+    Targets(#[from] ChangeError),
     /// A thread could not be started.
     #[error("starting thread {name}: {source}")]
     Spawn {
@@ -97,7 +88,7 @@ pub enum StartError {
     },
     /// The datagram pool does not fit in the memory this host has available.
     #[error(
-        "the datagram pool needs {bytes} bytes but {available}; lower --queue-depth or --max-datagram (docs/tuning.md)"
+        "udptee needs {bytes} bytes (receive staging and target backlogs) but {available}; lower --queue-bytes, --workers or --max-datagram (docs/tuning.md)"
     )]
     Memory {
         /// Pool bytes asked for.
@@ -120,6 +111,9 @@ pub enum StartError {
         #[source]
         source: io::Error,
     },
+    /// A data thread died; the process must exit so its supervisor restarts it.
+    #[error("data thread(s) died: {}; exiting so the supervisor restarts udptee", .0.join(", "))]
+    Died(Vec<String>),
     /// Signal handlers could not be installed.
     #[error("installing signal handlers: {source}")]
     Signals {
@@ -130,31 +124,28 @@ pub enum StartError {
 }
 
 /// The forwarder's shared view for reporting: the stats line, the admin endpoint and SIGUSR1 all read
-/// through it. Nothing here is touched by the hot path except the per-thread counters it reads.
+/// through it. Nothing here is touched by the hot path except the counters it reads.
 #[derive(Debug)]
 pub struct Stats {
-    target_names: Vec<String>,
-    queue_depth: usize,
     backend: &'static str,
     pool: Arc<BufPool>,
     worker_sockets: Vec<UdpSocket>,
     worker_counters: Vec<Arc<WorkerCounters>>,
-    target_counters: Vec<Arc<TargetCounters>>,
-    backlogs: Vec<Arc<AtomicUsize>>,
-    threads_expected: usize,
-    threads_running: Arc<AtomicUsize>,
-    thread_ids: Arc<Mutex<Vec<i32>>>,
+    registry: Arc<TargetRegistry>,
+    workers_expected: usize,
+    workers_running: Arc<std::sync::atomic::AtomicUsize>,
+    threads: Arc<Threads>,
 }
 
 impl Stats {
-    /// Target names, in `--to` order.
-    pub fn target_names(&self) -> &[String] {
-        &self.target_names
+    /// Names of the current targets, in table order.
+    pub fn target_names(&self) -> Vec<String> {
+        self.registry.current().names()
     }
 
-    /// Capacity of each target queue.
-    pub fn queue_depth(&self) -> usize {
-        self.queue_depth
+    /// The target registry (current set, counters by name, changes).
+    pub fn registry(&self) -> &Arc<TargetRegistry> {
+        &self.registry
     }
 
     /// The receive backend in use (`uring` or `mmsg`).
@@ -167,38 +158,36 @@ impl Stats {
         &self.pool
     }
 
-    /// Copies queued for (or in flight in) target `t`'s sender.
-    pub fn queued(&self, t: usize) -> usize {
-        self.backlogs[t].load(Ordering::Relaxed)
-    }
-
-    /// Every counter now. Kernel drops are refreshed from SO_MEMINFO, which also sees drops after the
-    /// last datagram received (SO_RXQ_OVFL only reports them with the next one).
+    /// Every counter now: current targets in table order, then removed ones. Kernel drops are
+    /// refreshed from SO_MEMINFO, which also sees drops after the last datagram received (SO_RXQ_OVFL
+    /// only reports them with the next one).
     pub fn snapshot(&self) -> Snapshot {
         for (socket, counters) in self.worker_sockets.iter().zip(&self.worker_counters) {
             if let Ok(drops) = socket::socket_drops(socket) {
                 counters.set_rcvbuf_overflow(drops);
             }
         }
-        Snapshot::new(
-            self.worker_counters.iter().map(|c| c.snapshot()).collect(),
-            self.target_counters.iter().map(|c| c.snapshot()).collect(),
-            self.target_names.clone(),
-        )
+        let (target_names, targets) = self.registry.snapshots().into_iter().unzip();
+        Snapshot {
+            workers: self.worker_counters.iter().map(|c| c.snapshot()).collect(),
+            targets,
+            target_names,
+        }
     }
 
-    /// Latency of each target since start, merged over every thread that sends to it.
+    /// Latency of each target since start (current, then removed), merged over every thread that
+    /// sends to it.
     pub fn latency(&self) -> TargetHistograms {
-        self.target_names
-            .iter()
-            .enumerate()
-            .map(|(t, name)| {
+        let current = self.target_names();
+        let mut all = self.registry.all_counters();
+        all.sort_by_key(|(n, _)| current.iter().position(|c| c == n).unwrap_or(usize::MAX));
+        all.into_iter()
+            .map(|(name, set)| {
                 let mut h = new_histogram();
-                self.target_counters[t].latency().merge_into(&mut h);
-                for w in &self.worker_counters {
-                    w.target(t).latency().merge_into(&mut h);
+                for part in set.parts() {
+                    part.latency().merge_into(&mut h);
                 }
-                (name.clone(), h)
+                (name, h)
             })
             .collect()
     }
@@ -211,29 +200,34 @@ impl Stats {
             .collect()
     }
 
-    /// CPU time (user + system) used so far by the forwarder's own threads, from /proc/self/task.
+    /// CPU time used so far by the forwarder's data threads (the kernel's nanosecond clocks).
     pub fn cpu_time(&self) -> Duration {
-        let tids = self
-            .thread_ids
-            .lock()
-            .map(|t| t.clone())
-            .unwrap_or_default();
-        tids.iter()
-            .filter_map(|tid| crate::metrics::proc::thread_cpu_time(*tid))
-            .sum()
+        self.threads.cpu_time()
     }
 
-    /// Ready when every worker and sender thread is running (sockets are bound before any starts).
+    /// Ready when every worker and every current target's sender runs, and no data thread died.
     pub fn ready(&self) -> Result<(), String> {
-        let running = self.threads_running.load(Ordering::Relaxed);
-        if running == self.threads_expected {
-            Ok(())
-        } else {
-            Err(format!(
-                "{running} of {} worker and sender threads running",
-                self.threads_expected
-            ))
+        let died = self.threads.died();
+        if !died.is_empty() {
+            return Err(format!("data thread(s) died: {}", died.join(", ")));
         }
+        let running = self.workers_running.load(Ordering::Relaxed);
+        if running != self.workers_expected {
+            return Err(format!(
+                "{running} of {} receive workers running",
+                self.workers_expected
+            ));
+        }
+        let stopped = self.registry.not_running();
+        if !stopped.is_empty() {
+            return Err(format!("senders not running: {}", stopped.join(", ")));
+        }
+        Ok(())
+    }
+
+    /// Names of data threads that died (a panic): the process must exit so a supervisor restarts it.
+    pub fn died(&self) -> Vec<String> {
+        self.threads.died()
     }
 }
 
@@ -245,14 +239,14 @@ pub struct Forwarder {
     drain_timeout: Duration,
     stats: Arc<Stats>,
     running: Arc<AtomicBool>,
-    drain_deadline: Arc<OnceLock<Instant>>,
     workers: Vec<JoinHandle<()>>,
-    senders: Vec<JoinHandle<()>>,
-    admin: Option<AdminServer>,
+    control: Arc<crate::control::Control>,
+    admin: Option<crate::admin::AdminServer>,
+    stopped: bool,
 }
 
-/// Counts a data thread as running for as long as it lives, panics included.
-struct Running(Arc<AtomicUsize>);
+/// Counts a worker as running for as long as it lives, panics included.
+struct Running(Arc<std::sync::atomic::AtomicUsize>);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -260,37 +254,10 @@ impl Drop for Running {
     }
 }
 
-fn spawn(
-    name: String,
-    cpu: Option<usize>,
-    stats: &Stats,
-    body: impl FnOnce() + Send + 'static,
-) -> Result<JoinHandle<()>, StartError> {
-    let tids = Arc::clone(&stats.thread_ids);
-    let alive = Arc::clone(&stats.threads_running);
-    let thread_name = name.clone();
-    std::thread::Builder::new()
-        .name(name.clone())
-        .spawn(move || {
-            alive.fetch_add(1, Ordering::Relaxed);
-            let _running = Running(alive);
-            if let Some(id) = cpu {
-                if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
-                    tracing::warn!(thread = %thread_name, cpu = id, "could not pin thread to CPU; running unpinned");
-                }
-            }
-            if let Ok(mut t) = tids.lock() {
-                t.push(sys::gettid());
-            }
-            body();
-        })
-        .map_err(|source| StartError::Spawn { name, source })
-}
-
 /// Allocates and pre-faults the pool, after checking it fits: touching more than the host has would
 /// get the process OOM-killed instead of refused with a message.
-fn allocate_pool(config: &Config) -> Result<BufPool, StartError> {
-    let bytes = config.pool_bytes();
+fn allocate_pool(config: &Config, uring: bool) -> Result<BufPool, StartError> {
+    let bytes = config.pool_bytes(uring) + config.backlog_bytes();
     if let Some(available) = <procfs::Meminfo as procfs::Current>::current()
         .ok()
         .and_then(|m| m.mem_available)
@@ -302,7 +269,7 @@ fn allocate_pool(config: &Config) -> Result<BufPool, StartError> {
             });
         }
     }
-    BufPool::try_new(config.pool_slots(), config.max_datagram)
+    BufPool::try_new(config.pool_slots(uring), config.max_datagram)
         .map_err(|available| StartError::Memory { bytes, available })
 }
 
@@ -348,8 +315,17 @@ fn choose_backend(config: &Config, sockets: &[UdpSocket]) -> Result<Vec<UringRec
 }
 
 impl Forwarder {
-    /// Binds, connects, allocates the pool and starts every thread (and the admin listener, if any).
+    /// Binds, allocates the pool, starts every target (socket, backlog, sender), every worker and
+    /// the admin listener (if configured). Reload is refused: see [`start_with`](Self::start_with).
     pub fn start(config: &Config) -> Result<Self, StartError> {
+        Self::start_with(config, None)
+    }
+
+    /// Like [`start`](Self::start), with `loader` to re-read the configuration on reload.
+    pub fn start_with(
+        config: &Config,
+        loader: Option<crate::control::Loader>,
+    ) -> Result<Self, StartError> {
         config.validate()?;
         let workers = config.worker_cpus.len();
         let (sockets, local_addr, socket_state) = socket::bind_reuseport_group(
@@ -362,19 +338,6 @@ impl Forwarder {
             addr: config.listen,
             source,
         })?;
-        let target_sockets = config
-            .targets
-            .iter()
-            .map(|t| {
-                socket::connect_target(t.addr, config.sndbuf_bytes).map_err(|source| {
-                    StartError::Connect {
-                        target: t.name.clone(),
-                        addr: t.addr,
-                        source,
-                    }
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         let worker_sockets = sockets
             .iter()
             .map(UdpSocket::try_clone)
@@ -385,84 +348,59 @@ impl Forwarder {
             })?;
 
         let mut urings = choose_backend(config, &sockets)?;
-        let pool = Arc::new(allocate_pool(config)?);
+        let pool = Arc::new(allocate_pool(config, !urings.is_empty())?);
         let worker_counters: Vec<_> = (0..workers)
-            .map(|_| Arc::new(WorkerCounters::new(config.targets.len())))
+            .map(|_| Arc::new(WorkerCounters::new()))
             .collect();
-        let target_counters: Vec<_> = config
-            .targets
-            .iter()
-            .map(|_| Arc::new(TargetCounters::default()))
-            .collect();
-        let backlogs: Vec<_> = config
-            .targets
-            .iter()
-            .map(|_| Arc::new(AtomicUsize::new(0)))
-            .collect();
+        let threads = Arc::new(Threads::default());
+        let registry = Arc::new(TargetRegistry::new(
+            SenderSettings {
+                listen: local_addr,
+                workers,
+                batch: config.batch,
+                latency: config.latency,
+                drain_timeout: config.drain_timeout,
+                sender_cpus: config.sender_cpus.clone(),
+                max_targets: config.max_targets,
+            },
+            Arc::clone(&threads),
+        ));
+        registry.apply(config.targets.clone())?;
+        let workers_running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let stats = Arc::new(Stats {
-            target_names: config.targets.iter().map(|t| t.name.clone()).collect(),
-            queue_depth: config.queue_depth,
             backend: if urings.is_empty() { "mmsg" } else { "uring" },
             pool: Arc::clone(&pool),
             worker_sockets,
             worker_counters: worker_counters.clone(),
-            target_counters: target_counters.clone(),
-            backlogs: backlogs.clone(),
-            threads_expected: workers + config.targets.len(),
-            threads_running: Arc::new(AtomicUsize::new(0)),
-            thread_ids: Arc::new(Mutex::new(Vec::new())),
+            registry: Arc::clone(&registry),
+            workers_expected: workers,
+            workers_running: Arc::clone(&workers_running),
+            threads: Arc::clone(&threads),
         });
+        let control = Arc::new(crate::control::Control::new(
+            Arc::clone(&registry),
+            config.clone(),
+            loader,
+        ));
         let admin = config
             .admin
             .map(|addr| {
-                AdminServer::start(addr, Arc::clone(&stats))
+                crate::admin::AdminServer::start(addr, Arc::clone(&stats), Arc::clone(&control))
                     .map_err(|source| StartError::Admin { addr, source })
             })
             .transpose()?;
         let running = Arc::new(AtomicBool::new(true));
-        let drain_deadline = Arc::new(OnceLock::new());
         let mut fwd = Self {
             local_addr,
             socket_state,
             drain_timeout: config.drain_timeout,
             stats: Arc::clone(&stats),
             running: Arc::clone(&running),
-            drain_deadline: Arc::clone(&drain_deadline),
             workers: Vec::new(),
-            senders: Vec::new(),
+            control,
             admin,
+            stopped: false,
         };
-
-        // Workers hold the only queue senders (in their links): when the last worker exits, each queue
-        // closes and its sender thread finishes after draining it.
-        let mut links = Vec::with_capacity(config.targets.len());
-        for (t, (target, socket)) in config.targets.iter().zip(target_sockets).enumerate() {
-            let (tx, rx) = crossbeam_channel::bounded(config.queue_depth);
-            let socket = Arc::new(socket);
-            links.push(worker::TargetLink {
-                name: target.name.clone(),
-                socket: Arc::clone(&socket),
-                queue: tx,
-                backlog: Arc::clone(&backlogs[t]),
-            });
-            let sender = sender::TargetSender {
-                name: target.name.clone(),
-                socket,
-                backlog: Arc::clone(&backlogs[t]),
-                pool: Arc::clone(&pool),
-                queue: rx,
-                counters: Arc::clone(&target_counters[t]),
-                drain_deadline: Arc::clone(&drain_deadline),
-                batch: config.batch,
-                latency: config.latency,
-            };
-            let cpu = (!config.sender_cpus.is_empty())
-                .then(|| config.sender_cpus[t % config.sender_cpus.len()]);
-            fwd.senders
-                .push(spawn(format!("udptee-tx{t}"), cpu, &stats, move || {
-                    sender.run()
-                })?);
-        }
         for (w, (socket, cpu)) in sockets
             .into_iter()
             .zip(config.worker_cpus.iter().copied())
@@ -472,17 +410,26 @@ impl Forwarder {
                 index: w,
                 socket,
                 pool: Arc::clone(&pool),
-                targets: links.clone(),
+                table: registry.swap(),
                 counters: Arc::clone(&worker_counters[w]),
                 running: Arc::clone(&running),
                 batch: config.batch,
                 latency: config.latency,
                 uring: (!urings.is_empty()).then(|| urings.remove(0)),
             };
-            fwd.workers
-                .push(spawn(format!("udptee-rx{w}"), cpu, &stats, move || {
-                    worker.run()
-                })?);
+            let alive = Arc::clone(&workers_running);
+            alive.fetch_add(1, Ordering::Relaxed);
+            let name = format!("udptee-rx{w}");
+            let handle = threads
+                .spawn(name.clone(), cpu, move || {
+                    let _running = Running(alive);
+                    worker.run();
+                })
+                .map_err(|source| {
+                    workers_running.fetch_sub(1, Ordering::Relaxed);
+                    StartError::Spawn { name, source }
+                })?;
+            fwd.workers.push(handle);
         }
         Ok(fwd)
     }
@@ -490,11 +437,6 @@ impl Forwarder {
     /// The bound listen address (with the real port when the config asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
-    }
-
-    /// The bound admin address, if the admin listener runs.
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref().map(AdminServer::addr)
     }
 
     /// What the kernel granted the receive sockets.
@@ -510,6 +452,21 @@ impl Forwarder {
     /// The datagram pool (capacity and occupancy, for gauges).
     pub fn pool(&self) -> &BufPool {
         self.stats.pool()
+    }
+
+    /// The target registry.
+    pub fn registry(&self) -> &Arc<TargetRegistry> {
+        self.stats.registry()
+    }
+
+    /// The control plane (reload and the admin API's verbs).
+    pub fn control(&self) -> &Arc<crate::control::Control> {
+        &self.control
+    }
+
+    /// The bound admin address, if the admin listener runs.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(crate::admin::AdminServer::addr)
     }
 
     /// Every counter now; see [`Stats::snapshot`].
@@ -530,18 +487,18 @@ impl Forwarder {
     }
 
     fn stop(&mut self) {
+        if std::mem::replace(&mut self.stopped, true) {
+            return;
+        }
         self.running.store(false, Ordering::Relaxed);
         for handle in self.workers.drain(..) {
             if handle.join().is_err() {
                 tracing::error!("a receive worker panicked");
             }
         }
-        let _ = self.drain_deadline.set(Instant::now() + self.drain_timeout);
-        for handle in self.senders.drain(..) {
-            if handle.join().is_err() {
-                tracing::error!("a target sender panicked");
-            }
-        }
+        self.stats
+            .registry
+            .shutdown(Instant::now() + self.drain_timeout);
         if let Some(mut admin) = self.admin.take() {
             admin.stop();
         }

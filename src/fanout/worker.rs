@@ -1,26 +1,30 @@
 //! The receive worker: one thread per SO_REUSEPORT socket, optionally pinned to a CPU.
 //!
 //! Each loop receives one batch, with `recvmmsg` into `batch` armed pool slots or from the worker's
-//! io_uring (multishot recvmsg into pool slots it provided), then hands the batch to every target.
-//! A target with no backlog gets it inline: one non-blocking `sendmmsg` (MSG_DONTWAIT) on its connected
-//! socket, the same work the simplest relay does, with no thread hand-off. Whatever the kernel does not
-//! take at once (EAGAIN, an error, a short count), and everything for a target that already has a
-//! backlog, goes to that target's bounded queue for its sender thread; a full queue drops that target's
-//! copy (`queue_full`). The worker never waits for a target. A datagram over `--max-datagram` is counted
-//! `truncated` and its slot reused; with the pool dry it lands in a scratch slot and is counted
-//! `pool_exhausted`. Hot path: no allocation, no lock, one receive syscall per batch and at most one send
-//! syscall per target per batch.
+//! io_uring (multishot recvmsg into pool slots it provided), loads the published target table once
+//! (an `arc_swap::Cache`: one pointer comparison when nothing changed) and hands the batch to every
+//! target in it. A target with an empty backlog gets it inline: one non-blocking `sendmmsg`
+//! (MSG_DONTWAIT) on its connected socket, the same work the simplest relay does, with no thread
+//! hand-off. Whatever the kernel does not take at once (EAGAIN, an error, a short count), and
+//! everything for a target that already has a backlog, is *copied* into that target's backlog ring
+//! for its sender thread; what does not fit is that target's `queue_full`. The slots are then free
+//! again at once, so the pool is only the worker's receive staging, whatever the targets do. The
+//! worker never waits for a target. A datagram over `--max-datagram` is counted `truncated` and its
+//! slot reused; with the pool dry it lands in a scratch slot and is counted `pool_exhausted`. Hot
+//! path: no allocation, one receive syscall per batch and at most one send syscall per target per
+//! batch; the backlog lock is taken once per batch, and only for a target that has a backlog.
 
 use std::io;
 use std::net::UdpSocket;
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
+use arc_swap::ArcSwap;
 
 use super::ratelimit::RateLimit;
+use super::targets::{TargetCore, TargetTable};
 use super::{count_send_error, count_sent};
 use crate::metrics::counters::{TargetCounters, WorkerCounters, WorkerDelta};
 use crate::net::mmsg::{MmsgRecv, MmsgSend, RecvMeta};
@@ -31,26 +35,13 @@ use crate::pool::{BufId, BufPool};
 /// Pause after an unexpected receive error, so a persistent one cannot spin a CPU.
 const ERROR_BACKOFF: Duration = Duration::from_millis(10);
 
-/// What a worker needs to reach one target.
-#[derive(Debug, Clone)]
-pub(crate) struct TargetLink {
-    /// Target name, for logs.
-    pub(crate) name: String,
-    /// The target's connected socket, shared with its sender.
-    pub(crate) socket: Arc<UdpSocket>,
-    /// The sender's bounded queue.
-    pub(crate) queue: Sender<BufId>,
-    /// Copies queued for, or being sent by, the sender. While it is nonzero, new copies queue behind
-    /// them, so each flow's order is kept; the sender lowers it only after its sendmmsg returned.
-    pub(crate) backlog: Arc<AtomicUsize>,
-}
-
 /// One receive thread's state.
 pub(crate) struct RecvWorker {
     pub(crate) index: usize,
     pub(crate) socket: UdpSocket,
     pub(crate) pool: Arc<BufPool>,
-    pub(crate) targets: Vec<TargetLink>,
+    /// The registry's published table.
+    pub(crate) table: Arc<ArcSwap<TargetTable>>,
     pub(crate) counters: Arc<WorkerCounters>,
     pub(crate) running: Arc<AtomicBool>,
     pub(crate) batch: usize,
@@ -67,8 +58,8 @@ enum Backend {
 }
 
 impl RecvWorker {
-    /// Receives and dispatches until `running` turns false; then returns its slots to the pool and drops
-    /// its queue handles, which lets the senders drain and finish.
+    /// Receives and dispatches until `running` turns false; then returns its slots to the pool and
+    /// drops its table, which lets removed targets' senders finish.
     pub(crate) fn run(mut self) {
         let Some(scratch) = self.pool.try_take() else {
             tracing::error!(
@@ -81,6 +72,7 @@ impl RecvWorker {
             Some(uring) => Backend::Uring(Box::new(uring)),
             None => Backend::Mmsg(MmsgRecv::new(self.batch)),
         };
+        let mut table = arc_swap::Cache::new(Arc::clone(&self.table));
         let mut send = MmsgSend::new_nonblocking(self.batch);
         // Free slots this worker holds: armed for recvmmsg, or waiting to be provided to the io_uring.
         let mut spare: Vec<BufId> = Vec::with_capacity(self.batch);
@@ -88,9 +80,6 @@ impl RecvWorker {
         let mut ready: Vec<BufId> = Vec::with_capacity(self.batch);
         let mut meta = vec![RecvMeta::default(); self.batch];
         let mut recv_errors = RateLimit::new();
-        let mut send_errors: Vec<RateLimit> =
-            self.targets.iter().map(|_| RateLimit::new()).collect();
-        let holders = self.targets.len() as u32;
 
         while self.running.load(Ordering::Relaxed) {
             // One dispatch per batch. Afterwards ids[..n] are the slots the kernel filled (the scratch
@@ -133,6 +122,8 @@ impl RecvWorker {
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
+                    // Idle: still pick up a new table, so a removed target's sender can finish.
+                    table.load();
                     continue;
                 }
                 Err(e) => {
@@ -159,30 +150,36 @@ impl RecvWorker {
                 } else {
                     delta.bytes += m.len as u64;
                     self.pool.set_meta(id, m.len, m.rx_nanos);
-                    self.pool.share(id, holders);
                     ready.push(id);
                 }
             }
 
-            if !ready.is_empty() {
-                for (t, link) in self.targets.iter().enumerate() {
-                    let counters = self.counters.target(t);
-                    // Acquire: pairs with the sender's Release after its sendmmsg, so a zero here means
-                    // every earlier copy for this target has been handed to the kernel.
-                    let rest = if link.backlog.load(Ordering::Acquire) == 0 {
-                        self.send_inline(
-                            &mut send,
-                            link,
-                            counters,
-                            &ready,
-                            &mut send_errors[t],
-                            &mut spare,
-                        )
-                    } else {
-                        &ready[..]
-                    };
-                    self.enqueue(link, counters, rest, &mut spare);
+            for target in table.load().targets.iter() {
+                let counters = target.core.counters.worker(self.index);
+                // Offered first, outcomes after: a reader's cut never shows more outcomes than offers.
+                counters.add_offered(delta.received);
+                counters.add_truncated(delta.truncated);
+                counters.add_pool_exhausted(delta.pool_exhausted);
+                if ready.is_empty() {
+                    continue;
                 }
+                if !target.spec.enabled {
+                    counters.add_disabled(ready.len() as u64);
+                    continue;
+                }
+                // An empty ring (Acquire) means every earlier copy for this target has been handed
+                // to the kernel, so sending inline now keeps each flow's order.
+                let rest = if target.core.ring.is_empty() {
+                    self.send_inline(&mut send, &target.core, counters, &ready)
+                } else {
+                    &ready[..]
+                };
+                if !rest.is_empty() {
+                    self.enqueue(&target.core, counters, rest);
+                }
+            }
+            for &id in &ready {
+                self.keep_spare(id, &mut spare);
             }
             self.counters.add_batch(&delta);
             if let Some(total) = kernel_drops {
@@ -203,8 +200,8 @@ impl RecvWorker {
         }
     }
 
-    /// Keeps a free slot this worker owns for its next receive, or returns it to the pool if it has
-    /// enough.
+    /// Keeps a free slot this worker owns for its next receive (cache-warm), or returns it to the
+    /// pool if it has enough.
     fn keep_spare(&self, id: BufId, spare: &mut Vec<BufId>) {
         if spare.len() < self.batch {
             spare.push(id);
@@ -213,61 +210,43 @@ impl RecvWorker {
         }
     }
 
-    /// Releases this worker's hold on `id`; if that freed the slot, keeps it armed for the next batch
-    /// (cache-warm) rather than returning it to the shared free list.
-    fn reclaim(&self, id: BufId, spare: &mut Vec<BufId>) {
-        if self.pool.release_owned(id) {
-            self.keep_spare(id, spare);
-        }
-    }
-
-    /// One non-blocking sendmmsg of `ids` to `link`; returns what the kernel did not take, for the queue.
+    /// One non-blocking sendmmsg of `ids` to `target`; returns what the kernel did not take.
     fn send_inline<'a>(
         &self,
         send: &mut MmsgSend,
-        link: &TargetLink,
+        target: &TargetCore,
         counters: &TargetCounters,
         ids: &'a [BufId],
-        errors: &mut RateLimit,
-        armed: &mut Vec<BufId>,
     ) -> &'a [BufId] {
-        match send.send_batch(link.socket.as_fd(), &self.pool, ids) {
+        match send.send_batch(target.socket.as_fd(), &self.pool, ids) {
             Ok(k) => {
                 count_sent(counters, &self.pool, &ids[..k], self.latency);
-                for &id in &ids[..k] {
-                    self.reclaim(id, armed);
-                }
                 &ids[k..]
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => ids,
             Err(e) => {
                 // The first copy failed (sendmmsg(2)); count it and leave the rest to the sender.
-                count_send_error(counters, &link.name, &e, errors);
-                self.reclaim(ids[0], armed);
+                count_send_error(target, counters, &e);
                 &ids[1..]
             }
         }
     }
 
-    /// Queues `ids` for the target's sender; copies that do not fit are dropped as `queue_full`.
-    fn enqueue(
-        &self,
-        link: &TargetLink,
-        counters: &TargetCounters,
-        ids: &[BufId],
-        armed: &mut Vec<BufId>,
-    ) {
+    /// Copies `ids` into the target's backlog; copies that do not fit are dropped as `queue_full`.
+    fn enqueue(&self, target: &TargetCore, counters: &TargetCounters, ids: &[BufId]) {
         let mut full = 0;
-        for &id in ids {
-            link.backlog.fetch_add(1, Ordering::Relaxed);
-            if link.queue.try_send(id).is_err() {
-                // Full (slow target) or, by construction never, disconnected: this copy is dropped.
-                link.backlog.fetch_sub(1, Ordering::Relaxed);
-                full += 1;
-                self.reclaim(id, armed);
+        {
+            let mut ring = target.ring.producer();
+            for &id in ids {
+                if !ring.push_slot(&self.pool, id) {
+                    full += 1;
+                }
             }
         }
         counters.add_queue_full(full);
+        if full < ids.len() as u64 {
+            target.wake();
+        }
     }
 }
 
@@ -277,6 +256,9 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
+    use crate::config::TargetSpec;
+    use crate::fanout::Threads;
+    use crate::fanout::targets::{SenderSettings, TargetRegistry};
 
     /// With the pool dry (only the scratch slot), every datagram is received, counted
     /// `pool_exhausted` and forwarded to no one: no stall, no allocation, nothing unaccounted.
@@ -286,21 +268,28 @@ mod tests {
         rx.set_read_timeout(Some(Duration::from_millis(20)))
             .unwrap();
         let target = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let out = UdpSocket::bind("127.0.0.1:0").unwrap();
-        out.connect(target.local_addr().unwrap()).unwrap();
-        let (tx, _rx_queue) = crossbeam_channel::bounded(4);
-        let counters = Arc::new(WorkerCounters::new(1));
+        let registry = TargetRegistry::new(
+            SenderSettings {
+                listen: rx.local_addr().unwrap(),
+                workers: 1,
+                batch: 8,
+                latency: false,
+                drain_timeout: Duration::from_millis(100),
+                sender_cpus: Vec::new(),
+                max_targets: 4,
+            },
+            Arc::new(Threads::default()),
+        );
+        registry
+            .apply(vec![TargetSpec::new("t", target.local_addr().unwrap())])
+            .unwrap();
+        let counters = Arc::new(WorkerCounters::new());
         let running = Arc::new(AtomicBool::new(true));
         let worker = RecvWorker {
             index: 0,
             socket: rx.try_clone().unwrap(),
             pool: Arc::new(BufPool::new(1, 64)),
-            targets: vec![TargetLink {
-                name: "t".into(),
-                socket: Arc::new(out),
-                queue: tx,
-                backlog: Arc::new(AtomicUsize::new(0)),
-            }],
+            table: registry.swap(),
             counters: Arc::clone(&counters),
             running: Arc::clone(&running),
             batch: 8,
@@ -330,6 +319,13 @@ mod tests {
             (100, 100),
             "every datagram counted pool_exhausted"
         );
-        assert_eq!(s.targets[0].forwarded, 0, "and forwarded to no one");
+        registry.shutdown(Instant::now());
+        let t = &registry.snapshots()[0].1;
+        assert_eq!(t.forwarded, 0, "and forwarded to no one");
+        assert_eq!(
+            (t.offered, t.pool_exhausted),
+            (100, 100),
+            "the target's books say so too"
+        );
     }
 }

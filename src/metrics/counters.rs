@@ -25,6 +25,8 @@ pub enum DropReason {
     PoolExhausted,
     /// Still queued when `--drain-timeout` expired at shutdown.
     DrainTimeout,
+    /// The target is disabled (`enabled = false`): kept in the set, nothing sent.
+    Disabled,
     /// Dropped by the kernel before udptee saw it (socket receive buffer full, SO_RXQ_OVFL). Not part of
     /// `received`: udptee never had it.
     RcvbufOverflow,
@@ -32,12 +34,13 @@ pub enum DropReason {
 
 impl DropReason {
     /// Reasons that count against a target in the accounting invariant.
-    pub const PER_TARGET: [Self; 5] = [
+    pub const PER_TARGET: [Self; 6] = [
         Self::QueueFull,
         Self::SendError,
         Self::Truncated,
         Self::PoolExhausted,
         Self::DrainTimeout,
+        Self::Disabled,
     ];
 
     /// The label value (`reason="queue_full"`).
@@ -48,6 +51,7 @@ impl DropReason {
             Self::Truncated => "truncated",
             Self::PoolExhausted => "pool_exhausted",
             Self::DrainTimeout => "drain_timeout",
+            Self::Disabled => "disabled",
             Self::RcvbufOverflow => "rcvbuf_overflow",
         }
     }
@@ -105,24 +109,31 @@ impl SendErrorKind {
 
 fn add(c: &AtomicU64, n: u64) {
     if n != 0 {
-        c.fetch_add(n, Ordering::Relaxed);
+        // Release (free on x86: the RMW is a locked instruction anyway): see `TargetCounters`.
+        c.fetch_add(n, Ordering::Release);
     }
 }
 
 fn get(c: &AtomicU64) -> u64 {
-    c.load(Ordering::Relaxed)
+    c.load(Ordering::Acquire)
 }
 
-/// What happened to one target's copies, as seen by one thread. Each worker keeps one per target (its
-/// inline sends and queue drops) and each sender keeps one (its backlog sends); a target's totals are
-/// the sum over all of them. Only the owning thread writes.
+/// What happened to one target's copies, as seen by one thread. Each target keeps one per receive
+/// worker (its inline sends, queue drops and what it offered) and one for its sender (backlog sends);
+/// a target's totals are the sum over all of them. Writers add with Release and readers load with
+/// Acquire, and a copy is always counted `offered` before its outcome, so a reader that loads outcomes
+/// first and `offered` last never sees more outcomes than offers.
 #[derive(Debug, Default)]
 pub struct TargetCounters {
+    offered: AtomicU64,
     forwarded: AtomicU64,
     bytes: AtomicU64,
     send_errors: [AtomicU64; SendErrorKind::ALL.len()],
     queue_full: AtomicU64,
     drain_timeout: AtomicU64,
+    truncated: AtomicU64,
+    pool_exhausted: AtomicU64,
+    disabled: AtomicU64,
     latency: LatencyRecorder,
 }
 
@@ -130,6 +141,11 @@ impl TargetCounters {
     /// This thread's latency samples for the target.
     pub fn latency(&self) -> &LatencyRecorder {
         &self.latency
+    }
+
+    /// Counts datagrams received while this target was in the set (before any outcome of theirs).
+    pub fn add_offered(&self, n: u64) {
+        add(&self.offered, n);
     }
 
     /// Adds datagrams sent by one `sendmmsg` call.
@@ -153,15 +169,82 @@ impl TargetCounters {
         add(&self.drain_timeout, n);
     }
 
-    /// A copy for reporting.
+    /// Counts datagrams over `--max-datagram` received while this target was in the set.
+    pub fn add_truncated(&self, n: u64) {
+        add(&self.truncated, n);
+    }
+
+    /// Counts datagrams received with the pool dry while this target was in the set.
+    pub fn add_pool_exhausted(&self, n: u64) {
+        add(&self.pool_exhausted, n);
+    }
+
+    /// Counts datagrams not sent because the target is disabled.
+    pub fn add_disabled(&self, n: u64) {
+        add(&self.disabled, n);
+    }
+
+    /// A copy for reporting: outcomes first, `offered` last (see the type's docs).
     pub fn snapshot(&self) -> TargetSnapshot {
-        TargetSnapshot {
+        let mut s = TargetSnapshot {
             forwarded: get(&self.forwarded),
             bytes: get(&self.bytes),
             send_errors: std::array::from_fn(|i| get(&self.send_errors[i])),
             drain_timeout: get(&self.drain_timeout),
             queue_full: get(&self.queue_full),
+            truncated: get(&self.truncated),
+            pool_exhausted: get(&self.pool_exhausted),
+            disabled: get(&self.disabled),
+            ..TargetSnapshot::default()
+        };
+        s.offered = get(&self.offered);
+        s
+    }
+}
+
+/// Every counter block of one target: one per receive worker, then one for its senders. Created when
+/// the target first joins and kept by name, so the counters survive an address change or a re-add.
+#[derive(Debug)]
+pub struct TargetCounterSet {
+    parts: Box<[TargetCounters]>,
+}
+
+impl TargetCounterSet {
+    /// Blocks for `workers` receive workers and the senders.
+    pub fn new(workers: usize) -> Self {
+        Self {
+            parts: (0..=workers).map(|_| TargetCounters::default()).collect(),
         }
+    }
+
+    /// Worker `w`'s block (only that worker writes it).
+    pub fn worker(&self, w: usize) -> &TargetCounters {
+        &self.parts[w.min(self.parts.len() - 1)]
+    }
+
+    /// The senders' block.
+    pub fn sender(&self) -> &TargetCounters {
+        &self.parts[self.parts.len() - 1]
+    }
+
+    /// Every block.
+    pub fn parts(&self) -> &[TargetCounters] {
+        &self.parts
+    }
+
+    /// The target's totals: every block's outcomes first, then every block's offers, so the cut is
+    /// consistent (forwarded + dropped never exceeds offered).
+    pub fn snapshot(&self) -> TargetSnapshot {
+        let mut total = TargetSnapshot::default();
+        for p in self.parts.iter() {
+            let mut s = p.snapshot();
+            s.offered = 0;
+            total.merge(&s);
+        }
+        for p in self.parts.iter() {
+            total.offered += get(&p.offered);
+        }
+        total
     }
 }
 
@@ -175,7 +258,6 @@ pub struct WorkerCounters {
     rcvbuf_overflow: AtomicU64,
     recv_errors: AtomicU64,
     ring_empty: AtomicU64,
-    targets: Box<[TargetCounters]>,
 }
 
 /// What a worker adds after one batch.
@@ -192,12 +274,9 @@ pub struct WorkerDelta {
 }
 
 impl WorkerCounters {
-    /// Counters for a worker feeding `targets` targets.
-    pub fn new(targets: usize) -> Self {
-        Self {
-            targets: (0..targets).map(|_| TargetCounters::default()).collect(),
-            ..Self::default()
-        }
+    /// Counters for one worker.
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// Adds one batch's totals.
@@ -206,11 +285,6 @@ impl WorkerCounters {
         add(&self.bytes, d.bytes);
         add(&self.truncated, d.truncated);
         add(&self.pool_exhausted, d.pool_exhausted);
-    }
-
-    /// This worker's counters for target `t` (inline sends, send errors, queue drops).
-    pub fn target(&self, t: usize) -> &TargetCounters {
-        &self.targets[t]
     }
 
     /// Records the socket's cumulative kernel drop count (SO_RXQ_OVFL / SO_MEMINFO); it only grows.
@@ -228,7 +302,7 @@ impl WorkerCounters {
         add(&self.recv_errors, 1);
     }
 
-    /// A consistent-enough copy for reporting.
+    /// A copy for reporting.
     pub fn snapshot(&self) -> WorkerSnapshot {
         WorkerSnapshot {
             received: get(&self.received),
@@ -238,7 +312,6 @@ impl WorkerCounters {
             rcvbuf_overflow: get(&self.rcvbuf_overflow),
             recv_errors: get(&self.recv_errors),
             ring_empty: get(&self.ring_empty),
-            targets: self.targets.iter().map(TargetCounters::snapshot).collect(),
         }
     }
 }
@@ -260,28 +333,35 @@ pub struct WorkerSnapshot {
     pub recv_errors: u64,
     /// Times the io_uring ran out of provided buffers (receive pressure; 0 with recvmmsg).
     pub ring_empty: u64,
-    /// This worker's part of each target's counters (inline sends, errors, queue drops).
-    pub targets: Vec<TargetSnapshot>,
 }
 
 /// One target's counters at a point in time.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TargetSnapshot {
+    /// Datagrams received while the target was in the set (since it joined).
+    pub offered: u64,
     /// Copies sent.
     pub forwarded: u64,
     /// Bytes sent.
     pub bytes: u64,
     /// Copies refused by the kernel, by [`SendErrorKind`] (in `ALL` order).
     pub send_errors: [u64; SendErrorKind::ALL.len()],
-    /// Copies abandoned at shutdown.
+    /// Copies abandoned at shutdown or removal.
     pub drain_timeout: u64,
     /// Copies dropped because the queue was full.
     pub queue_full: u64,
+    /// Datagrams over `--max-datagram` offered to this target.
+    pub truncated: u64,
+    /// Datagrams received with the pool dry while this target was in the set.
+    pub pool_exhausted: u64,
+    /// Datagrams not sent because the target was disabled.
+    pub disabled: u64,
 }
 
 impl TargetSnapshot {
     /// Adds another thread's counters for the same target.
     pub fn merge(&mut self, o: &Self) {
+        self.offered += o.offered;
         self.forwarded += o.forwarded;
         self.bytes += o.bytes;
         for (a, b) in self.send_errors.iter_mut().zip(o.send_errors) {
@@ -289,11 +369,43 @@ impl TargetSnapshot {
         }
         self.drain_timeout += o.drain_timeout;
         self.queue_full += o.queue_full;
+        self.truncated += o.truncated;
+        self.pool_exhausted += o.pool_exhausted;
+        self.disabled += o.disabled;
     }
 
     /// All send errors together.
     pub fn send_errors_total(&self) -> u64 {
         self.send_errors.iter().sum()
+    }
+
+    /// Copies dropped for `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        match reason {
+            DropReason::QueueFull => self.queue_full,
+            DropReason::SendError => self.send_errors_total(),
+            DropReason::Truncated => self.truncated,
+            DropReason::PoolExhausted => self.pool_exhausted,
+            DropReason::DrainTimeout => self.drain_timeout,
+            DropReason::Disabled => self.disabled,
+            DropReason::RcvbufOverflow => 0,
+        }
+    }
+
+    /// All dropped copies (reasons in [`DropReason::PER_TARGET`]).
+    pub fn dropped_total(&self) -> u64 {
+        DropReason::PER_TARGET
+            .iter()
+            .map(|&r| self.dropped(r))
+            .sum()
+    }
+
+    /// Copies offered but neither forwarded nor dropped yet: queued or in flight while running, and
+    /// zero once the forwarder has stopped. Never negative (see [`TargetCounterSet::snapshot`]).
+    pub fn queued(&self) -> u64 {
+        self.offered
+            .saturating_sub(self.forwarded)
+            .saturating_sub(self.dropped_total())
     }
 }
 
@@ -302,31 +414,13 @@ impl TargetSnapshot {
 pub struct Snapshot {
     /// Per worker.
     pub workers: Vec<WorkerSnapshot>,
-    /// Per target, in `--to` order.
+    /// Per target: the current set in order, then removed targets.
     pub targets: Vec<TargetSnapshot>,
-    /// Target names, in `--to` order.
+    /// Target names, parallel to `targets`.
     pub target_names: Vec<String>,
 }
 
 impl Snapshot {
-    /// Builds a snapshot from the senders' counters, adding each worker's part of every target.
-    pub fn new(
-        workers: Vec<WorkerSnapshot>,
-        mut targets: Vec<TargetSnapshot>,
-        target_names: Vec<String>,
-    ) -> Self {
-        for (t, snap) in targets.iter_mut().enumerate() {
-            for part in workers.iter().filter_map(|w| w.targets.get(t)) {
-                snap.merge(part);
-            }
-        }
-        Self {
-            workers,
-            targets,
-            target_names,
-        }
-    }
-
     fn sum(&self, f: impl Fn(&WorkerSnapshot) -> u64) -> u64 {
         self.workers.iter().map(f).sum()
     }
@@ -356,33 +450,26 @@ impl Snapshot {
         self.sum(|w| w.rcvbuf_overflow)
     }
 
+    /// Index of the target named `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.target_names.iter().position(|n| n == name)
+    }
+
     /// Copies of datagrams for target `t` dropped for `reason`.
     pub fn dropped(&self, t: usize, reason: DropReason) -> u64 {
-        let s = &self.targets[t];
-        match reason {
-            DropReason::QueueFull => s.queue_full,
-            DropReason::SendError => s.send_errors_total(),
-            DropReason::Truncated => self.truncated(),
-            DropReason::PoolExhausted => self.pool_exhausted(),
-            DropReason::DrainTimeout => s.drain_timeout,
-            DropReason::RcvbufOverflow => 0,
-        }
+        self.targets[t].dropped(reason)
     }
 
     /// All dropped copies for target `t` (reasons in [`DropReason::PER_TARGET`]).
     pub fn dropped_total(&self, t: usize) -> u64 {
-        DropReason::PER_TARGET
-            .iter()
-            .map(|&r| self.dropped(t, r))
-            .sum()
+        self.targets[t].dropped_total()
     }
 
-    /// Copies received but neither forwarded nor dropped yet for target `t`: queued or in flight while
-    /// running, and zero once the forwarder has stopped.
+    /// Copies offered to target `t` but neither forwarded nor dropped yet: queued or in flight while
+    /// running, zero once stopped; negative only if the books were broken.
     pub fn unaccounted(&self, t: usize) -> i128 {
-        i128::from(self.received())
-            - i128::from(self.targets[t].forwarded)
-            - i128::from(self.dropped_total(t))
+        let s = &self.targets[t];
+        i128::from(s.offered) - i128::from(s.forwarded) - i128::from(s.dropped_total())
     }
 }
 
@@ -400,8 +487,9 @@ impl fmt::Display for Snapshot {
         for (t, s) in self.targets.iter().enumerate() {
             write!(
                 f,
-                "target {}: forwarded {} ({} bytes); dropped queue_full {}, send_error {}",
+                "target {}: offered {}, forwarded {} ({} bytes); dropped queue_full {}, send_error {}",
                 self.target_names.get(t).map_or("?", String::as_str),
+                s.offered,
                 s.forwarded,
                 s.bytes,
                 s.queue_full,
@@ -415,6 +503,9 @@ impl fmt::Display for Snapshot {
                 .collect();
             if !kinds.is_empty() {
                 write!(f, " ({})", kinds.join(" "))?;
+            }
+            if s.disabled > 0 {
+                write!(f, ", disabled {}", s.disabled)?;
             }
             writeln!(
                 f,
@@ -432,38 +523,53 @@ mod tests {
     use super::*;
 
     #[test]
-    fn worker_drops_fold_into_targets_and_balance() {
-        let w = WorkerCounters::new(2);
-        w.add_batch(&WorkerDelta {
-            received: 10,
-            bytes: 100,
-            truncated: 1,
-            pool_exhausted: 0,
-        });
-        w.target(1).add_queue_full(3);
-        w.target(0).add_forwarded(5, 50);
-        let t0 = TargetCounters::default();
-        t0.add_forwarded(3, 30);
-        t0.add_send_error(SendErrorKind::ConnRefused);
-        let t1 = TargetCounters::default();
-        t1.add_forwarded(6, 60);
-        let s = Snapshot::new(
-            vec![w.snapshot()],
-            vec![t0.snapshot(), t1.snapshot()],
-            vec!["a".into(), "b".into()],
-        );
-        assert_eq!(s.targets[0].forwarded, 8, "inline and sender sends add up");
+    fn parts_fold_into_one_target_and_balance() {
+        let set = TargetCounterSet::new(2);
+        set.worker(0).add_offered(6);
+        set.worker(1).add_offered(4);
+        set.worker(0).add_forwarded(5, 50);
+        set.worker(1).add_truncated(1);
+        set.worker(1).add_queue_full(1);
+        set.sender().add_forwarded(2, 20);
+        set.sender().add_send_error(SendErrorKind::ConnRefused);
+        let t = set.snapshot();
+        assert_eq!((t.offered, t.forwarded), (10, 7), "every part adds up");
+        assert_eq!(t.dropped_total(), 3);
         assert_eq!(
-            s.unaccounted(0),
+            t.queued(),
             0,
-            "10 = 8 forwarded + 1 send_error + 1 truncated"
+            "10 = 7 forwarded + 1 truncated + 1 queue_full + 1 send_error"
         );
-        assert_eq!(
-            s.unaccounted(1),
-            0,
-            "10 = 6 forwarded + 3 queue_full + 1 truncated"
-        );
+        let s = Snapshot {
+            workers: vec![WorkerSnapshot::default()],
+            targets: vec![t],
+            target_names: vec!["a".into()],
+        };
+        assert_eq!(s.unaccounted(0), 0);
         assert!(s.to_string().contains("conn_refused=1"), "{s}");
+    }
+
+    #[test]
+    fn a_cut_taken_while_counting_never_shows_more_outcomes_than_offers() {
+        let set = std::sync::Arc::new(TargetCounterSet::new(1));
+        let writer = {
+            let set = std::sync::Arc::clone(&set);
+            std::thread::spawn(move || {
+                for _ in 0..200_000 {
+                    set.worker(0).add_offered(1);
+                    set.sender().add_forwarded(1, 1);
+                }
+            })
+        };
+        while !writer.is_finished() {
+            let s = set.snapshot();
+            assert!(
+                s.forwarded + s.dropped_total() <= s.offered,
+                "outcomes are read before offers: {s:?}"
+            );
+        }
+        writer.join().unwrap();
+        assert_eq!(set.snapshot().queued(), 0);
     }
 
     #[test]

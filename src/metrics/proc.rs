@@ -4,15 +4,11 @@
 
 use std::time::Duration;
 
-/// CPU time (user + system) of thread `tid` of this process, or `None` if it has exited.
-pub fn thread_cpu_time(tid: i32) -> Option<Duration> {
-    let stat = procfs::process::Process::myself()
-        .ok()?
-        .task_from_tid(tid)
-        .ok()?
-        .stat()
-        .ok()?;
-    Some(ticks(stat.utime + stat.stime))
+/// CPU time of thread `tid` of this process in ns, from `/proc/self/task/TID/schedstat` (the
+/// scheduler's nanosecond run time, not tick-sampled like `stat`), or `None` if it has exited.
+pub fn thread_cpu_nanos(tid: i32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+    text.split_whitespace().next()?.parse().ok()
 }
 
 /// CPU time (user + system) of process `pid`, all threads, or `None` if it is gone.

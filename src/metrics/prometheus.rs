@@ -1,6 +1,9 @@
-//! `/metrics`: every counter of the forwarder in Prometheus/OpenMetrics text, produced with the
-//! prometheus-client crate from a snapshot taken at scrape time (nothing is maintained on the hot path
-//! for it). The kernel's view sits beside udptee's: each worker socket's drop counter and the host's
+//! `/metrics`: every counter of the forwarder in Prometheus text, produced with the prometheus-client
+//! crate from a snapshot taken at scrape time (nothing is maintained on the hot path for it). The
+//! crate writes OpenMetrics, served as is to scrapers that ask for it; everyone else gets the classic
+//! text format (`version=0.0.4`), which differs only in naming a counter family by its `_total`
+//! sample and in having no `# EOF`/`# UNIT` lines, so promtool and classic parsers see counters as
+//! counters. The kernel's view sits beside udptee's: each worker socket's drop counter and the host's
 //! /proc/net/snmp UDP error counters, so kernel loss and udptee loss can be told apart at a glance.
 //! Counter names end in `_total` (added by the encoder), units are in the names.
 
@@ -14,30 +17,73 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+use crate::control::Control;
 use crate::fanout::Stats;
 use crate::metrics::counters::{DropReason, SendErrorKind};
 
-/// Content type of the text this module produces.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Content type of OpenMetrics text.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Content type of the classic Prometheus text format.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 type Labels = Vec<(&'static str, String)>;
 
-/// A registry whose one collector reads `stats` at every scrape.
-pub fn registry(stats: Arc<Stats>) -> Registry {
+/// A registry whose one collector reads `stats` (and the reload counts of `control`) at every scrape.
+pub fn registry(stats: Arc<Stats>, control: Arc<Control>) -> Registry {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(ForwarderCollector(stats)));
+    registry.register_collector(Box::new(ForwarderCollector(stats, control)));
     registry
 }
 
-/// Renders `registry` as OpenMetrics text.
-pub fn render(registry: &Registry) -> Result<String, fmt::Error> {
+/// Renders `registry` as OpenMetrics text (`openmetrics`) or the classic text format.
+pub fn render(registry: &Registry, openmetrics: bool) -> Result<String, fmt::Error> {
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, registry)?;
-    Ok(out)
+    Ok(if openmetrics { out } else { to_classic(&out) })
+}
+
+/// OpenMetrics text to the classic format: counter families take their `_total` name in `# HELP` and
+/// `# TYPE`, and `# UNIT` and `# EOF` go.
+fn to_classic(open: &str) -> String {
+    let mut counters = std::collections::HashSet::new();
+    for line in open.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            if let Some(name) = rest.strip_suffix(" counter") {
+                counters.insert(name.to_owned());
+            }
+        }
+    }
+    let mut out = String::with_capacity(open.len());
+    for line in open.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = line
+            .strip_prefix("# HELP ")
+            .map(|r| ("# HELP ", r))
+            .or_else(|| line.strip_prefix("# TYPE ").map(|r| ("# TYPE ", r)));
+        match meta {
+            Some((kind, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                if counters.contains(name) {
+                    out.push_str(&format!("{kind}{name}_total {tail}\n"));
+                } else {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 #[derive(Debug)]
-struct ForwarderCollector(Arc<Stats>);
+struct ForwarderCollector(Arc<Stats>, Arc<Control>);
 
 fn family(
     enc: &mut DescriptorEncoder<'_>,
@@ -70,7 +116,7 @@ impl Collector for ForwarderCollector {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> fmt::Result {
         let stats = &self.0;
         let snap = stats.snapshot();
-        let names = stats.target_names();
+        let names = &snap.target_names;
         let worker = |i: usize| -> Labels { vec![("worker", i.to_string())] };
         let target = |t: usize| -> Labels { vec![("target", names[t].clone())] };
         let per_worker =
@@ -150,6 +196,13 @@ impl Collector for ForwarderCollector {
         )?;
         family(
             &mut enc,
+            "udptee_target_offered_datagrams",
+            "Datagrams received while each target was in the set (since it joined); offered = forwarded + dropped + queued.",
+            Counter,
+            &per_target(&|t| snap.targets[t].offered),
+        )?;
+        family(
+            &mut enc,
             "udptee_target_forwarded_datagrams",
             "Copies sent to each target.",
             Counter,
@@ -210,14 +263,75 @@ impl Collector for ForwarderCollector {
             "udptee_target_queued_datagrams",
             "Copies waiting in each target's queue or being sent by its sender.",
             Gauge,
-            &per_target(&|t| stats.queued(t) as u64),
+            &per_target(&|t| snap.targets[t].queued()),
         )?;
+        let table = stats.registry().current();
+        let current =
+            |f: &dyn Fn(&crate::fanout::targets::TargetEntry) -> u64| -> Vec<(Labels, u64)> {
+                table
+                    .targets
+                    .iter()
+                    .map(|t| (vec![("target", t.spec.name.clone())], f(t)))
+                    .collect()
+            };
         family(
             &mut enc,
             "udptee_target_queue_capacity_datagrams",
-            "Capacity of each target's queue (--queue-depth).",
+            "Most datagrams each target's queue holds (queue-depth).",
             Gauge,
-            &per_target(&|_| stats.queue_depth() as u64),
+            &current(&|t| t.spec.queue_depth as u64),
+        )?;
+        family(
+            &mut enc,
+            "udptee_target_queued_bytes",
+            "Bytes in each target's queue now.",
+            Gauge,
+            &current(&|t| t.core.ring.used_bytes() as u64),
+        )?;
+        family(
+            &mut enc,
+            "udptee_target_queue_capacity_bytes",
+            "Bytes each target's queue holds at most (queue-bytes), allocated when the target is added.",
+            Gauge,
+            &current(&|t| t.spec.queue_bytes as u64),
+        )?;
+        family(
+            &mut enc,
+            "udptee_target_enabled",
+            "1 when the target is enabled, 0 when disabled (kept in the set, nothing sent).",
+            Gauge,
+            &current(&|t| u64::from(t.spec.enabled)),
+        )?;
+        let resolve: Vec<(Labels, u64)> = stats
+            .registry()
+            .resolve_errors()
+            .into_iter()
+            .map(|(n, c)| (vec![("target", n)], c))
+            .collect();
+        family(
+            &mut enc,
+            "udptee_target_resolve_errors",
+            "Failed look-ups of a target's host name (the last address is kept).",
+            Counter,
+            &resolve,
+        )?;
+        let (ok, err) = self.1.reload_counts();
+        family(
+            &mut enc,
+            "udptee_config_reloads",
+            "Configuration reloads (SIGHUP, POST /-/reload), by result.",
+            Counter,
+            &[
+                (vec![("result", "success".to_owned())], ok),
+                (vec![("result", "error".to_owned())], err),
+            ],
+        )?;
+        family(
+            &mut enc,
+            "udptee_config_generation",
+            "Generation of the target set now published (increases with every change).",
+            Gauge,
+            &[(vec![], table.generation)],
         )?;
         let pool = stats.pool();
         family(

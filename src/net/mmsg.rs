@@ -12,6 +12,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr;
 
 use super::sys::retry_if_interrupted;
+use crate::pool::ring::Entry;
 use crate::pool::{BufId, BufPool};
 
 /// Control-message room per datagram: SO_RXQ_OVFL needs CMSG_SPACE(4) = 24 bytes and SCM_TIMESTAMPNS
@@ -243,6 +244,17 @@ impl MmsgSend {
         self.submit(fd, n)
     }
 
+    /// Sends backlog entries in place (their bytes stay in the target's ring until consumed), with
+    /// the same return contract as [`send_batch`](Self::send_batch).
+    pub fn send_entries(&mut self, fd: BorrowedFd<'_>, entries: &[Entry]) -> io::Result<usize> {
+        let n = entries.len().min(self.hdrs.len());
+        for (i, e) in entries[..n].iter().enumerate() {
+            // The ring keeps an entry's bytes unchanged until the sender consumes it, after this call.
+            self.prepare(i, e.ptr.cast_mut(), e.len);
+        }
+        self.submit(fd, n)
+    }
+
     fn prepare(&mut self, i: usize, base: *mut u8, len: usize) {
         self.iovs[i] = libc::iovec {
             iov_base: base.cast(),
@@ -256,7 +268,8 @@ impl MmsgSend {
         retry_if_interrupted(|| {
             // SAFETY: `hdrs` has at least `n` entries, each prepared by the caller with one iovec that
             // is valid for reads of its length for the duration of this call (a pool slot while the
-            // pool is borrowed, or a borrowed slice); the kernel only reads them.
+            // pool is borrowed, a borrowed slice, or an unconsumed ring entry); the kernel only reads
+            // them.
             let rc = unsafe { libc::sendmmsg(fd.as_raw_fd(), hdrs, n as libc::c_uint, flags) };
             if rc < 0 {
                 Err(io::Error::last_os_error())

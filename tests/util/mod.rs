@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::cell::Cell;
 
-use udptee::config::{Config, IoBackend, Target};
+use udptee::config::{Config, IoBackend, TargetSpec};
 use udptee::{Forwarder, Snapshot};
 
 /// Longest a test waits for datagrams to arrive before it fails with a diagnosis.
@@ -145,10 +145,7 @@ pub fn on_each_backend(body: impl Fn()) {
 pub fn forwarder(v6: bool, targets: &[SocketAddr], tweak: impl FnOnce(&mut Config)) -> Forwarder {
     let targets = targets
         .iter()
-        .map(|a| Target {
-            name: a.to_string(),
-            addr: *a,
-        })
+        .map(|a| TargetSpec::new(a.to_string(), *a))
         .collect();
     let mut config = Config::new(loopback(v6), targets);
     config.io_backend = BACKEND.with(Cell::get);
@@ -156,6 +153,11 @@ pub fn forwarder(v6: bool, targets: &[SocketAddr], tweak: impl FnOnce(&mut Confi
     config.max_datagram = 2048;
     config.stats_interval = Duration::ZERO;
     tweak(&mut config);
+    // The per-target queue settings follow the defaults the test set.
+    for t in &mut config.targets {
+        t.queue_depth = config.queue_depth;
+        t.queue_bytes = config.queue_bytes;
+    }
     let fwd = Forwarder::start(&config).expect("forwarder starts");
     let expected = if config.io_backend == IoBackend::Uring {
         "uring"

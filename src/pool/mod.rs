@@ -8,6 +8,8 @@
 //! threads read other slots, with no `&mut` ever formed and no `unsafe` here; the raw pointers are only
 //! dereferenced by the kernel, in `net::mmsg`. Hot path: `try_take`, `share`, `release`.
 
+pub mod ring;
+
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use crossbeam_queue::ArrayQueue;

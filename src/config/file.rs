@@ -1,0 +1,254 @@
+//! The TOML configuration file (`--config PATH`): every flag has a key of the same name, and targets
+//! are `[[target]]` tables with their own settings.
+//!
+//! Parsed with serde and the `toml` crate; unknown keys and wrong types are errors that name the file,
+//! line, column and key. Values are checked by the same parsers as the flags (sizes take suffixes,
+//! durations units). Nothing here is on the hot path.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// A size: an integer of bytes, or a string with a suffix (`"4MiB"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub usize);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => usize::try_from(n)
+                .map(Size)
+                .map_err(|_| serde::de::Error::custom("too large")),
+            Raw::Text(s) => super::parse_bytes(&s)
+                .map(Size)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A duration written with a unit (`"10s"`, `"250ms"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_duration(&s)
+            .map(Dur)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// The file's top level: the flags' keys, and the targets.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[allow(missing_docs)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub admin: Option<String>,
+    pub admin_token_file: Option<PathBuf>,
+    pub workers: Option<u16>,
+    pub cpus: Option<String>,
+    pub sender_cpus: Option<String>,
+    pub batch: Option<usize>,
+    pub queue_depth: Option<usize>,
+    pub queue_bytes: Option<Size>,
+    pub max_targets: Option<usize>,
+    pub rcvbuf: Option<Size>,
+    pub sndbuf: Option<Size>,
+    pub max_datagram: Option<Size>,
+    pub stats_interval: Option<Dur>,
+    pub drain_timeout: Option<Dur>,
+    pub resolve_interval: Option<Dur>,
+    pub latency: Option<bool>,
+    pub histogram_log: Option<PathBuf>,
+    pub io: Option<String>,
+    pub log_level: Option<String>,
+    pub log_format: Option<String>,
+    /// `[[target]]` tables.
+    #[serde(rename = "target")]
+    pub targets: Option<Vec<FileTarget>>,
+}
+
+/// One `[[target]]` table, or the body of `PUT /targets/{name}`.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileTarget {
+    /// The name (defaults to `addr` as written; in the API, the path names it).
+    pub name: Option<String>,
+    /// `HOST:PORT`.
+    pub addr: String,
+    /// `false`: kept in the set, nothing sent, counted `disabled`.
+    pub enabled: Option<bool>,
+    /// Per-target `queue-depth`.
+    pub queue_depth: Option<usize>,
+    /// Per-target `queue-bytes` (bytes, or a string with a suffix).
+    #[serde(default, deserialize_with = "opt_size", serialize_with = "ser_size")]
+    pub queue_bytes: Option<usize>,
+    /// Per-target `sndbuf`.
+    #[serde(default, deserialize_with = "opt_size", serialize_with = "ser_size")]
+    pub sndbuf: Option<usize>,
+}
+
+fn opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    Ok(Option::<Size>::deserialize(d)?.map(|s| s.0))
+}
+
+fn ser_size<S: serde::Serializer>(v: &Option<usize>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(n) => s.serialize_u64(*n as u64),
+        None => s.serialize_none(),
+    }
+}
+
+/// A file read and parsed, with its text kept to point at the line of a later validation error.
+#[derive(Debug)]
+pub struct Loaded {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// Its text.
+    pub text: String,
+    /// What it says.
+    pub config: FileConfig,
+}
+
+impl Loaded {
+    /// Reads and parses `path`. The error names the file, and for a parse error the line, column and
+    /// key.
+    pub fn read(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        let config = toml::from_str::<FileConfig>(&text).map_err(|e| {
+            let place = e
+                .span()
+                .map(|s| position(&text, s.start))
+                .map_or(String::new(), |(l, c)| format!(":{l}:{c}"));
+            let key = e
+                .span()
+                .and_then(|s| key_at(&text, s.start))
+                .map_or(String::new(), |k| format!(" key `{k}`:"));
+            format!(
+                "{}{place}:{key} {}",
+                path.display(),
+                e.message().trim().replace('\n', "; ")
+            )
+        })?;
+        Ok(Self {
+            path: path.to_owned(),
+            text,
+            config,
+        })
+    }
+
+    /// Prefixes `message` with the file and, when found, the line and column of `key` (top-level) or
+    /// of a line holding the quoted `value`.
+    pub fn locate(&self, key: Option<&str>, value: Option<&str>, message: &str) -> String {
+        let found = key
+            .and_then(|k| find_key(&self.text, k))
+            .or_else(|| value.and_then(|v| find_value(&self.text, v)));
+        match found {
+            Some((line, col, k)) => {
+                format!("{}:{line}:{col}: key `{k}`: {message}", self.path.display())
+            }
+            None => format!("{}: {message}", self.path.display()),
+        }
+    }
+}
+
+/// 1-based line and column of byte `offset`.
+fn position(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, col)
+}
+
+/// The key of the `key = value` line holding byte `offset`, if it is one.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let (line, _) = position(text, offset);
+    let l = text.lines().nth(line - 1)?;
+    let (k, _) = l.split_once('=')?;
+    let k = k.trim().trim_matches('"');
+    (!k.is_empty() && !k.starts_with('[')).then(|| k.to_owned())
+}
+
+/// Line, column and key of the first `key = ...` line for `key`.
+fn find_key(text: &str, key: &str) -> Option<(usize, usize, String)> {
+    text.lines().enumerate().find_map(|(i, l)| {
+        let (k, _) = l.split_once('=')?;
+        (k.trim() == key).then(|| (i + 1, l.len() - l.trim_start().len() + 1, key.to_owned()))
+    })
+}
+
+/// Line, column and key of the first line whose value is the quoted `value`.
+fn find_value(text: &str, value: &str) -> Option<(usize, usize, String)> {
+    let quoted = format!("\"{value}\"");
+    text.lines().enumerate().find_map(|(i, l)| {
+        let col = l.find(&quoted)?;
+        let key = l.split_once('=').map_or("", |(k, _)| k).trim().to_owned();
+        Some((i + 1, col + 1, key))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<FileConfig, String> {
+        let dir = std::env::temp_dir().join(format!("udptee-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("t{}.toml", text.len()));
+        std::fs::write(&path, text).unwrap();
+        let r = Loaded::read(&path).map(|l| l.config);
+        let _ = std::fs::remove_file(&path);
+        r
+    }
+
+    #[test]
+    fn every_key_and_target_tables_parse() {
+        let c = parse(
+            r#"
+listen = "0.0.0.0:8125"
+queue-bytes = "2MiB"
+rcvbuf = 1048576
+stats-interval = "5s"
+[[target]]
+name = "statsd"
+addr = "127.0.0.1:8126"
+[[target]]
+addr = "127.0.0.1:8127"
+enabled = false
+queue-depth = 10
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.queue_bytes, Some(Size(2 << 20)), "sizes take suffixes");
+        assert_eq!(c.rcvbuf, Some(Size(1 << 20)), "or plain integers");
+        assert_eq!(c.stats_interval, Some(Dur(Duration::from_secs(5))));
+        let t = c.targets.unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[1].enabled, Some(false));
+        assert_eq!(t[1].queue_depth, Some(10));
+    }
+
+    #[test]
+    fn errors_name_line_column_and_key() {
+        let e = parse("listen = \"127.0.0.1:1\"\nbogus = 1\n").unwrap_err();
+        assert!(e.contains(":2:1:") && e.contains("bogus"), "{e}");
+        let e = parse("listen = \"127.0.0.1:1\"\nbatch = \"many\"\n").unwrap_err();
+        assert!(e.contains(":2:") && e.contains("key `batch`"), "{e}");
+        let e = parse("rcvbuf = \"lots\"\n").unwrap_err();
+        assert!(e.contains(":1:") && e.contains("rcvbuf"), "{e}");
+        let e = parse("[[target]]\naddr = \"x:1\"\nport = 3\n").unwrap_err();
+        assert!(e.contains(":3:") && e.contains("port"), "{e}");
+        let e = parse("listen = [").unwrap_err();
+        assert!(e.contains(":1:"), "a syntax error has a place too: {e}");
+    }
+}

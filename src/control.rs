@@ -1,0 +1,253 @@
+//! Runtime control: reload from the configuration file, and the admin API's target verbs, each
+//! turned into one change of the [`TargetRegistry`] and answered with what it did or why it was
+//! refused. Changes are serialised by the registry; nothing here is on the data path.
+//!
+//! Changes made through the API are runtime state: the next reload re-applies the file.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::cli::target_from_table;
+use crate::config::file::FileTarget;
+use crate::config::{Config, ConfigError, check_name};
+use crate::fanout::targets::{Change, ChangeError, TargetRegistry};
+
+/// Re-reads the configuration (the file under the command line's flags).
+pub type Loader = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
+
+/// Why a control request was refused. Nothing was changed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// The request or the configuration it leads to is invalid (HTTP 400).
+    #[error("{0}")]
+    Invalid(String),
+    /// No such target (HTTP 404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The forwarder cannot take the change now (HTTP 503).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<ChangeError> for ControlError {
+    fn from(e: ChangeError) -> Self {
+        match e {
+            ChangeError::NotFound(_) => Self::NotFound(e.to_string()),
+            ChangeError::Stopping => Self::Unavailable(e.to_string()),
+            e => Self::Invalid(e.to_string()),
+        }
+    }
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadReport {
+    /// The target changes applied.
+    pub change: Change,
+    /// Settings that changed in the file but only take effect at a restart.
+    pub restart_needed: Vec<&'static str>,
+}
+
+/// The control plane of one forwarder.
+pub struct Control {
+    registry: Arc<TargetRegistry>,
+    config: Mutex<Config>,
+    loader: Option<Loader>,
+    reloads_ok: AtomicU64,
+    reloads_error: AtomicU64,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control").finish_non_exhaustive()
+    }
+}
+
+/// Start-up settings a reload cannot change, by key.
+fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    let mut check = |key, differs: bool| {
+        if differs {
+            v.push(key);
+        }
+    };
+    check("listen", old.listen != new.listen);
+    check("workers/cpus", old.worker_cpus != new.worker_cpus);
+    check("sender-cpus", old.sender_cpus != new.sender_cpus);
+    check("batch", old.batch != new.batch);
+    check("rcvbuf", old.rcvbuf_bytes != new.rcvbuf_bytes);
+    check("max-datagram", old.max_datagram != new.max_datagram);
+    check("admin", old.admin != new.admin);
+    check("admin-token-file", old.admin_token != new.admin_token);
+    check("latency", old.latency != new.latency);
+    check("io", old.io_backend != new.io_backend);
+    check("max-targets", old.max_targets != new.max_targets);
+    check("drain-timeout", old.drain_timeout != new.drain_timeout);
+    check("stats-interval", old.stats_interval != new.stats_interval);
+    check("histogram-log", old.histogram_log != new.histogram_log);
+    v
+}
+
+impl Control {
+    /// Control over `registry`, with `config` as the running configuration and `loader` to re-read
+    /// it (`None`: reload is refused, as when started without `--config`... or from a library).
+    pub fn new(registry: Arc<TargetRegistry>, config: Config, loader: Option<Loader>) -> Self {
+        Self {
+            registry,
+            config: Mutex::new(config),
+            loader,
+            reloads_ok: AtomicU64::new(0),
+            reloads_error: AtomicU64::new(0),
+        }
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Arc<TargetRegistry> {
+        &self.registry
+    }
+
+    fn config(&self) -> std::sync::MutexGuard<'_, Config> {
+        self.config.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The token mutating admin requests must present, if one is configured.
+    pub fn admin_token(&self) -> Option<String> {
+        self.config().admin_token.clone()
+    }
+
+    /// Reloads: `(ok, error)` counts so far.
+    pub fn reload_counts(&self) -> (u64, u64) {
+        (
+            self.reloads_ok.load(Ordering::Relaxed),
+            self.reloads_error.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Re-reads the configuration and applies the target difference. A file that does not parse or
+    /// validate changes nothing; the error is returned (and counted) for the caller to log or answer.
+    pub fn reload(&self) -> Result<ReloadReport, ControlError> {
+        let result = self.try_reload();
+        match &result {
+            Ok(r) => {
+                self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    generation = r.change.generation, added = ?r.change.added, removed = ?r.change.removed,
+                    replaced = ?r.change.replaced, toggled = ?r.change.toggled,
+                    "reloaded the configuration"
+                );
+                if !r.restart_needed.is_empty() {
+                    tracing::warn!(settings = ?r.restart_needed,
+                        "these settings changed in the configuration but take effect only at a restart");
+                }
+            }
+            Err(e) => {
+                self.reloads_error.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "reload refused; the running configuration is kept");
+            }
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<ReloadReport, ControlError> {
+        let loader = self.loader.as_ref().ok_or_else(|| {
+            ControlError::Invalid("nothing to reload: udptee was started without --config".into())
+        })?;
+        let new = loader().map_err(|e| ControlError::Invalid(e.to_string()))?;
+        let mut config = self.config();
+        let restart = restart_needed(&config, &new);
+        let change = self.registry.apply(new.targets.clone())?;
+        // Keep start-up settings as they run; take the new per-target defaults and targets.
+        config.targets = new.targets;
+        config.queue_depth = new.queue_depth;
+        config.queue_bytes = new.queue_bytes;
+        config.sndbuf_bytes = new.sndbuf_bytes;
+        config.resolve_interval = new.resolve_interval;
+        Ok(ReloadReport {
+            change,
+            restart_needed: restart,
+        })
+    }
+
+    /// `PUT /targets/{name}`: adds or replaces one target from a JSON body.
+    pub fn put(&self, name: &str, body: &[u8]) -> Result<Change, ControlError> {
+        check_name(name).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        let t: FileTarget = serde_json::from_slice(body)
+            .map_err(|e| ControlError::Invalid(format!("bad target body: {e}")))?;
+        if let Some(n) = &t.name {
+            if n != name {
+                return Err(ControlError::Invalid(format!(
+                    "the body names {n:?} but the path names {name:?}"
+                )));
+            }
+        }
+        let spec = {
+            let config = self.config();
+            target_from_table(&config, &t, Some(name))
+                .map_err(|e| ControlError::Invalid(e.to_string()))?
+        };
+        let change = self.registry.put(spec)?;
+        tracing::info!(target_name = name, generation = change.generation, added = ?change.added,
+            replaced = ?change.replaced, "target put through the admin API (runtime state: a reload re-applies the file)");
+        Ok(change)
+    }
+
+    /// `DELETE /targets/{name}`.
+    pub fn remove(&self, name: &str) -> Result<Change, ControlError> {
+        let change = self.registry.remove(name)?;
+        tracing::info!(
+            target_name = name,
+            generation = change.generation,
+            "target removed through the admin API; its queue drains in the background"
+        );
+        Ok(change)
+    }
+
+    /// `POST /targets/{name}/enable` and `/disable`.
+    pub fn set_enabled(&self, name: &str, enabled: bool) -> Result<Change, ControlError> {
+        let change = self.registry.set_enabled(name, enabled)?;
+        tracing::info!(
+            target_name = name,
+            enabled,
+            generation = change.generation,
+            "target toggled through the admin API"
+        );
+        Ok(change)
+    }
+
+    /// Looks every host-named target up again and moves those whose address changed. A failed
+    /// look-up keeps the last address, is counted, and is logged once until it succeeds again.
+    pub fn resolve_again(&self, failing: &mut Vec<String>) {
+        let (resolver, table) = (self.config().resolver.clone(), self.registry.current());
+        for t in table.targets.iter().filter(|t| t.spec.is_host_name()) {
+            let spec = &t.spec;
+            match resolver.0.resolve(&spec.addr) {
+                Ok(addr) => {
+                    failing.retain(|n| n != &spec.name);
+                    if addr != spec.resolved {
+                        let moved = crate::config::TargetSpec {
+                            resolved: addr,
+                            ..spec.clone()
+                        };
+                        match self.registry.put(moved) {
+                            Ok(_) => tracing::info!(target_name = %spec.name, host = %spec.addr,
+                                from = %spec.resolved, to = %addr, "target address changed; moved its socket"),
+                            Err(e) => {
+                                tracing::warn!(target_name = %spec.name, to = %addr, error = %e,
+                                "target address changed but the move was refused; keeping the old one")
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.registry.resolve_error(&spec.name);
+                    if !failing.contains(&spec.name) {
+                        failing.push(spec.name.clone());
+                        tracing::warn!(target_name = %spec.name, error = %e,
+                            "looking the target's host up failed; keeping its last address {}", spec.resolved);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,528 @@
+//! The target registry: the one owner of the target set.
+//!
+//! It builds an immutable [`TargetTable`] and publishes it with `arc-swap`; each receive worker keeps
+//! an `arc_swap::Cache` and loads it once per batch (one pointer comparison when nothing changed), so
+//! nothing is looked up or locked per datagram. A change is built completely before it is published:
+//! new targets get their socket connected, their backlog ring allocated and their sender started
+//! first, so a failure changes nothing. Unchanged targets are carried over as the same `Arc`: their
+//! socket, backlog, sender and counters are untouched. A removed target is simply absent from the next
+//! table; when the last table that holds it is dropped (every worker has moved on), its
+//! `ProducerGuard` closes its backlog, and its sender drains what is left, bounded by the drain
+//! deadline set at removal, then exits. Counters belong to the target *name* and outlive any one
+//! incarnation, so they survive an address change, a re-add, and stay reported after removal.
+//! Not on the hot path, except [`TargetTable`], which workers read.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::{JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use super::ratelimit::SharedRateLimit;
+use super::sender::TargetSender;
+use super::threads::Threads;
+use crate::config::{ConfigError, TargetSpec, validate_targets};
+use crate::metrics::counters::{TargetCounterSet, TargetSnapshot};
+use crate::net::socket;
+use crate::pool::ring::ByteRing;
+
+/// One incarnation of a target: its connected socket, backlog and sender. A new address or new queue
+/// settings make a new incarnation under the same name (and the same counters).
+#[derive(Debug)]
+pub(crate) struct TargetCore {
+    pub(crate) name: Arc<str>,
+    pub(crate) addr: SocketAddr,
+    pub(crate) socket: UdpSocket,
+    pub(crate) ring: ByteRing,
+    pub(crate) counters: Arc<TargetCounterSet>,
+    /// Send-error warnings for this target, shared by every call site (one warning per interval).
+    pub(crate) errors: SharedRateLimit,
+    /// Set when no producer can push any more: the sender drains the ring and exits.
+    pub(crate) closed: AtomicBool,
+    /// Set when the target is removed or the forwarder stops: after it, what is left is dropped as
+    /// `drain_timeout`.
+    pub(crate) drain_deadline: OnceLock<Instant>,
+    /// Set when the target was removed (not at shutdown): its sender logs its final accounting.
+    pub(crate) retired: AtomicBool,
+    /// The sender thread, to wake it after a push.
+    pub(crate) sender: OnceLock<Thread>,
+    /// The sender thread is running.
+    pub(crate) sender_alive: AtomicBool,
+}
+
+impl TargetCore {
+    /// Wakes the sender (after a push, or when closing).
+    pub(crate) fn wake(&self) {
+        if let Some(t) = self.sender.get() {
+            t.unpark();
+        }
+    }
+
+    /// No more pushes will come.
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.wake();
+    }
+}
+
+/// Closes a core's backlog when the last table holding it is gone: by then no worker can push.
+#[derive(Debug)]
+pub(crate) struct ProducerGuard(Arc<TargetCore>);
+
+impl Drop for ProducerGuard {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// A target as one table publishes it.
+#[derive(Debug)]
+pub(crate) struct TargetEntry {
+    pub(crate) core: Arc<TargetCore>,
+    producers: Arc<ProducerGuard>,
+    pub(crate) spec: TargetSpec,
+}
+
+/// An immutable target set. Workers load it once per batch.
+#[derive(Debug, Default)]
+pub struct TargetTable {
+    /// Increases with every published change.
+    pub generation: u64,
+    pub(crate) targets: Box<[Arc<TargetEntry>]>,
+}
+
+impl TargetTable {
+    /// Names in table order.
+    pub fn names(&self) -> Vec<String> {
+        self.targets.iter().map(|t| t.spec.name.clone()).collect()
+    }
+
+    /// Number of targets.
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// True when there are no targets.
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+}
+
+/// What a change did, for the log, the API response and the reload counter.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Change {
+    /// Targets that joined.
+    pub added: Vec<String>,
+    /// Targets that left (their queues drain in the background).
+    pub removed: Vec<String>,
+    /// Targets whose address or queue settings changed (new socket and sender, same counters).
+    pub replaced: Vec<String>,
+    /// Targets whose `enabled` changed.
+    pub toggled: Vec<String>,
+    /// Targets left exactly as they were.
+    pub unchanged: Vec<String>,
+    /// The generation now published.
+    pub generation: u64,
+}
+
+impl Change {
+    /// True when nothing was added, removed, replaced or toggled.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.replaced.is_empty()
+            && self.toggled.is_empty()
+    }
+}
+
+/// Why a change was refused. Nothing was changed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChangeError {
+    /// The new set is invalid (duplicate, loop, too many, bad value).
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    /// A new target's socket could not be set up.
+    #[error("connecting to target {name:?} ({addr}): {source}")]
+    Connect {
+        /// The target.
+        name: String,
+        /// Its address.
+        addr: SocketAddr,
+        /// The kernel's answer.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A backlog ring could not be allocated.
+    #[error("target {name:?}: {reason}")]
+    Memory {
+        /// The target.
+        name: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A sender thread could not be started.
+    #[error("starting the sender of target {name:?}: {source}")]
+    Spawn {
+        /// The target.
+        name: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No target of that name.
+    #[error("no target named {0:?}")]
+    NotFound(String),
+    /// The forwarder is stopping.
+    #[error("udptee is shutting down")]
+    Stopping,
+}
+
+/// Settings every target's sender shares; fixed at start-up.
+#[derive(Debug, Clone)]
+pub(crate) struct SenderSettings {
+    pub(crate) listen: SocketAddr,
+    pub(crate) workers: usize,
+    pub(crate) batch: usize,
+    pub(crate) latency: bool,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) sender_cpus: Vec<usize>,
+    pub(crate) max_targets: usize,
+}
+
+struct RegistryState {
+    generation: u64,
+    /// Counters by name, in first-seen order; kept after removal (reported until restart).
+    counters: Vec<(String, Arc<TargetCounterSet>)>,
+    /// Failed look-ups per name (`--resolve-interval`).
+    resolve_errors: HashMap<String, Arc<AtomicU64>>,
+    /// Sender threads of every incarnation not yet joined.
+    senders: Vec<JoinHandle<()>>,
+    next_cpu: usize,
+    stopping: bool,
+}
+
+/// The one owner of the target set. See the module docs.
+pub struct TargetRegistry {
+    table: Arc<ArcSwap<TargetTable>>,
+    state: Mutex<RegistryState>,
+    settings: SenderSettings,
+    threads: Arc<Threads>,
+}
+
+impl std::fmt::Debug for TargetRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TargetRegistry")
+            .field("generation", &self.table.load().generation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TargetRegistry {
+    pub(crate) fn new(settings: SenderSettings, threads: Arc<Threads>) -> Self {
+        Self {
+            table: Arc::new(ArcSwap::from_pointee(TargetTable::default())),
+            state: Mutex::new(RegistryState {
+                generation: 0,
+                counters: Vec::new(),
+                resolve_errors: HashMap::new(),
+                senders: Vec::new(),
+                next_cpu: 0,
+                stopping: false,
+            }),
+            settings,
+            threads,
+        }
+    }
+
+    /// The published table, for workers' caches.
+    pub(crate) fn swap(&self) -> Arc<ArcSwap<TargetTable>> {
+        Arc::clone(&self.table)
+    }
+
+    /// The table published now.
+    pub fn current(&self) -> Arc<TargetTable> {
+        self.table.load_full()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RegistryState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces the whole set with `specs` (start-up and reload), applying only the difference.
+    pub fn apply(&self, specs: Vec<TargetSpec>) -> Result<Change, ChangeError> {
+        let mut state = self.lock();
+        self.apply_locked(&mut state, specs)
+    }
+
+    /// Adds or replaces one target, leaving the others as they are.
+    pub fn put(&self, spec: TargetSpec) -> Result<Change, ChangeError> {
+        let mut state = self.lock();
+        let mut specs: Vec<TargetSpec> = self
+            .table
+            .load()
+            .targets
+            .iter()
+            .map(|t| t.spec.clone())
+            .collect();
+        match specs.iter_mut().find(|s| s.name == spec.name) {
+            Some(s) => *s = spec,
+            None => specs.push(spec),
+        }
+        self.apply_locked(&mut state, specs)
+    }
+
+    /// Removes one target; its queue drains in the background.
+    pub fn remove(&self, name: &str) -> Result<Change, ChangeError> {
+        let mut state = self.lock();
+        let specs: Vec<TargetSpec> = self
+            .table
+            .load()
+            .targets
+            .iter()
+            .map(|t| t.spec.clone())
+            .collect();
+        if !specs.iter().any(|s| s.name == name) {
+            return Err(ChangeError::NotFound(name.to_owned()));
+        }
+        let rest = specs.into_iter().filter(|s| s.name != name).collect();
+        self.apply_locked(&mut state, rest)
+    }
+
+    /// Enables or disables one target (a disabled target stays in the set and counts `disabled`).
+    pub fn set_enabled(&self, name: &str, enabled: bool) -> Result<Change, ChangeError> {
+        let spec = self
+            .table
+            .load()
+            .targets
+            .iter()
+            .find(|t| t.spec.name == name)
+            .map(|t| t.spec.clone())
+            .ok_or_else(|| ChangeError::NotFound(name.to_owned()))?;
+        self.put(TargetSpec { enabled, ..spec })
+    }
+
+    fn apply_locked(
+        &self,
+        state: &mut RegistryState,
+        specs: Vec<TargetSpec>,
+    ) -> Result<Change, ChangeError> {
+        if state.stopping {
+            return Err(ChangeError::Stopping);
+        }
+        validate_targets(self.settings.listen, &specs, self.settings.max_targets)?;
+        let old = self.table.load_full();
+        let mut change = Change::default();
+        let mut built: Vec<Arc<TargetEntry>> = Vec::with_capacity(specs.len());
+        let mut started = Vec::new();
+        for spec in specs {
+            let prev = old.targets.iter().find(|t| t.spec.name == spec.name);
+            let entry = match prev {
+                Some(p) if p.spec == spec => {
+                    change.unchanged.push(spec.name.clone());
+                    Arc::clone(p)
+                }
+                Some(p) if p.spec.same_incarnation(&spec) => {
+                    change.toggled.push(spec.name.clone());
+                    Arc::new(TargetEntry {
+                        core: Arc::clone(&p.core),
+                        producers: Arc::clone(&p.producers),
+                        spec,
+                    })
+                }
+                _ => {
+                    if prev.is_some() {
+                        change.replaced.push(spec.name.clone());
+                    } else {
+                        change.added.push(spec.name.clone());
+                    }
+                    match self.start_core(state, &spec) {
+                        Ok((core, handle)) => {
+                            started.push(handle);
+                            Arc::new(TargetEntry {
+                                producers: Arc::new(ProducerGuard(Arc::clone(&core))),
+                                core,
+                                spec,
+                            })
+                        }
+                        // Dropping what was built closes the new cores; their senders exit at once.
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
+            built.push(entry);
+        }
+        for p in old.targets.iter() {
+            let kept = built.iter().any(|b| Arc::ptr_eq(&b.core, &p.core));
+            if !kept {
+                let _ = p
+                    .core
+                    .drain_deadline
+                    .set(Instant::now() + self.settings.drain_timeout);
+                p.core.retired.store(true, Ordering::Relaxed);
+                if !built.iter().any(|b| b.spec.name == p.spec.name) {
+                    change.removed.push(p.spec.name.clone());
+                }
+            }
+        }
+        state.senders.extend(started);
+        state.senders.retain(|h| !h.is_finished());
+        state.generation += 1;
+        change.generation = state.generation;
+        self.table.store(Arc::new(TargetTable {
+            generation: state.generation,
+            targets: built.into(),
+        }));
+        Ok(change)
+    }
+
+    fn counters_for(&self, state: &mut RegistryState, name: &str) -> Arc<TargetCounterSet> {
+        if let Some((_, c)) = state.counters.iter().find(|(n, _)| n == name) {
+            return Arc::clone(c);
+        }
+        let c = Arc::new(TargetCounterSet::new(self.settings.workers));
+        state.counters.push((name.to_owned(), Arc::clone(&c)));
+        c
+    }
+
+    fn start_core(
+        &self,
+        state: &mut RegistryState,
+        spec: &TargetSpec,
+    ) -> Result<(Arc<TargetCore>, JoinHandle<()>), ChangeError> {
+        let socket =
+            socket::connect_target(spec.resolved, spec.sndbuf_bytes).map_err(|source| {
+                ChangeError::Connect {
+                    name: spec.name.clone(),
+                    addr: spec.resolved,
+                    source,
+                }
+            })?;
+        let ring = ByteRing::try_new(spec.queue_bytes, spec.queue_depth).map_err(|reason| {
+            ChangeError::Memory {
+                name: spec.name.clone(),
+                reason,
+            }
+        })?;
+        let core = Arc::new(TargetCore {
+            name: spec.name.as_str().into(),
+            addr: spec.resolved,
+            socket,
+            ring,
+            counters: self.counters_for(state, &spec.name),
+            errors: SharedRateLimit::new(),
+            closed: AtomicBool::new(false),
+            drain_deadline: OnceLock::new(),
+            retired: AtomicBool::new(false),
+            sender: OnceLock::new(),
+            sender_alive: AtomicBool::new(true),
+        });
+        let cpu = (!self.settings.sender_cpus.is_empty()).then(|| {
+            state.next_cpu += 1;
+            self.settings.sender_cpus[(state.next_cpu - 1) % self.settings.sender_cpus.len()]
+        });
+        let sender = TargetSender {
+            core: Arc::clone(&core),
+            batch: self.settings.batch,
+            latency: self.settings.latency,
+        };
+        let handle = self
+            .threads
+            .spawn(sender_thread_name(&spec.name), cpu, move || sender.run())
+            .map_err(|source| ChangeError::Spawn {
+                name: spec.name.clone(),
+                source,
+            })?;
+        let _ = core.sender.set(handle.thread().clone());
+        Ok((core, handle))
+    }
+
+    /// Every target's counters: the current set in table order, then removed names.
+    pub fn snapshots(&self) -> Vec<(String, TargetSnapshot)> {
+        let table = self.table.load_full();
+        let state = self.lock();
+        let mut out: Vec<(String, TargetSnapshot)> = table
+            .targets
+            .iter()
+            .map(|t| (t.spec.name.clone(), t.core.counters.snapshot()))
+            .collect();
+        for (name, c) in &state.counters {
+            if !table.targets.iter().any(|t| &t.spec.name == name) {
+                out.push((name.clone(), c.snapshot()));
+            }
+        }
+        out
+    }
+
+    /// Names with their counters, in first-seen order (current and removed).
+    pub(crate) fn all_counters(&self) -> Vec<(String, Arc<TargetCounterSet>)> {
+        self.lock().counters.clone()
+    }
+
+    /// Counts a failed look-up of `name`'s host.
+    pub(crate) fn resolve_error(&self, name: &str) {
+        self.lock()
+            .resolve_errors
+            .entry(name.to_owned())
+            .or_default()
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Failed look-ups per name.
+    pub fn resolve_errors(&self) -> Vec<(String, u64)> {
+        let state = self.lock();
+        let mut v: Vec<(String, u64)> = state
+            .resolve_errors
+            .iter()
+            .map(|(n, c)| (n.clone(), c.load(Ordering::Relaxed)))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Stops accepting changes, unpublishes every target (workers must have stopped), sets every
+    /// drain deadline to `deadline` and joins every sender.
+    pub(crate) fn shutdown(&self, deadline: Instant) {
+        let old = {
+            let mut state = self.lock();
+            state.stopping = true;
+            self.table.swap(Arc::new(TargetTable {
+                generation: state.generation + 1,
+                targets: Box::new([]),
+            }))
+        };
+        for t in old.targets.iter() {
+            let _ = t.core.drain_deadline.set(deadline);
+        }
+        drop(old);
+        let senders = std::mem::take(&mut self.lock().senders);
+        for h in senders {
+            if h.join().is_err() {
+                tracing::error!("a target sender panicked");
+            }
+        }
+    }
+
+    /// Ready when every current target's sender runs.
+    pub(crate) fn not_running(&self) -> Vec<String> {
+        self.table
+            .load()
+            .targets
+            .iter()
+            .filter(|t| !t.core.sender_alive.load(Ordering::Relaxed))
+            .map(|t| t.spec.name.clone())
+            .collect()
+    }
+}
+
+/// `udptee-tx:NAME`, cut to the kernel's 15 bytes.
+fn sender_thread_name(name: &str) -> String {
+    let mut n = format!("udptee-tx:{name}");
+    while n.len() > 15 {
+        n.pop();
+    }
+    n
+}
