@@ -6,6 +6,8 @@
 #   RUNS=3 RATES=50k,100k DURATION=5s scripts/bench-forward.sh
 #   UDPTEE_ARGS="--workers 2" FWD_CPU=0-1 scripts/bench-forward.sh     # unpinned-style, two workers
 #   FORWARDERS="udptee udptee-nolat relay" scripts/bench-forward.sh    # cost of latency recording
+#   BASE_REV=771d6f9 FORWARDERS="udptee udptee-base relay" BASELINE=udptee-base scripts/bench-forward.sh
+#                                              # against an earlier commit, built in a git worktree
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -23,6 +25,13 @@ OUT=${OUT:-bench-out/forward-$(date +%Y%m%d-%H%M%S)}
 
 cargo build --release --workspace -q
 T=target/release
+if [[ -n ${BASE_REV:-} ]]; then
+  base=target/bench-base
+  [[ -d $base ]] || git worktree add -q --detach "$base" "$BASE_REV"
+  git -C "$base" checkout -q --detach "$BASE_REV"
+  (cd "$base" && cargo build --release -q --bin udptee)
+  BASE_BIN=$base/target/release/udptee
+fi
 mkdir -p "$OUT"
 for run in $(seq 1 "$RUNS"); do
   for fwd in $FORWARDERS; do
@@ -31,6 +40,7 @@ for run in $(seq 1 "$RUNS"); do
       udptee-mmsg) cmd="taskset -c $FWD_CPU $T/udptee --listen {listen} {to} --stats-interval 0 --admin 127.0.0.1:0 --rcvbuf $RCVBUF --io mmsg $UDPTEE_ARGS" ;;
       udptee-uring) cmd="taskset -c $FWD_CPU $T/udptee --listen {listen} {to} --stats-interval 0 --admin 127.0.0.1:0 --rcvbuf $RCVBUF --io uring $UDPTEE_ARGS" ;;
       udptee-nolat) cmd="taskset -c $FWD_CPU $T/udptee --listen {listen} {to} --stats-interval 0 --admin 127.0.0.1:0 --rcvbuf $RCVBUF --latency off $UDPTEE_ARGS" ;;
+      udptee-base) cmd="taskset -c $FWD_CPU ${BASE_BIN:?set BASE_REV} --listen {listen} {to} --stats-interval 0 --admin 127.0.0.1:0 --rcvbuf $RCVBUF $UDPTEE_ARGS" ;;
       relay) cmd="taskset -c $FWD_CPU $T/udptee-loadgen relay --listen {listen} {to} --rcvbuf $RCVBUF" ;;
       *) echo "unknown forwarder $fwd" >&2; exit 2 ;;
     esac
@@ -39,5 +49,5 @@ for run in $(seq 1 "$RUNS"); do
       --cpus "$GEN_CPU" $GEN_ARGS --forwarder "$cmd" --out "$OUT/$fwd-$run" > "$OUT/$fwd-$run.txt"
   done
 done
-echo "command: RUNS=$RUNS RATES=$RATES DURATION=$DURATION FANOUT=$FANOUT SIZE=$SIZE FWD_CPU=$FWD_CPU GEN_CPU=$GEN_CPU RCVBUF=$RCVBUF UDPTEE_ARGS='$UDPTEE_ARGS' GEN_ARGS='$GEN_ARGS' $0"
+echo "command: BASE_REV=${BASE_REV:-} FORWARDERS='$FORWARDERS' RUNS=$RUNS RATES=$RATES DURATION=$DURATION FANOUT=$FANOUT SIZE=$SIZE FWD_CPU=$FWD_CPU GEN_CPU=$GEN_CPU RCVBUF=$RCVBUF UDPTEE_ARGS='$UDPTEE_ARGS' GEN_ARGS='$GEN_ARGS' $0"
 python3 scripts/summarize.py "$OUT" "${BASELINE:-relay}"

@@ -322,3 +322,60 @@ fn a_pool_larger_than_memory_is_refused_not_a_crash() {
     );
     assert!(err.contains("number of targets"), "{err}");
 }
+
+/// SIGHUP re-reads the file: a valid change is applied, an invalid file is refused with its line and
+/// key while forwarding goes on, and the process never stops for it.
+#[test]
+fn sighup_reloads_and_an_invalid_file_keeps_forwarding() {
+    let a = Sink::new(false);
+    let b = Sink::new(false);
+    let listen = free_addr();
+    let dir = std::env::temp_dir().join(format!("udptee-hup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("udptee.toml");
+    let file = |targets: &[(&str, std::net::SocketAddr)]| {
+        let mut t = format!("listen = \"{listen}\"\nadmin = \"off\"\nstats-interval = \"0s\"\n");
+        for (n, addr) in targets {
+            t.push_str(&format!("[[target]]\nname = \"{n}\"\naddr = \"{addr}\"\n"));
+        }
+        std::fs::write(&path, t).unwrap();
+    };
+    file(&[("a", a.addr)]);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_udptee"))
+        .args(["--config", path.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_bound(&mut child, listen);
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.send_to(b"one", listen).unwrap();
+    wait_until("a to get one", Duration::from_secs(10), || a.received() == 1);
+
+    file(&[("a", a.addr), ("b", b.addr)]);
+    signal(&child, "-HUP");
+    wait_until("b to be added", Duration::from_secs(10), || {
+        client.send_to(b"probe", listen).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        b.received() > 0
+    });
+
+    std::fs::write(&path, format!("listen = \"{listen}\"\nqueue-depth = -1\n")).unwrap();
+    signal(&child, "-HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "SIGHUP never stops udptee");
+    let (before_a, before_b) = (a.received(), b.received());
+    client.send_to(b"after", listen).unwrap();
+    wait_until("forwarding to go on", Duration::from_secs(10), || {
+        a.received() > before_a && b.received() > before_b
+    });
+    signal(&child, "-TERM");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("udptee.toml:2:") && err.contains("queue-depth") && err.contains("reload refused"),
+        "the error names the line and key: {err}"
+    );
+    assert!(err.contains("reloaded the configuration"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -110,8 +110,11 @@ fn a_rate_limited_target_fills_only_its_own_queue() {
         enter(&near).unwrap();
         const COUNT: usize = 3000;
         let fast = Sink::new(false);
+        // The byte budget is the bound that fills: 8 KiB holds 68 of these 100-byte copies (120
+        // bytes each in the ring), far fewer than the 4096 the datagram bound allows.
         let fwd = forwarder(false, &[fast.addr, slow_addr], |c| {
-            c.queue_depth = 64;
+            c.queue_depth = 4096;
+            c.queue_bytes = 8 << 10;
             c.sndbuf_bytes = Some(16 << 10);
             c.drain_timeout = Duration::from_millis(500);
         });
@@ -137,7 +140,7 @@ fn a_rate_limited_target_fills_only_its_own_queue() {
     let queue_full = snap.dropped(1, DropReason::QueueFull);
     assert!(
         queue_full > 0,
-        "the rate-limited target's queue filled and its copies were dropped:\n{snap}"
+        "the rate-limited target's byte budget filled and its copies were dropped:\n{snap}"
     );
     assert_accounted(&snap);
 
