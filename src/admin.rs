@@ -249,16 +249,7 @@ impl App {
                     } else {
                         self.control.remove(&name)
                     };
-                    match r {
-                        Ok(change) => Answer::json(
-                            200,
-                            &json!({
-                                "change": change,
-                                "note": "runtime state: the next reload re-applies the configuration file",
-                            }),
-                        ),
-                        Err(e) => e.into(),
-                    }
+                    changed(r)
                 }
                 _ => Answer::method_not_allowed("GET, HEAD, PUT, DELETE"),
             },
@@ -269,16 +260,7 @@ impl App {
                 if let Err(a) = self.authorized(auth) {
                     return a;
                 }
-                match self.control.set_enabled(&name, enabled) {
-                    Ok(change) => Answer::json(
-                        200,
-                        &json!({
-                            "change": change,
-                            "note": "runtime state: the next reload re-applies the configuration file",
-                        }),
-                    ),
-                    Err(e) => e.into(),
-                }
+                changed(self.control.set_enabled(&name, enabled))
             }
             Route::Reload => {
                 if *method != Method::POST {
@@ -295,6 +277,20 @@ impl App {
                 }
             }
         }
+    }
+}
+
+/// The answer to an API change: what it did, and that it is runtime state.
+fn changed(r: Result<crate::fanout::targets::Change, ControlError>) -> Answer {
+    match r {
+        Ok(change) => Answer::json(
+            200,
+            &json!({
+                "change": change,
+                "note": "runtime state: the next reload re-applies the configuration file",
+            }),
+        ),
+        Err(e) => e.into(),
     }
 }
 

@@ -7,7 +7,7 @@ use std::net::UdpSocket;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use util::{Sink, signal, spawn_udptee, wait_bound, wait_until};
+use util::{Sink, free_addr, signal, spawn_udptee, wait_bound, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_udptee");
 
@@ -341,7 +341,7 @@ fn sighup_reloads_and_an_invalid_file_keeps_forwarding() {
         std::fs::write(&path, t).unwrap();
     };
     file(&[("a", a.addr)]);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_udptee"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_udptee"))
         .args(["--config", path.to_str().unwrap()])
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -349,7 +349,9 @@ fn sighup_reloads_and_an_invalid_file_keeps_forwarding() {
     wait_bound(&mut child, listen);
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     client.send_to(b"one", listen).unwrap();
-    wait_until("a to get one", Duration::from_secs(10), || a.received() == 1);
+    wait_until("a to get one", Duration::from_secs(10), || {
+        a.received() == 1
+    });
 
     file(&[("a", a.addr), ("b", b.addr)]);
     signal(&child, "-HUP");
@@ -362,7 +364,10 @@ fn sighup_reloads_and_an_invalid_file_keeps_forwarding() {
     std::fs::write(&path, format!("listen = \"{listen}\"\nqueue-depth = -1\n")).unwrap();
     signal(&child, "-HUP");
     std::thread::sleep(Duration::from_millis(300));
-    assert!(child.try_wait().unwrap().is_none(), "SIGHUP never stops udptee");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP never stops udptee"
+    );
     let (before_a, before_b) = (a.received(), b.received());
     client.send_to(b"after", listen).unwrap();
     wait_until("forwarding to go on", Duration::from_secs(10), || {
@@ -373,7 +378,9 @@ fn sighup_reloads_and_an_invalid_file_keeps_forwarding() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
-        err.contains("udptee.toml:2:") && err.contains("queue-depth") && err.contains("reload refused"),
+        err.contains("udptee.toml:2:")
+            && err.contains("queue-depth")
+            && err.contains("reload refused"),
         "the error names the line and key: {err}"
     );
     assert!(err.contains("reloaded the configuration"), "{err}");

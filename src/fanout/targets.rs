@@ -252,6 +252,16 @@ impl TargetRegistry {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The specs of the published set, in order.
+    fn specs(&self) -> Vec<TargetSpec> {
+        self.table
+            .load()
+            .targets
+            .iter()
+            .map(|t| t.spec.clone())
+            .collect()
+    }
+
     /// Replaces the whole set with `specs` (start-up and reload), applying only the difference.
     pub fn apply(&self, specs: Vec<TargetSpec>) -> Result<Change, ChangeError> {
         let mut state = self.lock();
@@ -261,13 +271,7 @@ impl TargetRegistry {
     /// Adds or replaces one target, leaving the others as they are.
     pub fn put(&self, spec: TargetSpec) -> Result<Change, ChangeError> {
         let mut state = self.lock();
-        let mut specs: Vec<TargetSpec> = self
-            .table
-            .load()
-            .targets
-            .iter()
-            .map(|t| t.spec.clone())
-            .collect();
+        let mut specs = self.specs();
         match specs.iter_mut().find(|s| s.name == spec.name) {
             Some(s) => *s = spec,
             None => specs.push(spec),
@@ -278,13 +282,7 @@ impl TargetRegistry {
     /// Removes one target; its queue drains in the background.
     pub fn remove(&self, name: &str) -> Result<Change, ChangeError> {
         let mut state = self.lock();
-        let specs: Vec<TargetSpec> = self
-            .table
-            .load()
-            .targets
-            .iter()
-            .map(|t| t.spec.clone())
-            .collect();
+        let specs = self.specs();
         if !specs.iter().any(|s| s.name == name) {
             return Err(ChangeError::NotFound(name.to_owned()));
         }
