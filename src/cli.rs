@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
-use crate::config::file::{FileTarget, Loaded};
+use crate::config::file::{Dur, FileTarget, Loaded, Size};
 use crate::config::{self, Config, ConfigError, TargetSpec, parse_bytes, parse_duration};
 
 /// udptee: copies every UDP datagram that arrives on one address, unchanged, to several receivers.
@@ -157,8 +157,7 @@ pub enum Command {
 }
 
 /// `--io` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum IoArg {
     /// io_uring when available and faster here, else recvmmsg.
     Auto,
@@ -169,8 +168,7 @@ pub enum IoArg {
 }
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     /// Human-readable lines.
     Text,
@@ -224,6 +222,12 @@ impl Invocation {
     /// The configuration: the file (if any) under the flags given on the command line, validated.
     /// Errors that come from the file name its line and key.
     pub fn load(&self) -> Result<Config, ConfigError> {
+        self.load_all().map(|(config, _)| config)
+    }
+
+    /// Like [`load`](Self::load), also returning the effective flags (the file's values filled in),
+    /// for the settings outside [`Config`]: logging.
+    pub fn load_all(&self) -> Result<(Config, Args), ConfigError> {
         let file = match &self.args.config {
             Some(path) => Some(Loaded::read(path).map_err(ConfigError::File)?),
             None => None,
@@ -234,81 +238,56 @@ impl Invocation {
         })
     }
 
-    fn load_with(&self, file: Option<&Loaded>) -> Result<Config, ConfigError> {
+    fn load_with(&self, file: Option<&Loaded>) -> Result<(Config, Args), ConfigError> {
         let mut a = self.args.clone();
         let mut file_targets = None;
         if let Some(f) = file {
             let c = &f.config;
+            // Each key fills its flag unless the command line gave that flag.
             macro_rules! fill {
-                ($($field:ident),* $(,)?) => {$(
-                    if let Some(v) = c.$field.clone() { if !self.given(stringify!($field)) { a.$field = v.into(); } }
-                )*};
-            }
-            macro_rules! fill_opt {
-                ($($field:ident),* $(,)?) => {$(
-                    if let Some(v) = c.$field.clone() { if !self.given(stringify!($field)) { a.$field = Some(v.into()); } }
+                ($($field:ident => $value:expr),* $(,)?) => {$(
+                    if let Some(v) = c.$field.clone() {
+                        if !self.given(stringify!($field)) {
+                            a.$field = ($value)(v)?;
+                        }
+                    }
                 )*};
             }
             fill!(
-                workers,
-                batch,
-                queue_depth,
-                max_targets,
-                admin,
-                latency,
-                log_level
+                batch => same, queue_depth => same, max_targets => same, admin => same,
+                latency => same, log_level => same,
+                listen => some, sender_cpus => some, histogram_log => some,
+                admin_token_file => some,
+                queue_bytes => |v: Size| Ok(v.0), rcvbuf => |v: Size| Ok(v.0),
+                max_datagram => |v: Size| Ok(v.0), sndbuf => |v: Size| Ok(Some(v.0)),
+                stats_interval => |v: Dur| Ok(v.0), drain_timeout => |v: Dur| Ok(v.0),
+                resolve_interval => |v: Dur| Ok(v.0),
+                io => |v: String| IoArg::from_str(&v, true).map_err(|_| ConfigError::BadValue {
+                    what: "io", got: v, expected: "auto, uring or mmsg",
+                }),
+                log_format => |v: String| LogFormat::from_str(&v, true).map_err(|_| ConfigError::BadValue {
+                    what: "log-format", got: v, expected: "text or json",
+                }),
             );
-            fill_opt!(listen, cpus, sender_cpus, histogram_log, admin_token_file);
-            macro_rules! fill_inner {
-                ($($field:ident),* $(,)?) => {$(
-                    if let Some(v) = c.$field { if !self.given(stringify!($field)) { a.$field = v.0; } }
-                )*};
-            }
-            fill_inner!(
-                queue_bytes,
-                rcvbuf,
-                max_datagram,
-                stats_interval,
-                drain_timeout,
-                resolve_interval
-            );
-            if let Some(v) = c.sndbuf {
-                if !self.given("sndbuf") {
-                    a.sndbuf = Some(v.0);
+            // `workers` and `cpus` choose the receive threads together: a command line that names
+            // either overrides both; in the file they exclude each other, as the flags do.
+            if !self.given("workers") && !self.given("cpus") {
+                if c.workers.is_some() && c.cpus.is_some() {
+                    return Err(ConfigError::BadValue {
+                        what: "workers",
+                        got: "set together with cpus".into(),
+                        expected: "either workers (unpinned threads) or cpus (one pinned per CPU)",
+                    });
                 }
-            }
-            if let Some(io) = &c.io {
-                if !self.given("io") {
-                    a.io = IoArg::from_str(io, true).map_err(|_| ConfigError::BadValue {
-                        what: "io",
-                        got: io.clone(),
-                        expected: "auto, uring or mmsg",
-                    })?;
+                if let Some(w) = c.workers {
+                    a.workers = w;
                 }
-            }
-            if let Some(lf) = &c.log_format {
-                if !self.given("log_format") {
-                    a.log_format =
-                        LogFormat::from_str(lf, true).map_err(|_| ConfigError::BadValue {
-                            what: "log-format",
-                            got: lf.clone(),
-                            expected: "text or json",
-                        })?;
+                if let Some(cpus) = &c.cpus {
+                    a.cpus = Some(cpus.clone());
                 }
             }
             if !self.given("targets") {
                 file_targets = c.targets.clone();
-            }
-            if a.cpus.is_some()
-                && !self.given("workers")
-                && c.workers.is_some()
-                && !self.given("cpus")
-            {
-                return Err(ConfigError::BadValue {
-                    what: "workers",
-                    got: "both workers and cpus".into(),
-                    expected: "one of them",
-                });
             }
         }
         check_log_level(&a.log_level)?;
@@ -320,8 +299,18 @@ impl Invocation {
                 .collect::<Result<_, _>>()?;
         }
         config.validate()?;
-        Ok(config)
+        Ok((config, a))
     }
+}
+
+/// A file value taken as it is.
+fn same<T>(v: T) -> Result<T, ConfigError> {
+    Ok(v)
+}
+
+/// A file value for an optional flag.
+fn some<T>(v: T) -> Result<Option<T>, ConfigError> {
+    Ok(Some(v))
 }
 
 /// Accepts a level (`error` … `trace`, `off`) or a tracing directive list (`udptee=debug,info`);
@@ -515,6 +504,32 @@ mod tests {
         assert!(!c.targets[1].enabled);
         let c = parse(&["--config", p, "--to", "127.0.0.1:11"]).unwrap();
         assert_eq!(c.targets.len(), 1, "--to replaces the file's targets");
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn logging_and_worker_keys_follow_the_same_rules() {
+        let path = file(
+            "listen = \"127.0.0.1:0\"\nlog-level = \"warn\"\nlog-format = \"json\"\nworkers = 2\n[[target]]\naddr = \"127.0.0.1:9\"\n",
+        );
+        let p = path.to_str().unwrap();
+        let inv = Invocation::try_from_iter(["udptee", "--config", p]).unwrap();
+        let (c, a) = inv.load_all().unwrap();
+        assert_eq!(a.log_level, "warn", "the file's log-level is the one used");
+        assert_eq!(a.log_format, LogFormat::Json);
+        assert_eq!(c.worker_cpus.len(), 2);
+        let c = parse(&["--config", p, "--cpus", "0"]).unwrap();
+        assert_eq!(
+            c.worker_cpus,
+            [Some(0)],
+            "--cpus on the command line overrides the file's workers"
+        );
+        let _ = std::fs::remove_file(path);
+        let path = file(
+            "listen = \"127.0.0.1:0\"\nworkers = 2\ncpus = \"0\"\n[[target]]\naddr = \"127.0.0.1:9\"\n",
+        );
+        let e = parse(&["--config", path.to_str().unwrap()]).unwrap_err();
+        assert!(e.contains(".toml:2:") && e.contains("workers"), "{e}");
         let _ = std::fs::remove_file(path);
     }
 

@@ -11,14 +11,13 @@ fn main() -> ExitCode {
     if let Some(Command::Check { config }) = &inv.args.command {
         return check(config);
     }
-    let config = match inv.load() {
+    let (config, args) = match inv.load_all() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("udptee: {e}");
             return ExitCode::from(2);
         }
     };
-    let args = &inv.args;
     // Validated by `load`: only levels and directive lists get here.
     let filter = EnvFilter::try_new(&args.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
     // Colour only on a terminal; a failed write (a closed pipe, a full disk) is dropped and counted,
@@ -34,7 +33,7 @@ fn main() -> ExitCode {
     }
     let reload = inv.clone();
     let loader: udptee::control::Loader = Box::new(move || reload.load());
-    match udptee::run(&config, args.config.is_some().then_some(loader)) {
+    match udptee::run(&config, inv.args.config.is_some().then_some(loader)) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -210,18 +210,46 @@ fn an_invalid_reload_keeps_the_running_set() {
     let path = temp_path("invalid.toml");
     write_config(&path, listen, &[("a", sink.addr)]);
     let inv = Invocation::try_from_iter(["udptee", "--config", path.to_str().unwrap()]).unwrap();
-    let config = inv.load().unwrap();
+    let mut config = inv.load().unwrap();
+    config.admin = Some("127.0.0.1:0".parse().unwrap());
     let fwd = Forwarder::start_with(&config, Some(Box::new(move || inv.load()))).unwrap();
+    let admin = fwd.admin_addr().unwrap();
     std::fs::write(&path, format!("listen = \"{listen}\"\nbatch = \"x\"\n")).unwrap();
     let e = fwd.control().reload().unwrap_err().to_string();
     assert!(
         e.contains(":2:") && e.contains("batch"),
         "names the line and key: {e}"
     );
-    assert_eq!(fwd.control().reload_counts(), (0, 1), "counted as an error");
+    let (code, body) = http(admin, "POST", "/-/reload", "", "");
+    assert_eq!(code, 400, "the API refuses it too: {body}");
+    assert!(
+        body.contains(":2:") && body.contains("batch"),
+        "with the message: {body}"
+    );
+    assert_eq!(
+        fwd.control().reload_counts(),
+        (0, 2),
+        "each counted as an error"
+    );
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     client.send_to(b"still forwarding", listen).unwrap();
     wait_for(&fwd, "forwarding to go on", || sink.received() == 1);
+    // A valid file that changes start-up settings: the targets are applied, the rest reported.
+    std::fs::write(
+        &path,
+        format!(
+            "listen = \"{listen}\"\nbatch = 8\nstats-interval = \"0s\"\n[[target]]\nname = \"a\"\naddr = \"{}\"\n",
+            sink.addr
+        ),
+    )
+    .unwrap();
+    let report = fwd.control().reload().expect("valid");
+    assert!(
+        report.restart_needed.contains(&"batch") && report.restart_needed.contains(&"admin"),
+        "settings that cannot change live are reported: {:?}",
+        report.restart_needed
+    );
+    assert_eq!(report.change.unchanged, ["a"]);
     let snap = fwd.shutdown();
     assert_eq!(snap.target_names, ["a"], "the running set is kept");
     let _ = std::fs::remove_file(path);
@@ -306,12 +334,22 @@ fn every_api_verb_answers_as_documented() {
             &format!("{{\"addr\": \"{}\"}}", b.addr),
             "a duplicate address",
         ),
+        (
+            "/targets/bcast",
+            "{\"addr\": \"255.255.255.255:9\"}",
+            "a refused connect (broadcast)",
+        ),
     ] {
         let (code, answer) = http(admin, "PUT", path, "", body);
         assert_eq!(code, 400, "{why} is a 400: {answer}");
         assert!(!answer.contains("not json"), "input is never echoed");
     }
 
+    let (_, body) = http(admin, "GET", "/targets", "", "");
+    assert!(
+        !body.contains("bcast"),
+        "a refused change leaves no name behind: {body}"
+    );
     let (code, _) = http(admin, "POST", "/targets/dark/disable", "", "");
     assert_eq!(code, 200);
     client.send_to(b"only to a", fwd.local_addr()).unwrap();
@@ -505,4 +543,15 @@ fn check_validates_a_file() {
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     let _ = std::fs::remove_file(good);
     let _ = std::fs::remove_file(bad);
+
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/dist/udptee.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_udptee"))
+        .args(["check", "--config", example])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the shipped example configuration is valid: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -303,3 +303,41 @@ fn pinned_workers_and_senders_forward_exactly() {
     }
     assert_accounted(&snap);
 }
+
+/// With the default --max-datagram, the largest datagram UDP can carry goes through whole: 65,507
+/// bytes over IPv4 and 65,527 over IPv6 (and the 9,430-byte DogStatsD datagram the old default
+/// dropped).
+#[test]
+fn the_largest_udp_datagrams_go_through_by_default() {
+    on_each_backend(the_largest_udp_datagrams_go_through_by_default_on);
+}
+
+fn the_largest_udp_datagrams_go_through_by_default_on() {
+    for (v6, largest) in [(false, 65_507), (true, 65_527)] {
+        if v6 && !ipv6_available() {
+            eprintln!("IPv6 part skipped: ::1 cannot be bound here");
+            continue;
+        }
+        let sink = Sink::new(v6);
+        let fwd = forwarder(v6, &[sink.addr], |c| {
+            c.max_datagram = udptee::config::DEFAULT_MAX_DATAGRAM;
+        });
+        let client = udp_socket(loopback(v6), 1 << 20);
+        let sent = send_paced(
+            &fwd,
+            &client,
+            0,
+            [largest, 9_430, 1].into_iter(),
+            1,
+            &[&sink],
+        );
+        let snap = fwd.shutdown();
+        let (seen, _) = sink.finish();
+        assert_eq!(
+            seen, sent,
+            "every size arrives whole, byte-identical (v6: {v6})"
+        );
+        assert_eq!(snap.truncated(), 0, "nothing is too large by default");
+        assert_accounted(&snap);
+    }
+}

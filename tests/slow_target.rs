@@ -142,6 +142,11 @@ fn a_rate_limited_target_fills_only_its_own_queue() {
         queue_full > 0,
         "the rate-limited target's byte budget filled and its copies were dropped:\n{snap}"
     );
+    assert_eq!(
+        snap.pool_exhausted(),
+        0,
+        "a slow target never holds receive slots, so the pool never runs dry"
+    );
     assert_accounted(&snap);
 
     // What udptee forwarded to the slow target still trickles through the qdisc: all of it arrives.

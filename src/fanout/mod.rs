@@ -258,17 +258,8 @@ impl Drop for Running {
 /// get the process OOM-killed instead of refused with a message.
 fn allocate_pool(config: &Config, uring: bool) -> Result<BufPool, StartError> {
     let bytes = config.pool_bytes(uring) + config.backlog_bytes();
-    if let Some(available) = <procfs::Meminfo as procfs::Current>::current()
-        .ok()
-        .and_then(|m| m.mem_available)
-    {
-        if bytes as u64 > available {
-            return Err(StartError::Memory {
-                bytes,
-                available: format!("MemAvailable is {available} bytes"),
-            });
-        }
-    }
+    crate::pool::check_available(bytes)
+        .map_err(|available| StartError::Memory { bytes, available })?;
     BufPool::try_new(config.pool_slots(uring), config.max_datagram)
         .map_err(|available| StartError::Memory { bytes, available })
 }

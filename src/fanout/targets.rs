@@ -99,16 +99,6 @@ impl TargetTable {
     pub fn names(&self) -> Vec<String> {
         self.targets.iter().map(|t| t.spec.name.clone()).collect()
     }
-
-    /// Number of targets.
-    pub fn len(&self) -> usize {
-        self.targets.len()
-    }
-
-    /// True when there are no targets.
-    pub fn is_empty(&self) -> bool {
-        self.targets.is_empty()
-    }
 }
 
 /// What a change did, for the log, the API response and the reload counter.
@@ -126,16 +116,6 @@ pub struct Change {
     pub unchanged: Vec<String>,
     /// The generation now published.
     pub generation: u64,
-}
-
-impl Change {
-    /// True when nothing was added, removed, replaced or toggled.
-    pub fn is_empty(&self) -> bool {
-        self.added.is_empty()
-            && self.removed.is_empty()
-            && self.replaced.is_empty()
-            && self.toggled.is_empty()
-    }
 }
 
 /// Why a change was refused. Nothing was changed.
@@ -292,15 +272,14 @@ impl TargetRegistry {
 
     /// Enables or disables one target (a disabled target stays in the set and counts `disabled`).
     pub fn set_enabled(&self, name: &str, enabled: bool) -> Result<Change, ChangeError> {
-        let spec = self
-            .table
-            .load()
-            .targets
-            .iter()
-            .find(|t| t.spec.name == name)
-            .map(|t| t.spec.clone())
+        let mut state = self.lock();
+        let mut specs = self.specs();
+        let spec = specs
+            .iter_mut()
+            .find(|s| s.name == name)
             .ok_or_else(|| ChangeError::NotFound(name.to_owned()))?;
-        self.put(TargetSpec { enabled, ..spec })
+        spec.enabled = enabled;
+        self.apply_locked(&mut state, specs)
     }
 
     fn apply_locked(
@@ -367,6 +346,13 @@ impl TargetRegistry {
             }
         }
         state.senders.extend(started);
+        for t in &built {
+            if !state.counters.iter().any(|(n, _)| *n == t.spec.name) {
+                state
+                    .counters
+                    .push((t.spec.name.clone(), Arc::clone(&t.core.counters)));
+            }
+        }
         state.senders.retain(|h| !h.is_finished());
         state.generation += 1;
         change.generation = state.generation;
@@ -377,13 +363,13 @@ impl TargetRegistry {
         Ok(change)
     }
 
-    fn counters_for(&self, state: &mut RegistryState, name: &str) -> Arc<TargetCounterSet> {
-        if let Some((_, c)) = state.counters.iter().find(|(n, _)| n == name) {
-            return Arc::clone(c);
-        }
-        let c = Arc::new(TargetCounterSet::new(self.settings.workers));
-        state.counters.push((name.to_owned(), Arc::clone(&c)));
-        c
+    /// The counters kept for `name`, or a new set; a new one is kept (by the caller) only once the
+    /// change that made it is published, so a refused change leaves no name behind.
+    fn counters_for(&self, state: &RegistryState, name: &str) -> Arc<TargetCounterSet> {
+        state.counters.iter().find(|(n, _)| n == name).map_or_else(
+            || Arc::new(TargetCounterSet::new(self.settings.workers)),
+            |(_, c)| Arc::clone(c),
+        )
     }
 
     fn start_core(

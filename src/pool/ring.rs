@@ -60,6 +60,9 @@ impl ByteRing {
     /// and touched now so that it is resident before the first datagram.
     pub fn try_new(capacity: usize, max_entries: usize) -> Result<Self, String> {
         let capacity = capacity.max(ALIGN).div_ceil(ALIGN) * ALIGN;
+        super::check_available(capacity).map_err(|available| {
+            format!("a {capacity}-byte target queue does not fit: {available}")
+        })?;
         let bytes: Box<[AtomicU8]> = bytemuck::try_zeroed_slice_box(capacity)
             .map_err(|()| format!("allocating a {capacity}-byte target queue failed"))?;
         for byte in bytes.iter().step_by(4096) {
