@@ -279,19 +279,17 @@ impl Config {
                 return Err(ConfigError::Duration { what, got, max });
             }
         }
-        if !self.stats_interval.is_zero() && self.stats_interval < MIN_INTERVAL {
-            return Err(ConfigError::TooShort {
-                what: "--stats-interval",
-                got: self.stats_interval,
-                min: MIN_INTERVAL,
-            });
-        }
-        if !self.resolve_interval.is_zero() && self.resolve_interval < MIN_INTERVAL {
-            return Err(ConfigError::TooShort {
-                what: "--resolve-interval",
-                got: self.resolve_interval,
-                min: MIN_INTERVAL,
-            });
+        for (what, got) in [
+            ("--stats-interval", self.stats_interval),
+            ("--resolve-interval", self.resolve_interval),
+        ] {
+            if !got.is_zero() && got < MIN_INTERVAL {
+                return Err(ConfigError::TooShort {
+                    what,
+                    got,
+                    min: MIN_INTERVAL,
+                });
+            }
         }
         if u32::try_from(self.pool_slots(true)).is_err() {
             return Err(ConfigError::PoolTooLarge {

@@ -4,7 +4,7 @@
 //! and the supervisor exits non-zero instead of leaving a half-alive process.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -17,7 +17,6 @@ pub struct Threads {
     exited_nanos: AtomicU64,
     /// Data threads that died by panic (their names).
     died: Mutex<Vec<String>>,
-    running: AtomicUsize,
 }
 
 /// Runs on the thread's way out, panics included.
@@ -42,7 +41,6 @@ impl Drop for Exit<'_> {
                     .push(name);
             }
         }
-        self.threads.running.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -63,8 +61,7 @@ impl Threads {
     ) -> std::io::Result<JoinHandle<()>> {
         let me = std::sync::Arc::clone(self);
         let thread_name = name.clone();
-        me.running.fetch_add(1, Ordering::Relaxed);
-        let spawned = std::thread::Builder::new().name(name).spawn(move || {
+        std::thread::Builder::new().name(name).spawn(move || {
             let tid = crate::net::sys::gettid();
             me.live
                 .lock()
@@ -77,16 +74,7 @@ impl Threads {
                 }
             }
             body();
-        });
-        if spawned.is_err() {
-            self.running.fetch_sub(1, Ordering::Relaxed);
-        }
-        spawned
-    }
-
-    /// Data threads running now.
-    pub fn running(&self) -> usize {
-        self.running.load(Ordering::Relaxed)
+        })
     }
 
     /// Names of data threads that died by panic.

@@ -1,18 +1,35 @@
-//! The preallocated datagram pool: fixed-size slots, allocated and touched once at start-up.
+//! The preallocated datagram pool: the receive workers' staging slots, fixed-size, allocated and
+//! touched once at start-up.
 //!
-//! A slot is owned by whoever holds its [`BufId`]: a worker while the kernel fills it, then every target
-//! it was dispatched to. `share` sets how many holders it has; each `release` drops one, and the last one
-//! returns the slot to the lock-free free list. Nothing is allocated or locked after `new`.
+//! A slot is owned by whoever holds its [`BufId`]: a worker, while the kernel fills it and until the
+//! batch it arrived in has been dispatched (sent inline, or copied into a target's [`ring`]). Then the
+//! worker keeps it as a spare or puts it back on the lock-free free list. Targets never hold slots.
+//! Nothing is allocated or locked after `new`.
 //!
 //! Slot bytes are `AtomicU8`, so the kernel may write a slot through a raw pointer (recvmmsg) while other
 //! threads read other slots, with no `&mut` ever formed and no `unsafe` here; the raw pointers are only
-//! dereferenced by the kernel, in `net::mmsg`. Hot path: `try_take`, `share`, `release`.
+//! dereferenced by the kernel, in `net::mmsg`, and by the backlog copy in `ring`. Hot path: `try_take`,
+//! `put_back`.
 
 pub mod ring;
 
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use crossbeam_queue::ArrayQueue;
+
+/// Checks that `bytes` more can be made resident: touching more than the host has would get the
+/// process OOM-killed instead of refused with a message. Says what the host has when it cannot.
+pub fn check_available(bytes: usize) -> Result<(), String> {
+    match <procfs::Meminfo as procfs::Current>::current()
+        .ok()
+        .and_then(|m| m.mem_available)
+    {
+        Some(available) if bytes as u64 > available => {
+            Err(format!("MemAvailable is {available} bytes"))
+        }
+        _ => Ok(()),
+    }
+}
 
 /// Index of a slot in a [`BufPool`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -39,7 +56,6 @@ pub struct BufPool {
     bytes: Box<[AtomicU8]>,
     slot_bytes: usize,
     lens: Box<[AtomicU32]>,
-    refs: Box<[AtomicU32]>,
     rx_nanos: Box<[AtomicU64]>,
     free: ArrayQueue<BufId>,
 }
@@ -79,7 +95,6 @@ impl BufPool {
             bytes,
             slot_bytes,
             lens: bytemuck::zeroed_slice_box(slots),
-            refs: bytemuck::zeroed_slice_box(slots),
             rx_nanos: bytemuck::zeroed_slice_box(slots),
             free,
         })
@@ -119,30 +134,6 @@ impl BufPool {
     /// Kernel receive time of the datagram (ns since the Unix epoch; 0 if unknown).
     pub fn rx_nanos(&self, id: BufId) -> u64 {
         self.rx_nanos[id.index()].load(Ordering::Relaxed)
-    }
-
-    /// Hands a filled slot to `holders` owners; each must call [`release`](Self::release) once. The
-    /// queue push that publishes the id orders this store before any holder's release.
-    pub fn share(&self, id: BufId, holders: u32) {
-        self.refs[id.index()].store(holders, Ordering::Relaxed);
-    }
-
-    /// Drops one holder; the last one returns the slot to the free list.
-    pub fn release(&self, id: BufId) {
-        if self.release_owned(id) {
-            self.put_back(id);
-        }
-    }
-
-    /// Drops one holder. Returns true when it was the last: the caller then owns the free slot and must
-    /// reuse it or [`put_back`](Self::put_back) it. Workers reuse the slots they free at once, so their
-    /// hot set stays one batch of cache-warm slots instead of cycling through the whole pool (the free
-    /// list is FIFO).
-    #[must_use]
-    pub fn release_owned(&self, id: BufId) -> bool {
-        // AcqRel: the last holder must see every other holder's use of the slot finished before the
-        // slot is handed out (and written by the kernel) again.
-        self.refs[id.index()].fetch_sub(1, Ordering::AcqRel) == 1
     }
 
     /// Returns a free slot, owned by the caller, to the free list.
@@ -185,7 +176,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slot_returns_only_after_last_holder() {
+    fn a_slot_is_free_only_once_put_back() {
         let pool = BufPool::new(2, 64);
         let a = pool.try_take().unwrap();
         let _b = pool.try_take().unwrap();
@@ -193,29 +184,13 @@ mod tests {
             pool.try_take().is_none(),
             "a dry pool says so instead of allocating"
         );
-        pool.share(a, 3);
-        pool.release(a);
-        pool.release(a);
-        assert_eq!(
-            pool.available(),
-            0,
-            "two of three holders released: still in use"
-        );
-        pool.release(a);
-        assert_eq!(pool.try_take(), Some(a), "the last release frees the slot");
-        pool.share(a, 2);
-        assert!(!pool.release_owned(a), "not the last holder");
-        assert!(
-            pool.release_owned(a),
-            "the last holder now owns the free slot"
-        );
-        assert_eq!(
-            pool.available(),
-            0,
-            "an owned free slot is not on the free list until put back"
-        );
         pool.put_back(a);
         assert_eq!(pool.available(), 1);
+        assert_eq!(
+            pool.try_take(),
+            Some(a),
+            "the slot put back is handed out again"
+        );
     }
 
     #[test]
@@ -236,19 +211,19 @@ mod tests {
     }
 
     proptest! {
-        /// Any interleaving of takes and releases keeps every slot either free or held, never both.
+        /// Any interleaving of takes and put-backs keeps every slot either free or held, never both.
         #[test]
-        fn free_plus_held_is_capacity(ops in proptest::collection::vec((0u8..2, 1u32..4), 1..200)) {
+        fn free_plus_held_is_capacity(ops in proptest::collection::vec(0u8..2, 1..200)) {
             let pool = BufPool::new(8, 16);
-            let mut held: Vec<(BufId, u32)> = Vec::new();
-            for (op, holders) in ops {
+            let mut held: Vec<BufId> = Vec::new();
+            for op in ops {
                 if op == 0 {
                     if let Some(id) = pool.try_take() {
-                        pool.share(id, holders);
-                        held.push((id, holders));
+                        prop_assert!(!held.contains(&id), "a held slot is never handed out");
+                        held.push(id);
                     }
-                } else if let Some((id, n)) = held.pop() {
-                    for _ in 0..n { pool.release(id); }
+                } else if let Some(id) = held.pop() {
+                    pool.put_back(id);
                 }
                 prop_assert_eq!(pool.available() + held.len(), pool.capacity());
             }
