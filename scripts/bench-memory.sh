@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # udptee's resident memory with its defaults, at 1, 2, 4 and 8 targets: idle, and after 30,000
 # mixed-size datagrams (1-9000 bytes) while one target never reads. Prints RSS and peak (VmHWM) in
-# MiB beside the start-up log's own formula, and the baseline relay for scale.
+# MiB beside the start-up log's own formula, and the baseline relay for scale. With BASE_REV, it
+# then prints the CPU-per-datagram comparison against that commit (scripts/bench-forward.sh, 50k and
+# 100k/s, pinned, fan-out 2, 64 B, interleaved).
 #
 #   scripts/bench-memory.sh
+#   BASE_REV=771d6f9 scripts/bench-memory.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --workspace -q
@@ -45,3 +48,9 @@ listen=$(port)
 rpid=$!
 sleep 1
 echo "baseline relay, 1 target: $(mib "$(kib VmRSS "$rpid")") MiB"
+kill "$rpid" 2>/dev/null || true
+if [[ -n ${BASE_REV:-} ]]; then
+  echo
+  BASE_REV=$BASE_REV RATES=${RATES:-50k,100k} FORWARDERS="udptee udptee-base relay" BASELINE=udptee-base \
+    scripts/bench-forward.sh
+fi
