@@ -319,6 +319,8 @@ pub(crate) fn targets_json(stats: &Stats, only: Option<&str>) -> serde_json::Val
                 "forwarded_bytes": s.bytes,
                 "dropped": dropped,
                 "queued": s.queued(),
+                "receiver_drops": s.receiver_drops,
+                "up": s.up,
             });
             match entry {
                 Some(t) => json!({

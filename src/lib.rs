@@ -271,6 +271,12 @@ fn stats_line(prev: &Snapshot, now: &Snapshot, elapsed: Duration, cpu: Duration)
             s.send_errors_total(),
             s.queued()
         );
+        if let Some(d) = s.receiver_drops {
+            let _ = write!(line, ", receiver_drops total {d}");
+        }
+        if s.up == Some(false) {
+            line.push_str(", DOWN");
+        }
     }
     line
 }

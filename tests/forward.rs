@@ -102,6 +102,18 @@ fn a_target_that_never_reads_loses_only_its_own_copies_on() {
         delivered + kernel,
         "every copy udptee sent reached the socket or its drop counter"
     );
+    assert_eq!(
+        snap.targets[1].receiver_drops,
+        Some(kernel),
+        "udptee reports the receiver's own drops (sock_diag), exactly:\n{snap}"
+    );
+    assert_eq!(snap.targets[1].up, Some(true));
+    assert!(
+        snap.to_string().contains(&format!(
+            "receiver_drops {kernel} (forwarded, lost at the receiver)"
+        )),
+        "the final summary shows them:\n{snap}"
+    );
     for (t, sink) in [0, 2].into_iter().zip(fast) {
         let (seen, _) = sink.finish();
         assert!(
@@ -113,6 +125,7 @@ fn a_target_that_never_reads_loses_only_its_own_copies_on() {
             0,
             "fast target {t} lost nothing:\n{snap}"
         );
+        assert_eq!(snap.targets[t].receiver_drops, Some(0));
     }
     assert_accounted(&snap);
 }
@@ -157,9 +170,17 @@ fn a_closed_port_is_counted_and_does_not_spin_on() {
         refused,
         "all of the closed port's errors are conn_refused"
     );
+    assert_eq!(snap.targets[0].up, Some(false), "nothing bound: down");
+    assert_eq!(
+        snap.targets[0].receiver_drops,
+        Some(snap.targets[0].forwarded),
+        "what the kernel accepted for a port nobody binds is counted as lost at the receiver:\n{snap}"
+    );
+    assert!(snap.to_string().contains("receiver down"), "{snap}");
     let (seen, _) = sink.finish();
     assert!(seen == sent, "the live target got everything");
     assert_eq!(snap.dropped_total(1), 0);
+    assert_eq!(snap.targets[1].up, Some(true));
     assert_accounted(&snap);
 }
 
@@ -340,4 +361,53 @@ fn the_largest_udp_datagrams_go_through_by_default_on() {
         assert_eq!(snap.truncated(), 0, "nothing is too large by default");
         assert_accounted(&snap);
     }
+}
+
+/// A receiver that stops and comes back (a statsd restart): while nothing is bound, the target is down
+/// and every copy the kernel accepted for it is counted as lost at the receiver; it is up again once a
+/// socket is bound, and gets what follows.
+#[test]
+fn a_receiver_that_goes_away_is_seen_down_and_its_loss_counted() {
+    let sink = Sink::new(false);
+    let addr = sink.addr;
+    let witness = Sink::new(false);
+    let fwd = forwarder(false, &[addr, witness.addr], |_| {});
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    send_paced(&fwd, &client, 0, (0..100).map(|_| 64), 100, &[&sink]);
+    let _ = sink.finish(); // the receiver stops: its socket is closed
+    wait_for(&fwd, "the target to be seen down", || {
+        fwd.snapshot().targets[0].up == Some(false)
+    });
+    let before = fwd.snapshot().targets[0].clone();
+    send_paced(&fwd, &client, 1, (0..1000).map(|_| 64), 100, &[&witness]);
+    let during = fwd.snapshot().targets[0].clone();
+    let accepted = during.forwarded - before.forwarded;
+    let refused = during.send_errors_total() - before.send_errors_total();
+    assert_eq!(accepted + refused, 1000, "every copy sent or refused");
+    wait_for(&fwd, "the next look to count the loss", || {
+        fwd.snapshot().targets[0].receiver_drops == Some(accepted)
+    });
+    let back = udp_socket(addr, 1 << 20);
+    back.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    wait_for(&fwd, "the target to be seen up again", || {
+        fwd.snapshot().targets[0].up == Some(true)
+    });
+    // An ECONNREFUSED from the down period may still be pending on the target socket and fail the
+    // next send (counted as send_error); the one after is delivered.
+    let mut buf = [0u8; 64];
+    let delivered = (0..10).any(|_| {
+        client.send_to(b"after", fwd.local_addr()).unwrap();
+        back.recv(&mut buf).is_ok_and(|n| &buf[..n] == b"after")
+    });
+    assert!(delivered, "the receiver gets copies again once it is back");
+    let snap = fwd.shutdown();
+    assert_eq!(
+        snap.targets[0].receiver_drops,
+        Some(accepted),
+        "nothing counted lost once it is back:\n{snap}"
+    );
+    assert_eq!(snap.targets[1].receiver_drops, Some(0));
+    assert_accounted(&snap);
+    let _ = witness.finish();
 }

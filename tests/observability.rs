@@ -164,6 +164,21 @@ fn metrics_report_exact_counts() {
         0
     );
     assert_eq!(
+        sample(&body, &format!("udptee_target_receiver_drops_total{{{s}}}")),
+        0,
+        "a reading receiver on this host dropped nothing"
+    );
+    assert_eq!(sample(&body, &format!("udptee_target_up{{{s}}}")), 1);
+    wait_for(&fwd, "the closed port to be seen down", || {
+        fwd.snapshot().targets[1].up == Some(false)
+    });
+    let (_, later) = http(admin, "GET", "/metrics");
+    assert_eq!(
+        sample(&later, &format!("udptee_target_up{{{c}}}")),
+        0,
+        "nothing bound at the closed port: down"
+    );
+    assert_eq!(
         sample(
             &body,
             "udptee_worker_uring_buffers_exhausted_total{worker=\"0\"}"

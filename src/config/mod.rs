@@ -392,7 +392,7 @@ pub fn canonical(addr: SocketAddr) -> SocketAddr {
 }
 
 /// Every address configured on this host's interfaces (getifaddrs), plus the loopback ranges.
-fn local_addresses() -> Vec<IpAddr> {
+pub(crate) fn local_addresses() -> Vec<IpAddr> {
     let mut out: Vec<IpAddr> = vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()];
     if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
         for a in addrs {

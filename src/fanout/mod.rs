@@ -17,6 +17,7 @@ pub(crate) mod ratelimit;
 mod sender;
 pub mod targets;
 mod threads;
+mod watch;
 mod worker;
 
 use std::io;
@@ -242,6 +243,7 @@ pub struct Forwarder {
     workers: Vec<JoinHandle<()>>,
     control: Arc<crate::control::Control>,
     admin: Option<crate::admin::AdminServer>,
+    watch: Option<(Arc<AtomicBool>, JoinHandle<watch::Watch>)>,
     stopped: bool,
 }
 
@@ -380,6 +382,13 @@ impl Forwarder {
                     .map_err(|source| StartError::Admin { addr, source })
             })
             .transpose()?;
+        let watch_stop = Arc::new(AtomicBool::new(false));
+        let watch = watch::Watch::new(Arc::clone(&registry))
+            .spawn(Arc::clone(&watch_stop))
+            .map_err(|source| StartError::Spawn {
+                name: "udptee-watch".into(),
+                source,
+            })?;
         let running = Arc::new(AtomicBool::new(true));
         let mut fwd = Self {
             local_addr,
@@ -390,6 +399,7 @@ impl Forwarder {
             workers: Vec::new(),
             control,
             admin,
+            watch: Some((watch_stop, watch)),
             stopped: false,
         };
         for (w, (socket, cpu)) in sockets
@@ -490,6 +500,14 @@ impl Forwarder {
         self.stats
             .registry
             .shutdown(Instant::now() + self.drain_timeout);
+        if let Some((stop, handle)) = self.watch.take() {
+            stop.store(true, Ordering::Relaxed);
+            handle.thread().unpark();
+            // What the receivers dropped of the last copies sent, for the final accounting.
+            if let Ok(mut watch) = handle.join() {
+                watch.last_look();
+            }
+        }
         if let Some(mut admin) = self.admin.take() {
             admin.stop();
         }

@@ -191,6 +191,8 @@ pub struct TargetRegistry {
     state: Mutex<RegistryState>,
     settings: SenderSettings,
     threads: Arc<Threads>,
+    /// The watch thread, woken when targets join so it looks at their receivers at once.
+    watcher: OnceLock<Thread>,
 }
 
 impl std::fmt::Debug for TargetRegistry {
@@ -215,7 +217,13 @@ impl TargetRegistry {
             }),
             settings,
             threads,
+            watcher: OnceLock::new(),
         }
+    }
+
+    /// Names the watch thread to wake when targets join.
+    pub(crate) fn set_watcher(&self, thread: Thread) {
+        let _ = self.watcher.set(thread);
     }
 
     /// The published table, for workers' caches.
@@ -360,6 +368,11 @@ impl TargetRegistry {
             generation: state.generation,
             targets: built.into(),
         }));
+        if !change.added.is_empty() || !change.replaced.is_empty() {
+            if let Some(w) = self.watcher.get() {
+                w.unpark();
+            }
+        }
         Ok(change)
     }
 

@@ -207,6 +207,45 @@ impl TargetCounters {
 #[derive(Debug)]
 pub struct TargetCounterSet {
     parts: Box<[TargetCounters]>,
+    receiver: ReceiverCounters,
+}
+
+/// What udptee sees of a target's receiving socket, written by the watch thread (see
+/// `fanout::watch`): the kernel's drop count there and whether anything receives at all.
+#[derive(Debug, Default)]
+pub struct ReceiverCounters {
+    drops: AtomicU64,
+    /// 0: not looked at yet, 1: up, 2: down.
+    up: std::sync::atomic::AtomicU8,
+    /// The receiving socket is on this host, so `drops` is known.
+    local: std::sync::atomic::AtomicBool,
+}
+
+impl ReceiverCounters {
+    /// Adds datagrams the receiving socket dropped.
+    pub fn add_drops(&self, n: u64) {
+        add(&self.drops, n);
+    }
+
+    /// Records whether the target can receive (`up`) and whether its socket is on this host.
+    pub fn set_state(&self, up: bool, local: bool) {
+        self.local.store(local, Ordering::Relaxed);
+        self.up.store(if up { 1 } else { 2 }, Ordering::Relaxed);
+    }
+
+    /// Up (`Some(true)`), down, or not looked at yet.
+    pub fn up(&self) -> Option<bool> {
+        match self.up.load(Ordering::Relaxed) {
+            1 => Some(true),
+            2 => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Receiver-side drops, when the receiving socket is on this host.
+    pub fn drops(&self) -> Option<u64> {
+        self.local.load(Ordering::Relaxed).then(|| get(&self.drops))
+    }
 }
 
 impl TargetCounterSet {
@@ -214,7 +253,13 @@ impl TargetCounterSet {
     pub fn new(workers: usize) -> Self {
         Self {
             parts: (0..=workers).map(|_| TargetCounters::default()).collect(),
+            receiver: ReceiverCounters::default(),
         }
+    }
+
+    /// The receiving socket's view (watch thread).
+    pub fn receiver(&self) -> &ReceiverCounters {
+        &self.receiver
     }
 
     /// Worker `w`'s block (only that worker writes it).
@@ -244,6 +289,8 @@ impl TargetCounterSet {
         for p in self.parts.iter() {
             total.offered += get(&p.offered);
         }
+        total.receiver_drops = self.receiver.drops();
+        total.up = self.receiver.up();
         total
     }
 }
@@ -356,6 +403,12 @@ pub struct TargetSnapshot {
     pub pool_exhausted: u64,
     /// Datagrams not sent because the target was disabled.
     pub disabled: u64,
+    /// Copies the target's own socket dropped after udptee handed them to the kernel (its receive
+    /// buffer was full), when that socket is on this host; `None` for remote targets.
+    pub receiver_drops: Option<u64>,
+    /// Whether the target can receive: for a target on this host, a socket is bound at its address;
+    /// for a remote one, its last sends met no error. `None` until first looked at.
+    pub up: Option<bool>,
 }
 
 impl TargetSnapshot {
@@ -507,12 +560,19 @@ impl fmt::Display for Snapshot {
             if s.disabled > 0 {
                 write!(f, ", disabled {}", s.disabled)?;
             }
-            writeln!(
+            write!(
                 f,
                 ", drain_timeout {}; unaccounted {}",
                 s.drain_timeout,
                 self.unaccounted(t)
             )?;
+            if let Some(d) = s.receiver_drops {
+                write!(f, "; receiver_drops {d} (forwarded, lost at the receiver)")?;
+            }
+            if s.up == Some(false) {
+                write!(f, "; receiver down")?;
+            }
+            writeln!(f)?;
         }
         Ok(())
     }

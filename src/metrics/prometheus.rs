@@ -265,6 +265,26 @@ impl Collector for ForwarderCollector {
             Gauge,
             &per_target(&|t| snap.targets[t].queued()),
         )?;
+        let receiver: Vec<(Labels, u64)> = (0..names.len())
+            .filter_map(|t| snap.targets[t].receiver_drops.map(|d| (target(t), d)))
+            .collect();
+        family(
+            &mut enc,
+            "udptee_target_receiver_drops",
+            "Copies forwarded to a target on this host that its own socket then dropped (receive buffer full), read with sock_diag; absent for remote targets.",
+            Counter,
+            &receiver,
+        )?;
+        let up: Vec<(Labels, u64)> = (0..names.len())
+            .filter_map(|t| snap.targets[t].up.map(|u| (target(t), u64::from(u))))
+            .collect();
+        family(
+            &mut enc,
+            "udptee_target_up",
+            "1 when the target can receive: on this host, a socket is bound at its address; remote, its last sends met no error. 0 otherwise.",
+            Gauge,
+            &up,
+        )?;
         let table = stats.registry().current();
         let current =
             |f: &dyn Fn(&crate::fanout::targets::TargetEntry) -> u64| -> Vec<(Labels, u64)> {
