@@ -386,3 +386,56 @@ fn sighup_reloads_and_an_invalid_file_keeps_forwarding() {
     assert!(err.contains("reloaded the configuration"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Two instances started at the same moment on one port: exactly one serves it, the other exits 1
+/// with one clear line, every time (SO_REUSEPORT alone would let both join and split the traffic).
+#[test]
+fn concurrent_starts_on_one_port_leave_exactly_one() {
+    let sink = Sink::new(false);
+    let target = sink.addr.to_string();
+    for round in 0..10 {
+        let listen = free_addr().to_string();
+        let start = || {
+            Command::new(BIN)
+                .args(["--listen", &listen, "--to", &target, "--admin", "off"])
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let mut pair = [start(), start()];
+        let begun = std::time::Instant::now();
+        let mut exited = Vec::new();
+        while exited.is_empty() && begun.elapsed() < Duration::from_secs(10) {
+            for (i, c) in pair.iter_mut().enumerate() {
+                if c.try_wait().unwrap().is_some() {
+                    exited.push(i);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            exited.len(),
+            1,
+            "round {round}: exactly one refuses to start"
+        );
+        let [a, b] = pair;
+        let (loser, mut winner) = if exited[0] == 0 { (a, b) } else { (b, a) };
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            winner.try_wait().unwrap().is_none(),
+            "round {round}: the other one runs"
+        );
+        let out = loser.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "round {round}: {err}");
+        assert!(
+            err.contains(&format!("binding {listen}")) && err.contains("in use")
+                || err.contains("another udptee serves"),
+            "round {round}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        signal(&winner, "-TERM");
+        assert!(winner.wait().unwrap().success());
+    }
+    let _ = sink.finish();
+}

@@ -244,6 +244,8 @@ pub struct Forwarder {
     control: Arc<crate::control::Control>,
     admin: Option<crate::admin::AdminServer>,
     watch: Option<(Arc<AtomicBool>, JoinHandle<watch::Watch>)>,
+    /// Held for the forwarder's life: no second udptee can join the listen port.
+    _listen_lock: crate::net::lock::ListenLock,
     stopped: bool,
 }
 
@@ -321,16 +323,19 @@ impl Forwarder {
     ) -> Result<Self, StartError> {
         config.validate()?;
         let workers = config.worker_cpus.len();
-        let (sockets, local_addr, socket_state) = socket::bind_reuseport_group(
-            config.listen,
-            workers,
-            config.rcvbuf_bytes,
-            config.latency,
-        )
-        .map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+        let (listen_lock, (sockets, local_addr, socket_state)) =
+            crate::net::lock::bind_locked(config.listen, || {
+                socket::bind_reuseport_group(
+                    config.listen,
+                    workers,
+                    config.rcvbuf_bytes,
+                    config.latency,
+                )
+            })
+            .map_err(|source| StartError::Bind {
+                addr: config.listen,
+                source,
+            })?;
         let worker_sockets = sockets
             .iter()
             .map(UdpSocket::try_clone)
@@ -400,6 +405,7 @@ impl Forwarder {
             control,
             admin,
             watch: Some((watch_stop, watch)),
+            _listen_lock: listen_lock,
             stopped: false,
         };
         for (w, (socket, cpu)) in sockets

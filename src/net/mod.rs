@@ -7,6 +7,7 @@
 //! generator, sink and baseline relay use the very same batch I/O as the forwarder.
 
 pub mod diag;
+pub mod lock;
 pub mod mmsg;
 pub mod socket;
 pub(crate) mod sys;
