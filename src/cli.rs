@@ -120,6 +120,12 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub admin_token_file: Option<PathBuf>,
 
+    /// After binding every socket, switch to this user (name or uid) and its group for good, keeping
+    /// no capability. Needs to start as root; the config file and --histogram-log must be readable
+    /// and writable by that user for reloads and dumps.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+
     /// Record per-target latency (kernel receive to send) for SIGUSR1, /latency and --histogram-log.
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     pub latency: bool,
@@ -257,7 +263,7 @@ impl Invocation {
                 batch => same, queue_depth => same, max_targets => same, admin => same,
                 latency => same, log_level => same,
                 listen => some, sender_cpus => some, histogram_log => some,
-                admin_token_file => some,
+                admin_token_file => some, user => some,
                 queue_bytes => |v: Size| Ok(v.0), rcvbuf => |v: Size| Ok(v.0),
                 max_datagram => |v: Size| Ok(v.0), sndbuf => |v: Size| Ok(Some(v.0)),
                 stats_interval => |v: Dur| Ok(v.0), drain_timeout => |v: Dur| Ok(v.0),
@@ -428,6 +434,12 @@ impl TryFrom<&Args> for Config {
             }
             config.admin_token = Some(token);
         }
+        config.user = args
+            .user
+            .as_deref()
+            .map(crate::privileges::RunAs::lookup)
+            .transpose()
+            .map_err(ConfigError::User)?;
         config.latency = args.latency;
         config.io_backend = match args.io {
             IoArg::Auto => config::IoBackend::Auto,

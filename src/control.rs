@@ -80,6 +80,7 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     check("max-datagram", old.max_datagram != new.max_datagram);
     check("admin", old.admin != new.admin);
     check("admin-token-file", old.admin_token != new.admin_token);
+    check("user", old.user != new.user);
     check("latency", old.latency != new.latency);
     check("io", old.io_backend != new.io_backend);
     check("max-targets", old.max_targets != new.max_targets);

@@ -25,6 +25,7 @@ pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod pool;
+pub mod privileges;
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime};
@@ -44,6 +45,17 @@ pub use net::{SocketState, socket_drops};
 /// accounting so far. A data thread that dies makes it stop and return [`StartError::Died`].
 pub fn run(config: &Config, loader: Option<control::Loader>) -> Result<Snapshot, StartError> {
     let fwd = Forwarder::start_with(config, loader)?;
+    if let Some(who) = &config.user {
+        privileges::drop_to(who).map_err(StartError::Privileges)?;
+        tracing::info!(
+            user = %who.name, uid = who.uid, gid = who.gid,
+            "every socket bound: running as this user from now on, with no capabilities"
+        );
+    } else if nix::unistd::Uid::effective().is_root() {
+        tracing::info!(
+            "running as root: --user NAME drops every privilege once the sockets are bound"
+        );
+    }
     log_start(config, &fwd);
 
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1, SIGHUP])

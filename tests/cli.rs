@@ -439,3 +439,84 @@ fn concurrent_starts_on_one_port_leave_exactly_one() {
     }
     let _ = sink.finish();
 }
+
+/// `--user nobody` started as root: every thread ends up as nobody with no capability, and it still
+/// forwards and drains. An unknown user is a one-line start-up error.
+#[test]
+fn user_drops_every_privilege_after_binding() {
+    let o = udptee(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--to",
+        "127.0.0.1:9",
+        "--user",
+        "no-such-user-here",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--user") && err.contains("no such user"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    if !nix::unistd::Uid::effective().is_root() {
+        println!("skipped the privilege drop: this test must run as root to see one");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("a nobody user");
+    let sink = Sink::new(false);
+    let (mut child, listen) = spawn_udptee(&sink, &["--user", "nobody", "--admin", "off"], &[]);
+    wait_bound(&mut child, listen);
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // The drop happens after binding; wait for it, then check every thread.
+    let pid = child.id();
+    wait_until("the switch to nobody", Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .is_ok_and(|s| s.contains(&format!("Uid:\t{0}\t{0}\t{0}", nobody.uid)))
+    });
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap()
+                .trim()
+                .to_owned()
+        };
+        let uid = nobody.uid.to_string();
+        let gid = nobody.gid.to_string();
+        assert_eq!(
+            field("Uid:"),
+            [&*uid, &*uid, &*uid, &*uid].join("\t"),
+            "{status}"
+        );
+        assert_eq!(
+            field("Gid:"),
+            [&*gid, &*gid, &*gid, &*gid].join("\t"),
+            "{status}"
+        );
+        assert_eq!(field("Groups:"), gid, "{status}");
+        for cap in ["CapInh:", "CapPrm:", "CapEff:", "CapAmb:"] {
+            assert_eq!(field(cap), "0000000000000000", "{cap} in {status}");
+        }
+    }
+    for _ in 0..100 {
+        client.send_to(b"as nobody", listen).unwrap();
+    }
+    wait_until(
+        "the datagrams to reach the sink",
+        Duration::from_secs(10),
+        || sink.received() >= 100,
+    );
+    signal(&child, "-TERM");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("running as this user from now on"), "{err}");
+    assert!(err.contains("forwarded 100"), "{err}");
+    let _ = sink.finish();
+}

@@ -54,6 +54,7 @@ pub struct FileConfig {
     pub listen: Option<String>,
     pub admin: Option<String>,
     pub admin_token_file: Option<PathBuf>,
+    pub user: Option<String>,
     pub workers: Option<u16>,
     pub cpus: Option<String>,
     pub sender_cpus: Option<String>,

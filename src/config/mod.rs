@@ -170,6 +170,8 @@ pub struct Config {
     pub resolver: Resolver,
     /// Bearer token required for mutating admin requests (read from `--admin-token-file`).
     pub admin_token: Option<String>,
+    /// The user to switch to once every socket is bound (`--user`).
+    pub user: Option<crate::privileges::RunAs>,
     /// Receive buffer asked for on each worker socket.
     pub rcvbuf_bytes: usize,
     /// Default for targets: send buffer; `None` keeps the kernel default.
@@ -206,6 +208,7 @@ impl Config {
             resolve_interval: DEFAULT_RESOLVE_INTERVAL,
             resolver: Resolver::default(),
             admin_token: None,
+            user: None,
             rcvbuf_bytes: DEFAULT_RCVBUF_BYTES,
             sndbuf_bytes: None,
             max_datagram: DEFAULT_MAX_DATAGRAM,
@@ -671,6 +674,9 @@ pub enum ConfigError {
         /// The listen address.
         listen: SocketAddr,
     },
+    /// `--user` names no user.
+    #[error("--user: {0}")]
+    User(String),
 }
 
 impl ConfigError {
@@ -688,6 +694,7 @@ impl ConfigError {
             Self::DuplicateName { name } | Self::Name { name } => (None, Some(name.clone())),
             Self::PortZero { target } | Self::Loop { target, .. } => (None, Some(target.clone())),
             Self::NoListen => (key("listen"), None),
+            Self::User(_) => (key("user"), None),
             _ => (None, None),
         }
     }

@@ -122,6 +122,9 @@ pub enum StartError {
         #[source]
         source: io::Error,
     },
+    /// `--user` could not be applied.
+    #[error("{0}")]
+    Privileges(String),
 }
 
 /// The forwarder's shared view for reporting: the stats line, the admin endpoint and SIGUSR1 all read
