@@ -520,3 +520,224 @@ fn user_drops_every_privilege_after_binding() {
     assert!(err.contains("forwarded 100"), "{err}");
     let _ = sink.finish();
 }
+
+/// A free loopback TCP address for a child's admin listener.
+fn free_tcp() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// GET `path` from an admin listener: (status, body).
+fn get(admin: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(admin).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// With stderr unwritable (a full disk, or a pipe whose reader went away), udptee keeps forwarding,
+/// stays ready, counts the lost log lines and still stops cleanly: logging never takes the data path
+/// down.
+#[test]
+fn an_unwritable_stderr_costs_only_log_lines() {
+    for case in ["/dev/full", "closed pipe"] {
+        let sink = Sink::new(false);
+        let closed = free_addr().to_string(); // nothing listens: warnings every interval
+        let listen = free_addr();
+        let admin = free_tcp();
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "--listen",
+            &listen.to_string(),
+            "--to",
+            &sink.addr.to_string(),
+            "--to",
+            &closed,
+            "--admin",
+            &admin.to_string(),
+            "--stats-interval",
+            "100ms",
+        ]);
+        let mut child = if case == "/dev/full" {
+            cmd.stderr(std::fs::File::create("/dev/full").unwrap())
+                .spawn()
+                .unwrap()
+        } else {
+            let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+            drop(child.stderr.take()); // the reader is gone: every write is EPIPE
+            child
+        };
+        wait_bound(&mut child, listen);
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..2000u32 {
+            client.send_to(&i.to_be_bytes(), listen).unwrap();
+            if i % 200 == 0 {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        wait_until(
+            &format!("{case}: every datagram to reach the sink"),
+            Duration::from_secs(20),
+            || sink.received() >= 2000,
+        );
+        assert_eq!(get(admin, "/readyz").0, 200, "{case}: still ready");
+        let dropped = |body: &str| -> u64 {
+            body.lines()
+                .find_map(|l| l.strip_prefix("udptee_log_lines_dropped_total "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        wait_until(
+            &format!("{case}: the lost log lines to be counted"),
+            Duration::from_secs(10),
+            || dropped(&get(admin, "/metrics").1) > 0,
+        );
+        assert!(child.try_wait().unwrap().is_none(), "{case}: still running");
+        signal(&child, "-TERM");
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{case}: a clean stop, exit 0: {status:?}");
+        assert_eq!(sink.finish().0.len(), 2000, "{case}: nothing lost");
+    }
+}
+
+/// Threads and resident memory of a process (from /proc).
+fn threads_and_rss(pid: u32) -> (usize, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap()
+    };
+    (field("Threads:") as usize, field("VmRSS:") * 1024)
+}
+
+/// The admin listener against hostile clients: a huge header line, a huge URL, junk, hundreds of idle
+/// connections and a slowloris trickle. Each gets a 4xx or is closed, nothing is echoed, no thread or
+/// memory grows, every connection is gone within the header timeout, and it answers again after.
+#[test]
+fn the_admin_listener_is_bounded() {
+    use std::io::{Read as _, Write as _};
+    let sink = Sink::new(false);
+    let admin = free_tcp();
+    let (mut child, listen) = spawn_udptee(&sink, &["--admin", &admin.to_string()], &[]);
+    wait_bound(&mut child, listen);
+    wait_until("the admin listener", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(admin).is_ok()
+    });
+    let pid = child.id();
+    let (threads, rss) = threads_and_rss(pid);
+
+    // A 200 MB header line: refused after the 16 KiB limit, not buffered.
+    let mut s = std::net::TcpStream::connect(admin).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // A server that stops reading without closing would block the writer: time out instead.
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nX-Big: ").unwrap();
+    let chunk = vec![b'a'; 64 << 10];
+    let mut written = 0usize;
+    while written < 200 << 20 {
+        match s.write(&chunk) {
+            Ok(n) => written += n,
+            Err(_) => break,
+        }
+    }
+    assert!(
+        written < 8 << 20,
+        "the connection is closed long before 200 MB ({written} bytes taken)"
+    );
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+        "{answer}"
+    );
+
+    // A 10 MB URL: a 4xx without the URL in it.
+    let mut s = std::net::TcpStream::connect(admin).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    let url = format!("/{}", "Z".repeat(10 << 20));
+    let _ = s.write_all(format!("GET {url} HTTP/1.1\r\n\r\n").as_bytes());
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 4"),
+        "{answer:.200}"
+    );
+    assert!(!answer.contains("ZZZZ"), "input is never echoed");
+
+    // Junk: 400.
+    let mut s = std::net::TcpStream::connect(admin).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"\x16\x03\x01\x00\xa5junk\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 400"),
+        "junk gets 400: {answer}"
+    );
+
+    // 300 idle connections and one that trickles a byte every 500 ms.
+    let idle: Vec<std::net::TcpStream> = (0..300)
+        .filter_map(|_| std::net::TcpStream::connect(admin).ok())
+        .collect();
+    let mut loris = std::net::TcpStream::connect(admin).unwrap();
+    let started = std::time::Instant::now();
+    let (threads_now, rss_now) = threads_and_rss(pid);
+    // The admin's own blocking pool (at most 4 threads, for answers that take the registry's lock)
+    // may have started; nothing else may.
+    assert!(
+        threads_now <= threads + 4,
+        "no thread per connection: {threads} -> {threads_now}"
+    );
+    assert!(
+        rss_now < rss + (16 << 20),
+        "resident memory stays flat: {rss} -> {rss_now} bytes"
+    );
+    let mut trickled = 0;
+    for b in b"GET /metrics HTTP/1.1\r\nHost: x\r\n".iter().cycle() {
+        if loris.write_all(&[*b]).is_err() {
+            break;
+        }
+        trickled += 1;
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "a slowloris connection is closed ({trickled} bytes trickled)"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for mut c in idle {
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 64];
+        assert!(
+            matches!(c.read(&mut buf), Ok(0) | Err(_)),
+            "every idle connection is closed"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "within the header timeout"
+    );
+    assert_eq!(get(admin, "/healthz").0, 200, "answers again");
+    assert!(threads_and_rss(pid).0 <= threads + 4);
+    signal(&child, "-TERM");
+    assert!(child.wait().unwrap().success());
+    let _ = sink.finish();
+}

@@ -368,6 +368,13 @@ impl Collector for ForwarderCollector {
             Gauge,
             &[(vec![], (pool.capacity() - pool.available()) as u64)],
         )?;
+        family(
+            &mut enc,
+            "udptee_log_lines_dropped",
+            "Log lines lost: stderr failed (a closed pipe, a full disk) or the logging thread fell behind. Forwarding never waits for the log.",
+            Counter,
+            &[(vec![], crate::logging::lines_dropped())],
+        )?;
         if let Ok(snmp) = procfs::net::snmp() {
             family(
                 &mut enc,
