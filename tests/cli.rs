@@ -741,3 +741,97 @@ fn the_admin_listener_is_bounded() {
     assert!(child.wait().unwrap().success());
     let _ = sink.finish();
 }
+
+/// Each flag edge and each loop spelling of the hardening issue: exit 2 with one line naming the
+/// problem, no panic and no backtrace even with RUST_BACKTRACE=1.
+#[test]
+fn flag_edges_and_loop_spellings_are_one_line_errors() {
+    let port = free_addr().port();
+    let listen = format!("127.0.0.1:{port}");
+    let wildcard = format!("0.0.0.0:{port}");
+    let mut cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["--max-datagram".into(), "1.5".into()],
+            "whole number of bytes",
+        ),
+        (
+            vec!["--rcvbuf".into(), "0".into()],
+            "--rcvbuf must be between",
+        ),
+        (
+            vec!["--stats-interval".into(), "1ns".into()],
+            "at least 100ms",
+        ),
+        (
+            vec!["--log-level".into(), "nonsense".into()],
+            "--log-level \"nonsense\"",
+        ),
+        (vec!["--cpus".into(), "a".into()], "--cpus \"a\""),
+        (
+            vec!["--to".into(), format!("[::ffff:127.0.0.1]:{port}")],
+            "forward to itself",
+        ),
+        (
+            vec!["--to".into(), format!("localhost:{port}")],
+            "forward to itself",
+        ),
+        (vec!["--to".into(), listen.clone()], "forward to itself"),
+        (vec!["--to".into(), "127.0.0.1:0".into()], "port 0"),
+        (
+            vec![
+                "--to".into(),
+                "127.0.0.1:9".into(),
+                "--to".into(),
+                "[::ffff:127.0.0.1]:9".into(),
+            ],
+            "the same address",
+        ),
+    ];
+    // A wildcard listener and one of this host's own (non-loopback) addresses on the same port.
+    let own = nix::ifaddrs::getifaddrs()
+        .unwrap()
+        .filter_map(|a| a.address?.as_sockaddr_in().map(|s| s.ip()))
+        .find(|ip| !ip.is_loopback());
+    match own {
+        Some(ip) => cases.push((
+            vec![
+                "--listen".into(),
+                wildcard.clone(),
+                "--to".into(),
+                format!("{ip}:{port}"),
+            ],
+            "forward to itself",
+        )),
+        None => println!(
+            "no non-loopback IPv4 address here: the wildcard-and-own-address case is skipped"
+        ),
+    }
+    for (extra, expect) in cases {
+        let mut args = Vec::new();
+        if !extra.iter().any(|a| a == "--listen") {
+            args.extend(["--listen".to_string(), listen.clone()]);
+        }
+        if !extra.iter().any(|a| a == "--to") {
+            args.extend(["--to".into(), "127.0.0.1:9".into()]);
+        }
+        args.extend(extra);
+        let o = Command::new(BIN)
+            .args(&args)
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(expect), "{args:?}: names {expect:?}: {err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("stack backtrace"),
+            "{args:?}: {err}"
+        );
+        // clap's own usage errors add its "For more information, try '--help'." hint.
+        let lines: Vec<&str> = err
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{args:?}: one line: {err}");
+    }
+}

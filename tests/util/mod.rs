@@ -16,6 +16,8 @@ use std::cell::Cell;
 use udptee::config::{Config, IoBackend, TargetSpec};
 use udptee::{Forwarder, Snapshot};
 
+pub mod netns;
+
 /// Longest a test waits for datagrams to arrive before it fails with a diagnosis.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -71,9 +73,14 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// A reading sink with a large receive buffer.
+    /// A reading sink on loopback with a large receive buffer.
     pub fn new(v6: bool) -> Self {
-        let socket = udp_socket(loopback(v6), 8 << 20);
+        Self::at(loopback(v6))
+    }
+
+    /// A reading sink bound to `addr` (port 0: any) with a large receive buffer.
+    pub fn at(addr: SocketAddr) -> Self {
+        let socket = udp_socket(addr, 8 << 20);
         socket
             .set_read_timeout(Some(Duration::from_millis(20)))
             .unwrap();
