@@ -339,3 +339,103 @@ fn base64_decode(s: &str) -> Vec<u8> {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.decode(s).unwrap()
 }
+
+/// Every /metrics scrape under load is a consistent cut: per target, forwarded + dropped never
+/// exceeds offered (so `queued` is never negative), while a closed port drops copies (send_error) and
+/// a stuck receiver loses them (receiver drops) all the while.
+#[test]
+fn every_scrape_under_load_is_a_consistent_cut() {
+    let sink = Sink::new(false);
+    let stuck = udp_socket(loopback(false), 1);
+    let closed = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let fwd = forwarder(
+        false,
+        &[sink.addr, stuck.local_addr().unwrap(), closed],
+        |c| {
+            with_admin(c);
+            c.queue_depth = 64;
+        },
+    );
+    let admin = fwd.admin_addr().unwrap();
+    let to = fwd.local_addr();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let mut n = 0u64;
+            let start = std::time::Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = client.send_to(&[b'm'; 200], to);
+                n += 1;
+                // About 20k/s.
+                while start.elapsed() < Duration::from_micros(n * 50) {
+                    std::hint::spin_loop();
+                }
+            }
+            n
+        })
+    };
+    let names = [
+        sink.addr.to_string(),
+        stuck.local_addr().unwrap().to_string(),
+    ];
+    let start = std::time::Instant::now();
+    let mut scrapes = 0;
+    while start.elapsed() < Duration::from_secs(3) {
+        let (status, body) = http(admin, "GET", "/metrics");
+        assert_eq!(status, 200);
+        for name in &names {
+            let t = format!("target=\"{name}\"");
+            let offered = sample(
+                &body,
+                &format!("udptee_target_offered_datagrams_total{{{t}}}"),
+            );
+            let forwarded = sample(
+                &body,
+                &format!("udptee_target_forwarded_datagrams_total{{{t}}}"),
+            );
+            let dropped: u64 = DropReason::PER_TARGET
+                .iter()
+                .map(|r| {
+                    sample(
+                        &body,
+                        &format!(
+                            "udptee_target_dropped_datagrams_total{{{t},reason=\"{}\"}}",
+                            r.as_str()
+                        ),
+                    )
+                })
+                .sum();
+            let queued = sample(&body, &format!("udptee_target_queued_datagrams{{{t}}}"));
+            assert!(
+                forwarded + dropped <= offered,
+                "scrape {scrapes}, {name}: forwarded {forwarded} + dropped {dropped} > offered {offered}"
+            );
+            assert_eq!(
+                queued,
+                offered - forwarded - dropped,
+                "scrape {scrapes}, {name}"
+            );
+        }
+        scrapes += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = sender.join().unwrap();
+    assert!(sent > 20_000, "the load ran: {sent} datagrams");
+    assert!(scrapes > 100, "many scrapes: {scrapes}");
+    let snap = fwd.shutdown();
+    assert!(
+        snap.targets[1].receiver_drops > Some(0),
+        "the stuck receiver lost copies meanwhile:\n{snap}"
+    );
+    assert!(
+        snap.dropped_total(2) > 0,
+        "the closed port's copies were dropped meanwhile:\n{snap}"
+    );
+    assert_accounted(&snap);
+    let _ = sink.finish();
+}
