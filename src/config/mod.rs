@@ -831,6 +831,23 @@ mod tests {
     }
 
     #[test]
+    fn the_default_admin_port_collides_with_no_neighbour() {
+        let port: SocketAddr = DEFAULT_ADMIN.parse().unwrap();
+        // statsd (8125, its admin 8126), DogStatsD (8125), statsd_exporter (9125 statsd, 9102 web),
+        // Prometheus (9090), Alertmanager (9093), node_exporter (9100), Grafana (3000), the Datadog
+        // agent (5000-5002, 8126 APM).
+        for taken in [
+            8125, 8126, 9125, 9102, 9090, 9091, 9093, 9100, 3000, 5000, 5001, 5002,
+        ] {
+            assert_ne!(port.port(), taken);
+        }
+        assert!(
+            port.ip().is_loopback(),
+            "the admin API is loopback-only by default"
+        );
+    }
+
+    #[test]
     fn sizes_are_whole_bytes() {
         assert_eq!(parse_bytes("1.5KiB"), Ok(1536));
         assert!(parse_bytes("1.5").is_err(), "1.5 bytes is not a size");
