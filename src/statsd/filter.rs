@@ -1,0 +1,665 @@
+//! A target's line settings: which lines it gets (include/exclude by name, tags-include/-exclude),
+//! which share (sample by name or line), and how its copy is rewritten (prefix, add-tags).
+//!
+//! [`LineFilter::apply`] turns one received datagram into this target's copy: the kept lines, in
+//! their order, rewritten, packed into as few datagrams as `max-datagram` allows (a rewrite can only
+//! grow a line by the prefix and the tags; a datagram is cut only between lines). It counts every
+//! line under one outcome, and adds a 64-bit hash of each line it keeps into an order-independent
+//! digest for the parity ledger.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt as _;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::{What, lines, parse};
+
+/// `sample-by`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SampleBy {
+    /// Keep a fixed set of names, chosen by a stable hash: complete series for a subset.
+    #[default]
+    Name,
+    /// Keep each line at random, scaling up `@rate` of counts and samples so totals stay unbiased.
+    Line,
+}
+
+/// `malformed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnMalformed {
+    /// Forward it unchanged (and count it).
+    #[default]
+    Forward,
+    /// Drop it (and count it).
+    Drop,
+}
+
+/// A target's line settings, as configured.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct LineSettings {
+    /// Name globs to keep (none: every name).
+    pub include: Vec<String>,
+    /// Name globs to drop; wins over `include`.
+    pub exclude: Vec<String>,
+    /// Tag globs of which a line must carry one (none: any line).
+    pub tags_include: Vec<String>,
+    /// Tag globs of which a line must carry none.
+    pub tags_exclude: Vec<String>,
+    /// Fraction kept, in (0, 1].
+    pub sample: Option<f64>,
+    /// How the fraction is chosen.
+    pub sample_by: SampleBy,
+    /// Tags added to every line of this target's copy.
+    pub add_tags: Vec<String>,
+    /// Prefix added to every metric and service check name of this target's copy.
+    pub prefix: String,
+    /// What to do with lines that are not statsd.
+    pub malformed: OnMalformed,
+}
+
+impl LineSettings {
+    /// No line setting at all: the target gets every datagram as received, unparsed.
+    pub fn is_passthrough(&self) -> bool {
+        self.include.is_empty()
+            && self.exclude.is_empty()
+            && self.tags_include.is_empty()
+            && self.tags_exclude.is_empty()
+            && self.sample.is_none()
+            && self.add_tags.is_empty()
+            && self.prefix.is_empty()
+    }
+
+    /// Checks the settings; the error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, globs) in [
+            ("include", &self.include),
+            ("exclude", &self.exclude),
+            ("tags-include", &self.tags_include),
+            ("tags-exclude", &self.tags_exclude),
+        ] {
+            glob_set(globs).map_err(|e| format!("{key}: {e}"))?;
+        }
+        if let Some(s) = self.sample {
+            if !(s > 0.0 && s <= 1.0) {
+                return Err(format!("sample {s}: expected a fraction in (0, 1]"));
+            }
+        }
+        for t in &self.add_tags {
+            if t.is_empty() || t.bytes().any(|b| matches!(b, b',' | b'|' | b'\n' | b'#')) {
+                return Err(format!(
+                    "add-tags {t:?}: a tag is non-empty, without ',', '|', '#' or newline"
+                ));
+            }
+        }
+        if self
+            .prefix
+            .bytes()
+            .any(|b| matches!(b, b':' | b'|' | b'\n' | b'@' | b'#'))
+        {
+            return Err(format!(
+                "prefix {:?}: no ':', '|', '@', '#' or newline",
+                self.prefix
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn glob_set(globs: &[String]) -> Result<Option<GlobSet>, String> {
+    if globs.is_empty() {
+        return Ok(None);
+    }
+    let mut b = GlobSetBuilder::new();
+    for g in globs {
+        b.add(Glob::new(g).map_err(|e| format!("{g:?}: {e}"))?);
+    }
+    b.build().map(Some).map_err(|e| e.to_string())
+}
+
+fn matches(set: &GlobSet, bytes: &[u8]) -> bool {
+    set.is_match(OsStr::from_bytes(bytes))
+}
+
+/// What happened to the lines of the datagrams a filter saw.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LineCounts {
+    /// Lines seen.
+    pub offered: u64,
+    /// Lines kept (put in this target's copy).
+    pub kept: u64,
+    /// Lines removed by include/exclude/tags.
+    pub filtered: u64,
+    /// Lines removed by `sample`.
+    pub sampled_out: u64,
+    /// Lines that are not statsd (forwarded or dropped, by `malformed`).
+    pub malformed: u64,
+    /// Malformed lines dropped (`malformed = "drop"`).
+    pub malformed_dropped: u64,
+}
+
+/// A target's compiled line settings.
+#[derive(Debug)]
+pub struct LineFilter {
+    include: Option<GlobSet>,
+    exclude: Option<GlobSet>,
+    tags_include: Option<GlobSet>,
+    tags_exclude: Option<GlobSet>,
+    /// Keep a name when its hash is below this (sample-by name).
+    name_threshold: Option<u64>,
+    /// Keep a line with this probability (sample-by line).
+    line_fraction: Option<f64>,
+    add_tags: Vec<u8>,
+    prefix: Vec<u8>,
+    drop_malformed: bool,
+    max_datagram: usize,
+}
+
+/// A datagram of this target's copy: a range of the output buffer, its lines and their digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    /// Start in the output buffer.
+    pub start: usize,
+    /// End in the output buffer.
+    pub end: usize,
+    /// Lines in it.
+    pub lines: u32,
+    /// Sum of the 64-bit hashes of its lines.
+    pub digest: u64,
+}
+
+impl LineFilter {
+    /// Compiles `s` (already validated) for datagrams of at most `max_datagram` bytes.
+    pub fn new(s: &LineSettings, max_datagram: usize) -> Result<Self, String> {
+        s.validate()?;
+        Ok(Self {
+            include: glob_set(&s.include)?,
+            exclude: glob_set(&s.exclude)?,
+            tags_include: glob_set(&s.tags_include)?,
+            tags_exclude: glob_set(&s.tags_exclude)?,
+            name_threshold: match (s.sample, s.sample_by) {
+                (Some(f), SampleBy::Name) if f < 1.0 => Some((f * u64::MAX as f64) as u64),
+                _ => None,
+            },
+            line_fraction: match (s.sample, s.sample_by) {
+                (Some(f), SampleBy::Line) if f < 1.0 => Some(f),
+                _ => None,
+            },
+            add_tags: s.add_tags.join(",").into_bytes(),
+            prefix: s.prefix.clone().into_bytes(),
+            drop_malformed: s.malformed == OnMalformed::Drop,
+            max_datagram,
+        })
+    }
+
+    /// True when a name is in the sampled share (sample-by name): the same names everywhere, always.
+    pub fn name_kept(&self, name: &[u8]) -> bool {
+        self.name_threshold.is_none_or(|t| xxh3_64(name) < t)
+    }
+
+    /// Filters and rewrites one datagram into `out`, appending its parts to `parts` (none when
+    /// every line is removed) and counting its lines into `counts`.
+    pub fn apply(
+        &self,
+        datagram: &[u8],
+        out: &mut Vec<u8>,
+        parts: &mut Vec<Part>,
+        counts: &mut LineCounts,
+        rng: &mut fastrand::Rng,
+    ) {
+        let mut part = Part {
+            start: out.len(),
+            end: out.len(),
+            lines: 0,
+            digest: 0,
+        };
+        for raw in lines(datagram) {
+            counts.offered += 1;
+            let line_start = out.len();
+            match parse(raw) {
+                Err(_) => {
+                    counts.malformed += 1;
+                    if self.drop_malformed {
+                        counts.malformed_dropped += 1;
+                        continue;
+                    }
+                    out.extend_from_slice(raw);
+                }
+                Ok(line) => {
+                    let name = line.name();
+                    if self.include.as_ref().is_some_and(|s| !matches(s, name))
+                        || self.exclude.as_ref().is_some_and(|s| matches(s, name))
+                        || self
+                            .tags_include
+                            .as_ref()
+                            .is_some_and(|s| !line.tag_iter().any(|t| matches(s, t)))
+                        || self
+                            .tags_exclude
+                            .as_ref()
+                            .is_some_and(|s| line.tag_iter().any(|t| matches(s, t)))
+                    {
+                        counts.filtered += 1;
+                        continue;
+                    }
+                    if !self.name_kept(name) {
+                        counts.sampled_out += 1;
+                        continue;
+                    }
+                    let mut scale = None;
+                    if let Some(f) = self.line_fraction {
+                        if rng.f64() >= f {
+                            counts.sampled_out += 1;
+                            continue;
+                        }
+                        scale = Some(f);
+                    }
+                    self.rewrite(&line, scale, out);
+                }
+            }
+            counts.kept += 1;
+            // A line that does not fit after the others starts the next datagram.
+            let len = out.len() - line_start;
+            let sep = usize::from(part.lines > 0);
+            if part.lines > 0 && line_start + len - part.start + sep > self.max_datagram {
+                let line = out[line_start..].to_vec();
+                out.truncate(line_start);
+                parts.push(part);
+                part = Part {
+                    start: out.len(),
+                    end: out.len(),
+                    lines: 0,
+                    digest: 0,
+                };
+                out.extend_from_slice(&line);
+            } else if part.lines > 0 {
+                out.insert(line_start, b'\n');
+            }
+            let body = &out[out.len() - len..];
+            part.digest = part.digest.wrapping_add(xxh3_64(body));
+            part.lines += 1;
+            part.end = out.len();
+        }
+        if part.lines > 0 {
+            parts.push(part);
+        }
+    }
+
+    /// Appends `line` to `out` with this target's prefix and tags, and `@rate` scaled by `scale`
+    /// for counts and samples (sample-by line).
+    fn rewrite(&self, line: &super::Line<'_>, scale: Option<f64>, out: &mut Vec<u8>) {
+        let b = line.bytes;
+        // Edits as (position, bytes replaced from there, what goes in), applied in position order.
+        let mut edits: [(usize, usize, Edit); 3] = [(0, 0, Edit::None); 3];
+        if !self.prefix.is_empty() {
+            match line.what {
+                What::Metric { .. } => edits[0] = (0, 0, Edit::Prefix),
+                // After `_sc|`.
+                What::ServiceCheck { .. } => edits[0] = (4, 0, Edit::Prefix),
+                What::Event { .. } => {}
+            }
+        }
+        if let (
+            What::Metric {
+                kind,
+                type_end,
+                rate,
+                ..
+            },
+            Some(f),
+        ) = (line.what, scale)
+        {
+            if kind.is_sampled() {
+                let old = rate
+                    .and_then(|(s, e)| std::str::from_utf8(&b[s..e]).ok()?.parse::<f64>().ok())
+                    .unwrap_or(1.0);
+                edits[1] = match rate {
+                    Some((s, e)) => (s, e - s, Edit::Rate(old * f, false)),
+                    None => (type_end, 0, Edit::Rate(f, true)),
+                };
+            }
+        }
+        if !self.add_tags.is_empty() {
+            edits[2] = match (line.tags_at, line.tags, line.what) {
+                // After the existing list.
+                (Some(t), Some(tags), _) => {
+                    (t + 2 + tags.len(), 0, Edit::Tags(!tags.is_empty(), false))
+                }
+                // Before a service check's message, which must stay last.
+                (
+                    _,
+                    _,
+                    What::ServiceCheck {
+                        message_at: Some(m),
+                        ..
+                    },
+                ) => (m, 0, Edit::Tags(false, true)),
+                _ => (b.len(), 0, Edit::Tags(false, true)),
+            };
+        }
+        edits.sort_by_key(|e| e.0);
+        let mut at = 0;
+        for (pos, replaced, edit) in edits {
+            if matches!(edit, Edit::None) {
+                continue;
+            }
+            out.extend_from_slice(&b[at..pos]);
+            match edit {
+                Edit::None => {}
+                Edit::Prefix => out.extend_from_slice(&self.prefix),
+                Edit::Rate(r, new_field) => {
+                    if new_field {
+                        out.extend_from_slice(b"|@");
+                    }
+                    out.extend_from_slice(format_rate(r).as_bytes());
+                }
+                Edit::Tags(comma, new_field) => {
+                    if new_field {
+                        out.extend_from_slice(b"|#");
+                    } else if comma {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(&self.add_tags);
+                }
+            }
+            at = pos + replaced;
+        }
+        out.extend_from_slice(&b[at..]);
+    }
+}
+
+/// One change [`LineFilter::rewrite`] makes to a line.
+#[derive(Debug, Clone, Copy)]
+enum Edit {
+    None,
+    Prefix,
+    /// The new rate, and whether the `|@` field is new.
+    Rate(f64, bool),
+    /// Whether a comma separates the new tags from existing ones, and whether the `|#` is new.
+    Tags(bool, bool),
+}
+
+/// A sample rate with enough digits to be exact for what clients send, and no trailing zeros.
+fn format_rate(r: f64) -> String {
+    let s = format!("{r:.6}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s.is_empty() || s == "0" {
+        "0.000001".into()
+    } else {
+        s.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> LineSettings {
+        LineSettings::default()
+    }
+
+    fn run(s: &LineSettings, datagram: &str) -> (Vec<String>, LineCounts) {
+        let f = LineFilter::new(s, 65535).unwrap();
+        let (mut out, mut parts, mut counts) = (Vec::new(), Vec::new(), LineCounts::default());
+        f.apply(
+            datagram.as_bytes(),
+            &mut out,
+            &mut parts,
+            &mut counts,
+            &mut fastrand::Rng::with_seed(7),
+        );
+        let texts = parts
+            .iter()
+            .map(|p| String::from_utf8(out[p.start..p.end].to_vec()).unwrap())
+            .collect();
+        (texts, counts)
+    }
+
+    #[test]
+    fn include_and_exclude_match_names_exactly_and_exclude_wins() {
+        let s = LineSettings {
+            include: vec!["api.*".into(), "bench.s1".into()],
+            exclude: vec!["api.debug.*".into()],
+            ..settings()
+        };
+        let (out, c) = run(
+            &s,
+            "api.req:1|c\nbench.s10:1|c\nbench.s1:2|c\napi.debug.x:1|c\nweb.req:1|c\n",
+        );
+        assert_eq!(out, ["api.req:1|c\nbench.s1:2|c"]);
+        assert_eq!(
+            c,
+            LineCounts {
+                offered: 5,
+                kept: 2,
+                filtered: 3,
+                ..LineCounts::default()
+            }
+        );
+    }
+
+    #[test]
+    fn tags_select_lines_and_events_match_by_title() {
+        let s = LineSettings {
+            tags_include: vec!["env:prod".into()],
+            tags_exclude: vec!["noisy*".into()],
+            ..settings()
+        };
+        let (out, _) = run(
+            &s,
+            "a:1|c|#env:prod\nb:1|c|#env:dev\nc:1|c|#env:prod,noisy:yes\n_e{2,1}:hi|x|#env:prod\nd:1|c",
+        );
+        assert_eq!(out, ["a:1|c|#env:prod\n_e{2,1}:hi|x|#env:prod"]);
+        let s = LineSettings {
+            include: vec!["deploy*".into(), "db.*".into()],
+            ..settings()
+        };
+        let (out, _) = run(
+            &s,
+            "_e{9,1}:deploy v2|x\n_e{5,1}:other|x\n_sc|db.up|0\n_sc|web|0",
+        );
+        assert_eq!(out, ["_e{9,1}:deploy v2|x\n_sc|db.up|0"]);
+    }
+
+    #[test]
+    fn prefix_and_tags_rewrite_only_the_copy() {
+        let s = LineSettings {
+            add_tags: vec!["shadow:true".into()],
+            prefix: "shadow.".into(),
+            ..settings()
+        };
+        let (out, _) = run(
+            &s,
+            "a:1|c\nb:2|g|#env:prod|T123\n_sc|db|0|#x|m:msg | with bar\n_e{2,1}:hi|x",
+        );
+        assert_eq!(
+            out,
+            [
+                "shadow.a:1|c|#shadow:true\nshadow.b:2|g|#env:prod,shadow:true|T123\n_sc|shadow.db|0|#x,shadow:true|m:msg | with bar\n_e{2,1}:hi|x|#shadow:true"
+            ]
+        );
+        let s = LineSettings {
+            add_tags: vec!["shadow:true".into()],
+            ..settings()
+        };
+        let (out, _) = run(&s, "_sc|db|0|m:down");
+        assert_eq!(
+            out,
+            ["_sc|db|0|#shadow:true|m:down"],
+            "the message stays last"
+        );
+        for line in out[0].lines() {
+            assert!(parse(line.as_bytes()).is_ok(), "{line}");
+        }
+    }
+
+    #[test]
+    fn sampling_by_name_is_stable_and_complete() {
+        let s = LineSettings {
+            sample: Some(0.5),
+            ..settings()
+        };
+        let names: Vec<String> = (0..1000).map(|i| format!("m{i}")).collect();
+        let datagram: String = names
+            .iter()
+            .map(|n| format!("{n}:1|c\n{n}:2|c\n"))
+            .collect();
+        let (out, c) = run(&s, &datagram);
+        let kept: Vec<&str> = out[0].lines().collect();
+        assert_eq!(c.kept + c.sampled_out, 2000);
+        assert!(
+            (400..600).contains(&(c.kept / 2)),
+            "about half the names: {c:?}"
+        );
+        for pair in kept.chunks(2) {
+            let n = |l: &str| l.split(':').next().unwrap().to_owned();
+            assert_eq!(
+                n(pair[0]),
+                n(pair[1]),
+                "a name is kept whole: every line of it"
+            );
+        }
+        assert_eq!(run(&s, &datagram).0, out, "the same names every time");
+    }
+
+    #[test]
+    fn sampling_by_line_scales_rates_of_counts_only() {
+        let s = LineSettings {
+            sample: Some(0.5),
+            sample_by: SampleBy::Line,
+            ..settings()
+        };
+        let datagram: String = (0..400).map(|_| "c:1|c|@0.5\ng:1|g\nt:3|ms\n").collect();
+        let (out, c) = run(&s, &datagram);
+        assert!(
+            (500..700).contains(&c.kept),
+            "about half of 1200 lines: {c:?}"
+        );
+        for line in out[0].lines() {
+            match line.split(':').next().unwrap() {
+                "c" => assert_eq!(line, "c:1|c|@0.25"),
+                "g" => assert_eq!(line, "g:1|g", "gauges are not scaled"),
+                "t" => assert_eq!(line, "t:3|ms|@0.5"),
+                other => panic!("{other}"),
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_lines_follow_the_setting_and_are_counted() {
+        let mut s = LineSettings {
+            include: vec!["*".into()],
+            ..settings()
+        };
+        let (out, c) = run(&s, "a:1|c\ngarbage\nb:1|x");
+        assert_eq!(out, ["a:1|c\ngarbage\nb:1|x"]);
+        assert_eq!((c.malformed, c.malformed_dropped, c.kept), (2, 0, 3));
+        s.malformed = OnMalformed::Drop;
+        let (out, c) = run(&s, "a:1|c\ngarbage\nb:1|x");
+        assert_eq!(out, ["a:1|c"]);
+        assert_eq!((c.malformed, c.malformed_dropped, c.kept), (2, 2, 1));
+        let (out, _) = run(&s, "garbage");
+        assert!(out.is_empty(), "nothing kept: nothing to send");
+    }
+
+    #[test]
+    fn a_grown_copy_is_cut_between_lines_under_max_datagram() {
+        let s = LineSettings {
+            prefix: "shadow.".into(),
+            ..settings()
+        };
+        let f = LineFilter::new(&s, 40).unwrap();
+        let datagram = "aaaa:1|c\nbbbb:1|c\ncccc:1|c\ndddd:1|c";
+        let (mut out, mut parts, mut counts) = (Vec::new(), Vec::new(), LineCounts::default());
+        f.apply(
+            datagram.as_bytes(),
+            &mut out,
+            &mut parts,
+            &mut counts,
+            &mut fastrand::Rng::new(),
+        );
+        let texts: Vec<&str> = parts
+            .iter()
+            .map(|p| std::str::from_utf8(&out[p.start..p.end]).unwrap())
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                "shadow.aaaa:1|c\nshadow.bbbb:1|c",
+                "shadow.cccc:1|c\nshadow.dddd:1|c"
+            ]
+        );
+        assert!(texts.iter().all(|t| t.len() <= 40));
+        assert_eq!(parts.iter().map(|p| p.lines).sum::<u32>(), 4);
+    }
+
+    #[test]
+    fn the_digest_is_the_same_whatever_the_order_and_packing() {
+        let s = LineSettings {
+            include: vec!["*".into()],
+            ..settings()
+        };
+        let f = LineFilter::new(&s, 65535).unwrap();
+        let digest = |d: &str| {
+            let (mut out, mut parts, mut counts) = (Vec::new(), Vec::new(), LineCounts::default());
+            for dg in d.split('/') {
+                f.apply(
+                    dg.as_bytes(),
+                    &mut out,
+                    &mut parts,
+                    &mut counts,
+                    &mut fastrand::Rng::new(),
+                );
+            }
+            parts.iter().fold(0u64, |a, p| a.wrapping_add(p.digest))
+        };
+        assert_eq!(digest("a:1|c\nb:2|g/c:3|ms"), digest("c:3|ms/b:2|g\na:1|c"));
+        assert_ne!(digest("a:1|c"), digest("a:2|c"));
+    }
+
+    #[test]
+    fn bad_settings_name_the_key() {
+        for (s, key) in [
+            (
+                LineSettings {
+                    include: vec!["[".into()],
+                    ..settings()
+                },
+                "include",
+            ),
+            (
+                LineSettings {
+                    sample: Some(0.0),
+                    ..settings()
+                },
+                "sample",
+            ),
+            (
+                LineSettings {
+                    sample: Some(1.5),
+                    ..settings()
+                },
+                "sample",
+            ),
+            (
+                LineSettings {
+                    add_tags: vec!["a,b".into()],
+                    ..settings()
+                },
+                "add-tags",
+            ),
+            (
+                LineSettings {
+                    prefix: "a:b".into(),
+                    ..settings()
+                },
+                "prefix",
+            ),
+        ] {
+            let e = s.validate().unwrap_err();
+            assert!(e.starts_with(key), "{e}");
+        }
+    }
+}

@@ -1,0 +1,453 @@
+//! statsd and DogStatsD lines, parsed in place.
+//!
+//! A datagram holds lines separated by `\n` (a trailing newline is allowed, empty lines are
+//! skipped). Each line is one of (the DogStatsD datagram format, which extends statsd's):
+//! - a metric: `name:value[:value...]|type[|@rate][|#tag,tag:v][|T1656581400][|c:container][|e:...]
+//!   [|card:...]`, with `type` one of `c`, `g`, `ms`, `h`, `s`, `d`; fields it does not know are kept;
+//! - an event: `_e{TITLE_LEN,TEXT_LEN}:title|text[|d:..|h:..|p:..|t:..|k:..|s:..|#tags]`, lengths
+//!   in bytes;
+//! - a service check: `_sc|name|status[|d:..|h:..|#tags|m:message]`, status 0-3.
+//!
+//! [`parse`] borrows the line and returns where its parts are; it never copies, allocates or panics,
+//! and anything else is [`Malformed`] with the reason. [`filter`] applies a target's settings.
+
+pub mod filter;
+
+use std::fmt;
+
+/// A metric's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `c`
+    Counter,
+    /// `g`
+    Gauge,
+    /// `ms`
+    Timer,
+    /// `h`
+    Histogram,
+    /// `s`
+    Set,
+    /// `d`
+    Distribution,
+}
+
+impl Kind {
+    fn of(b: &[u8]) -> Option<Self> {
+        Some(match b {
+            b"c" => Self::Counter,
+            b"g" => Self::Gauge,
+            b"ms" => Self::Timer,
+            b"h" => Self::Histogram,
+            b"s" => Self::Set,
+            b"d" => Self::Distribution,
+            _ => return None,
+        })
+    }
+
+    /// Counts and samples: a client that sampled them says so with `@rate`, and the receiver scales
+    /// them back up by `1/rate`.
+    pub fn is_sampled(self) -> bool {
+        matches!(
+            self,
+            Self::Counter | Self::Timer | Self::Histogram | Self::Distribution
+        )
+    }
+}
+
+/// One parsed line; offsets are into the line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Line<'a> {
+    /// The whole line, as received.
+    pub bytes: &'a [u8],
+    /// What it is.
+    pub what: What<'a>,
+    /// The tag list after `#`, without it (`a:b,c`), if the line has one.
+    pub tags: Option<&'a [u8]>,
+    /// Offset of the `|` that starts the tags field, if any.
+    pub tags_at: Option<usize>,
+}
+
+/// The kind of a line and its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum What<'a> {
+    /// A metric.
+    Metric {
+        /// The metric name.
+        name: &'a [u8],
+        /// Its type.
+        kind: Kind,
+        /// Offset just past the type (where `|@rate` goes if added).
+        type_end: usize,
+        /// The `@rate` field's value (without `@`) as a range of the line, if present.
+        rate: Option<(usize, usize)>,
+    },
+    /// An event, by title.
+    Event {
+        /// The title.
+        title: &'a [u8],
+    },
+    /// A service check, by name.
+    ServiceCheck {
+        /// The check's name.
+        name: &'a [u8],
+        /// Offset of the `|m:` message field, which must stay last, if any.
+        message_at: Option<usize>,
+    },
+}
+
+impl<'a> Line<'a> {
+    /// The name filters match: a metric's name, an event's title, a service check's name.
+    pub fn name(&self) -> &'a [u8] {
+        match self.what {
+            What::Metric { name, .. } | What::ServiceCheck { name, .. } => name,
+            What::Event { title } => title,
+        }
+    }
+
+    /// The line's tags, one by one.
+    pub fn tag_iter(&self) -> impl Iterator<Item = &'a [u8]> {
+        self.tags
+            .into_iter()
+            .flat_map(|t| t.split(|&b| b == b','))
+            .filter(|t| !t.is_empty())
+    }
+}
+
+/// Why a line is not statsd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Malformed {
+    /// No `:` before the first `|`, or an empty name.
+    NoName,
+    /// No value, or an empty one among several.
+    NoValue,
+    /// No `|type`, or a type that is none of c, g, ms, h, s, d.
+    BadType,
+    /// An empty field (`||`) or a `@rate` that is not a positive number.
+    BadField,
+    /// An event whose header or lengths do not match its title and text.
+    BadEvent,
+    /// A service check without name or with a status other than 0-3.
+    BadServiceCheck,
+}
+
+impl fmt::Display for Malformed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NoName => "no metric name",
+            Self::NoValue => "no value",
+            Self::BadType => "no or unknown metric type",
+            Self::BadField => "an empty field or a bad sample rate",
+            Self::BadEvent => "an event header that does not match its title and text",
+            Self::BadServiceCheck => "a service check without name or with a status not 0-3",
+        })
+    }
+}
+
+/// The lines of a datagram: split on `\n`, empty lines skipped.
+pub fn lines(datagram: &[u8]) -> impl Iterator<Item = &[u8]> {
+    datagram.split(|&b| b == b'\n').filter(|l| !l.is_empty())
+}
+
+fn find(hay: &[u8], from: usize, b: u8) -> Option<usize> {
+    hay.get(from..)?
+        .iter()
+        .position(|&c| c == b)
+        .map(|p| p + from)
+}
+
+/// Parses one line (without its `\n`).
+pub fn parse(line: &[u8]) -> Result<Line<'_>, Malformed> {
+    if line.starts_with(b"_e{") {
+        return parse_event(line);
+    }
+    if line.starts_with(b"_sc|") {
+        return parse_service_check(line);
+    }
+    let colon = find(line, 0, b':').ok_or(Malformed::NoName)?;
+    let first_bar = find(line, 0, b'|').ok_or(Malformed::BadType)?;
+    if colon == 0 || first_bar < colon {
+        return Err(Malformed::NoName);
+    }
+    let name = &line[..colon];
+    let values = &line[colon + 1..first_bar];
+    if values.is_empty() || values.split(|&b| b == b':').any(<[u8]>::is_empty) {
+        return Err(Malformed::NoValue);
+    }
+    let type_start = first_bar + 1;
+    let type_end = find(line, type_start, b'|').unwrap_or(line.len());
+    let kind = Kind::of(&line[type_start..type_end]).ok_or(Malformed::BadType)?;
+    let mut parsed = Line {
+        bytes: line,
+        what: What::Metric {
+            name,
+            kind,
+            type_end,
+            rate: None,
+        },
+        tags: None,
+        tags_at: None,
+    };
+    let mut rate = None;
+    for (at, field) in fields(line, type_end) {
+        match field.first() {
+            None => return Err(Malformed::BadField),
+            Some(b'@') => {
+                let ok = std::str::from_utf8(&field[1..])
+                    .ok()
+                    .and_then(|s| s.parse::<f64>().ok())
+                    .is_some_and(|r| r.is_finite() && r > 0.0);
+                if !ok || rate.is_some() {
+                    return Err(Malformed::BadField);
+                }
+                rate = Some((at + 2, at + 1 + field.len()));
+            }
+            Some(b'#') => tags_field(&mut parsed, at, field)?,
+            // T (timestamp), c: (container), e: (external data), card: and anything newer: kept.
+            Some(_) => {}
+        }
+    }
+    if let What::Metric { rate: r, .. } = &mut parsed.what {
+        *r = rate;
+    }
+    Ok(parsed)
+}
+
+/// The `|`-separated fields of `line` after `from` (where a `|` is or the line ends), with the
+/// offset of each field's `|`.
+fn fields(line: &[u8], from: usize) -> impl Iterator<Item = (usize, &[u8])> {
+    let rest = line.get(from..).unwrap_or_default();
+    let rest = rest.strip_prefix(b"|").unwrap_or(rest);
+    let mut at = from;
+    rest.split(|&b| b == b'|')
+        .filter(move |_| from < line.len())
+        .map(move |f| {
+            let here = at;
+            at += f.len() + 1;
+            (here, f)
+        })
+}
+
+fn tags_field<'a>(parsed: &mut Line<'a>, at: usize, field: &'a [u8]) -> Result<(), Malformed> {
+    if parsed.tags.is_some() {
+        return Err(Malformed::BadField);
+    }
+    parsed.tags = Some(&field[1..]);
+    parsed.tags_at = Some(at);
+    Ok(())
+}
+
+fn parse_event(line: &[u8]) -> Result<Line<'_>, Malformed> {
+    let bad = Malformed::BadEvent;
+    let close = find(line, 3, b'}').ok_or(bad)?;
+    let header = std::str::from_utf8(&line[3..close]).map_err(|_| bad)?;
+    let (a, b) = header.split_once(',').ok_or(bad)?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+    if !digits(a) || !digits(b) {
+        return Err(bad);
+    }
+    let (title_len, text_len): (usize, usize) =
+        (a.parse().map_err(|_| bad)?, b.parse().map_err(|_| bad)?);
+    if line.get(close + 1) != Some(&b':') || title_len == 0 {
+        return Err(bad);
+    }
+    let title_start = close + 2;
+    let title_end = title_start.checked_add(title_len).ok_or(bad)?;
+    let text_end = title_end
+        .checked_add(1)
+        .and_then(|t| t.checked_add(text_len))
+        .ok_or(bad)?;
+    if text_end > line.len() || line[title_end] != b'|' {
+        return Err(bad);
+    }
+    if text_end < line.len() && line[text_end] != b'|' {
+        return Err(bad);
+    }
+    let mut parsed = Line {
+        bytes: line,
+        what: What::Event {
+            title: &line[title_start..title_end],
+        },
+        tags: None,
+        tags_at: None,
+    };
+    for (at, field) in fields(line, text_end) {
+        match field.first() {
+            None => return Err(bad),
+            Some(b'#') => tags_field(&mut parsed, at, field).map_err(|_| bad)?,
+            Some(_) => {}
+        }
+    }
+    Ok(parsed)
+}
+
+fn parse_service_check(line: &[u8]) -> Result<Line<'_>, Malformed> {
+    let bad = Malformed::BadServiceCheck;
+    let name_end = find(line, 4, b'|').ok_or(bad)?;
+    let name = &line[4..name_end];
+    let status_end = find(line, name_end + 1, b'|').unwrap_or(line.len());
+    if name.is_empty() || !matches!(&line[name_end + 1..status_end], b"0" | b"1" | b"2" | b"3") {
+        return Err(bad);
+    }
+    let mut parsed = Line {
+        bytes: line,
+        what: What::ServiceCheck {
+            name,
+            message_at: None,
+        },
+        tags: None,
+        tags_at: None,
+    };
+    let mut message_at = None;
+    for (at, field) in fields(line, status_end) {
+        if message_at.is_some() {
+            // The message is the last field and may itself contain `|`.
+            break;
+        }
+        match field.first() {
+            None => return Err(bad),
+            Some(b'#') => tags_field(&mut parsed, at, field).map_err(|_| bad)?,
+            Some(b'm') if field.starts_with(b"m:") => message_at = Some(at),
+            Some(_) => {}
+        }
+    }
+    if let What::ServiceCheck { message_at: m, .. } = &mut parsed.what {
+        *m = message_at;
+    }
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metric(line: &str) -> (String, Kind, Option<String>, Option<String>) {
+        let l = parse(line.as_bytes()).unwrap_or_else(|e| panic!("{line}: {e}"));
+        let What::Metric {
+            name, kind, rate, ..
+        } = l.what
+        else {
+            panic!("{line}: not a metric")
+        };
+        let s = |b: &[u8]| String::from_utf8(b.to_vec()).unwrap();
+        (
+            s(name),
+            kind,
+            rate.map(|(a, b)| s(&l.bytes[a..b])),
+            l.tags.map(s),
+        )
+    }
+
+    #[test]
+    fn metrics_of_every_type_and_field() {
+        assert_eq!(
+            metric("page.views:1|c"),
+            ("page.views".into(), Kind::Counter, None, None)
+        );
+        assert_eq!(
+            metric("fuel.level:0.5|g|#env:prod,shadow"),
+            (
+                "fuel.level".into(),
+                Kind::Gauge,
+                None,
+                Some("env:prod,shadow".into())
+            )
+        );
+        assert_eq!(
+            metric(
+                "song.length:240|h|@0.5|#genre:rock|T1656581400|c:abc123|e:it-false|card:low|x9"
+            ),
+            (
+                "song.length".into(),
+                Kind::Histogram,
+                Some("0.5".into()),
+                Some("genre:rock".into())
+            )
+        );
+        assert_eq!(metric("users.uniques:1234|s").1, Kind::Set);
+        assert_eq!(metric("req.time:12:13:14|ms").1, Kind::Timer);
+        assert_eq!(metric("latency:1.5|d|@1").1, Kind::Distribution);
+    }
+
+    #[test]
+    fn events_and_service_checks_by_title_and_name() {
+        let e = parse(b"_e{5,4}:Hello|text|p:low|#env:prod").unwrap();
+        assert_eq!(e.what, What::Event { title: b"Hello" });
+        assert_eq!(e.tags, Some(&b"env:prod"[..]));
+        let e = parse(b"_e{3,6}:a|b|c|d|ef").unwrap();
+        assert_eq!(
+            e.name(),
+            b"a|b",
+            "lengths, not separators, delimit the title"
+        );
+        let sc = parse(b"_sc|db.up|0|d:1|#env:prod|m:it is | fine").unwrap();
+        assert_eq!(sc.name(), b"db.up");
+        assert!(matches!(
+            sc.what,
+            What::ServiceCheck {
+                message_at: Some(_),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn malformed_lines_say_why() {
+        for (line, why) in [
+            (&b"no-colon|c"[..], Malformed::NoName),
+            (b":1|c", Malformed::NoName),
+            (b"a|b:1|c", Malformed::NoName),
+            (b"a:|c", Malformed::NoValue),
+            (b"a:1::2|c", Malformed::NoValue),
+            (b"a:1", Malformed::BadType),
+            (b"a:1|x", Malformed::BadType),
+            (b"a:1|c||#t", Malformed::BadField),
+            (b"a:1|c|@zero", Malformed::BadField),
+            (b"a:1|c|@-1", Malformed::BadField),
+            (b"a:1|c|@0.5|@0.5", Malformed::BadField),
+            (b"_e{5,4}:Hi|text", Malformed::BadEvent),
+            (b"_e{99999999999999999999,1}:a|b", Malformed::BadEvent),
+            (b"_e{2,2}:ab|cdef", Malformed::BadEvent),
+            (b"_sc|name|7", Malformed::BadServiceCheck),
+            (b"_sc||0", Malformed::BadServiceCheck),
+        ] {
+            assert_eq!(parse(line), Err(why), "{}", String::from_utf8_lossy(line));
+        }
+    }
+
+    #[test]
+    fn lines_split_on_newlines_and_skip_empty_ones() {
+        let d = b"a:1|c\nb:2|g\n\nc:3|ms\n";
+        let v: Vec<&[u8]> = lines(d).collect();
+        assert_eq!(v, [&b"a:1|c"[..], b"b:2|g", b"c:3|ms"]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            for line in lines(&bytes) {
+                let _ = parse(line);
+            }
+        }
+
+        #[test]
+        fn valid_lines_keep_their_bytes_and_parts(
+            name in "[a-z][a-z0-9._]{0,20}",
+            value in "[0-9]{1,5}(\\.[0-9]{1,3})?",
+            kind in proptest::sample::select(vec!["c", "g", "ms", "h", "s", "d"]),
+            rate in proptest::option::of("0\\.[1-9]"),
+            tags in proptest::option::of("[a-z]{1,5}:[a-z0-9]{1,5}(,[a-z]{1,5})?"),
+        ) {
+            let mut line = format!("{name}:{value}|{kind}");
+            if let Some(r) = &rate { line.push_str(&format!("|@{r}")); }
+            if let Some(t) = &tags { line.push_str(&format!("|#{t}")); }
+            let parsed = parse(line.as_bytes()).unwrap();
+            proptest::prop_assert_eq!(parsed.bytes, line.as_bytes());
+            proptest::prop_assert_eq!(parsed.name(), name.as_bytes());
+            proptest::prop_assert_eq!(parsed.tags, tags.as_deref().map(str::as_bytes));
+            if let What::Metric { rate: r, .. } = parsed.what {
+                proptest::prop_assert_eq!(r.map(|(a, b)| &line.as_bytes()[a..b]), rate.as_deref().map(str::as_bytes));
+            }
+        }
+    }
+}
