@@ -118,6 +118,7 @@ impl From<ControlError> for Answer {
 enum Route {
     Metrics,
     Latency,
+    Parity(Option<String>),
     Healthz,
     Readyz,
     Targets,
@@ -127,9 +128,20 @@ enum Route {
     Unknown,
 }
 
-fn route_of(path: &str) -> Route {
+fn route_of(path_and_query: &str) -> Route {
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    let primary = query.split('&').find_map(|kv| {
+        let v = kv.strip_prefix("primary=")?;
+        percent_encoding::percent_decode_str(v)
+            .decode_utf8()
+            .ok()
+            .map(|c| c.into_owned())
+    });
     match path {
         "/metrics" => Route::Metrics,
+        "/parity" => Route::Parity(primary),
         "/latency" => Route::Latency,
         "/healthz" => Route::Healthz,
         "/readyz" => Route::Readyz,
@@ -201,9 +213,14 @@ impl App {
         match route_of(path) {
             Route::Unknown => Answer::text(
                 404,
-                "not found; try /metrics, /latency, /healthz, /readyz, /targets, /-/reload\n",
+                "not found; try /metrics, /latency, /healthz, /readyz, /targets, /parity, /-/reload\n",
             ),
-            Route::Metrics | Route::Latency | Route::Healthz | Route::Readyz | Route::Targets
+            Route::Metrics
+            | Route::Latency
+            | Route::Healthz
+            | Route::Readyz
+            | Route::Targets
+            | Route::Parity(_)
                 if !read =>
             {
                 Answer::method_not_allowed("GET, HEAD")
@@ -232,6 +249,10 @@ impl App {
                 Err(why) => Answer::text(503, format!("not ready: {why}\n")),
             },
             Route::Targets => Answer::json(200, &targets_json(&self.stats, None)),
+            Route::Parity(primary) => match parity_json(&self.stats, primary.as_deref()) {
+                Ok(v) => Answer::json(200, &v),
+                Err(e) => Answer::error(404, &e),
+            },
             Route::Target(name) => match *method {
                 Method::GET | Method::HEAD => {
                     let v = targets_json(&self.stats, Some(&name));
@@ -321,6 +342,11 @@ pub(crate) fn targets_json(stats: &Stats, only: Option<&str>) -> serde_json::Val
                 "queued": s.queued(),
                 "receiver_drops": s.receiver_drops,
                 "up": s.up,
+                "filtered": s.filtered,
+                "lines": crate::metrics::counters::LineOutcome::ALL
+                    .iter()
+                    .map(|o| (o.as_str().to_owned(), json!(s.lines(*o))))
+                    .collect::<serde_json::Map<String, serde_json::Value>>(),
             });
             match entry {
                 Some(t) => json!({
@@ -332,6 +358,8 @@ pub(crate) fn targets_json(stats: &Stats, only: Option<&str>) -> serde_json::Val
                     "queue-depth": t.spec.queue_depth,
                     "queue-bytes": t.spec.queue_bytes,
                     "sndbuf": t.spec.sndbuf_bytes,
+                    "lines": t.spec.lines,
+                    "parity": t.spec.parity,
                     "queued_bytes": t.core.ring.used_bytes(),
                     "counters": counters,
                 }),
@@ -342,9 +370,96 @@ pub(crate) fn targets_json(stats: &Stats, only: Option<&str>) -> serde_json::Val
     serde_json::Value::Array(list)
 }
 
+/// One target's books in the parity ledger: datagrams and lines by outcome, and the digest.
+fn ledger(s: &crate::metrics::counters::TargetSnapshot) -> serde_json::Value {
+    use crate::metrics::counters::{DropReason, LineOutcome};
+    let dropped: serde_json::Map<String, serde_json::Value> = DropReason::PER_TARGET
+        .iter()
+        .map(|r| (r.as_str().to_owned(), json!(s.dropped(*r))))
+        .collect();
+    let lines: serde_json::Map<String, serde_json::Value> = LineOutcome::ALL
+        .iter()
+        .map(|o| (o.as_str().to_owned(), json!(s.lines(*o))))
+        .collect();
+    json!({
+        "datagrams": {
+            "offered": s.offered,
+            "sent": s.forwarded,
+            "filtered": s.filtered,
+            "dropped": dropped,
+            "queued": s.queued(),
+        },
+        "lines": lines,
+        "digest": format!("{:016x}", s.digest),
+    })
+}
+
+/// `GET /parity[?primary=NAME]`: per target, since start and over the last complete window, what
+/// was offered, kept, removed (by cause), dropped (by reason) and sent, with an order-independent
+/// digest of the lines sent. With a primary, each other target is compared with it: equal digests,
+/// and every difference in lines sent beside the causes the target's own books give.
+pub(crate) fn parity_json(
+    stats: &Stats,
+    primary: Option<&str>,
+) -> Result<serde_json::Value, String> {
+    use crate::metrics::counters::LineOutcome;
+    let now = stats.registry().snapshots();
+    let last = stats.registry().last_parity_window();
+    let primary_snap = match primary {
+        Some(p) => Some(
+            now.iter()
+                .find(|(n, _)| n == p)
+                .map(|(_, s)| s.clone())
+                .ok_or_else(|| format!("no target named {p:?}"))?,
+        ),
+        None => None,
+    };
+    let targets: Vec<serde_json::Value> = now
+        .iter()
+        .map(|(name, s)| {
+            let mut v = json!({ "name": name, "since_start": ledger(s) });
+            if let Some((len, window)) = &last {
+                if let Some((_, w)) = window.iter().find(|(n, _)| n == name) {
+                    v["last_interval"] = ledger(w);
+                    v["last_interval"]["seconds"] = json!(len.as_secs_f64());
+                }
+            }
+            if let (Some(p), Some(pname)) = (&primary_snap, primary) {
+                if pname != name {
+                    let sent = |x: &crate::metrics::counters::TargetSnapshot| x.lines(LineOutcome::Sent);
+                    let cause = |o: LineOutcome| s.lines(o) as i128 - p.lines(o) as i128;
+                    v["versus_primary"] = json!({
+                        "digest_equal": s.digest == p.digest,
+                        "lines_sent_difference": sent(p) as i128 - sent(s) as i128,
+                        "explained_by": {
+                            "filtered": cause(LineOutcome::Filtered),
+                            "sampled_out": cause(LineOutcome::SampledOut),
+                            "malformed_dropped": cause(LineOutcome::MalformedDropped),
+                            "dropped": cause(LineOutcome::Dropped),
+                            "datagrams_dropped_before_the_filter": s.dropped_total() as i128 - p.dropped_total() as i128,
+                            "offered": p.lines(LineOutcome::Offered) as i128 - s.lines(LineOutcome::Offered) as i128,
+                        },
+                    });
+                }
+            }
+            v
+        })
+        .collect();
+    Ok(json!({
+        "primary": primary,
+        "window_seconds": crate::fanout::targets::PARITY_INTERVAL.as_secs(),
+        "note": "lines are counted for targets with line settings or parity = true; others show zeros",
+        "targets": targets,
+    }))
+}
+
 async fn serve(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    // The query stays on: only /parity reads one (`?primary=NAME`).
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
     let header = |name| {
         req.headers()
             .get(name)

@@ -362,6 +362,8 @@ pub fn target_from_table(
         queue_depth: t.queue_depth.unwrap_or(config.queue_depth),
         queue_bytes: t.queue_bytes.unwrap_or(config.queue_bytes),
         sndbuf_bytes: t.sndbuf.or(config.sndbuf_bytes),
+        lines: t.line_settings(),
+        parity: t.parity.unwrap_or(false),
     })
 }
 

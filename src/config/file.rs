@@ -79,7 +79,7 @@ pub struct FileConfig {
 }
 
 /// One `[[target]]` table, or the body of `PUT /targets/{name}`.
-#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FileTarget {
     /// The name (defaults to `addr` as written; in the API, the path names it).
@@ -96,6 +96,43 @@ pub struct FileTarget {
     /// Per-target `sndbuf`.
     #[serde(default, deserialize_with = "opt_size", serialize_with = "ser_size")]
     pub sndbuf: Option<usize>,
+    /// Metric-name globs to keep.
+    pub include: Option<Vec<String>>,
+    /// Metric-name globs to drop (wins over `include`).
+    pub exclude: Option<Vec<String>>,
+    /// Tag globs of which a line must carry one.
+    pub tags_include: Option<Vec<String>>,
+    /// Tag globs of which a line must carry none.
+    pub tags_exclude: Option<Vec<String>>,
+    /// Fraction of names (or lines) kept.
+    pub sample: Option<f64>,
+    /// `name` or `line`.
+    pub sample_by: Option<crate::statsd::filter::SampleBy>,
+    /// Tags added to this target's copy.
+    pub add_tags: Option<Vec<String>>,
+    /// Prefix added to this target's metric names.
+    pub prefix: Option<String>,
+    /// `forward` or `drop` lines that are not statsd.
+    pub malformed: Option<crate::statsd::filter::OnMalformed>,
+    /// Digest what is sent for `GET /parity`.
+    pub parity: Option<bool>,
+}
+
+impl FileTarget {
+    /// The line settings this table gives.
+    pub fn line_settings(&self) -> crate::statsd::filter::LineSettings {
+        crate::statsd::filter::LineSettings {
+            include: self.include.clone().unwrap_or_default(),
+            exclude: self.exclude.clone().unwrap_or_default(),
+            tags_include: self.tags_include.clone().unwrap_or_default(),
+            tags_exclude: self.tags_exclude.clone().unwrap_or_default(),
+            sample: self.sample,
+            sample_by: self.sample_by.unwrap_or_default(),
+            add_tags: self.add_tags.clone().unwrap_or_default(),
+            prefix: self.prefix.clone().unwrap_or_default(),
+            malformed: self.malformed.unwrap_or_default(),
+        }
+    }
 }
 
 fn opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {

@@ -63,7 +63,7 @@ pub const MAX_NAME_LEN: usize = 128;
 pub const MAX_CPU_ID: u32 = 4095;
 
 /// A receiver every datagram is copied to, with its own settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TargetSpec {
     /// The target's name: the metric label and the admin API key (`--to NAME=ADDR`; by default the
     /// address as written).
@@ -81,6 +81,10 @@ pub struct TargetSpec {
     pub queue_bytes: usize,
     /// Send buffer asked for on the target socket; `None` keeps the kernel default.
     pub sndbuf_bytes: Option<usize>,
+    /// Line settings (filters, sampling, rewrites); passthrough when none is set.
+    pub lines: crate::statsd::filter::LineSettings,
+    /// Digest what is sent for `GET /parity` even without line settings (those always do).
+    pub parity: bool,
 }
 
 impl TargetSpec {
@@ -94,11 +98,13 @@ impl TargetSpec {
             queue_depth: DEFAULT_QUEUE_DEPTH,
             queue_bytes: DEFAULT_QUEUE_BYTES,
             sndbuf_bytes: None,
+            lines: crate::statsd::filter::LineSettings::default(),
+            parity: false,
         }
     }
 
     /// True when `other` can be served by the same socket, backlog and sender (it differs in
-    /// `enabled` at most).
+    /// `enabled`, line settings or `parity` at most).
     pub fn same_incarnation(&self, other: &Self) -> bool {
         self.name == other.name
             && self.resolved == other.resolved
@@ -329,6 +335,10 @@ pub fn validate_targets(
     let locals = local_addresses();
     for (i, a) in targets.iter().enumerate() {
         check_name(&a.name)?;
+        a.lines.validate().map_err(|reason| ConfigError::Lines {
+            target: a.name.clone(),
+            reason,
+        })?;
         check_range("queue-depth", a.queue_depth, 1, MAX_QUEUE_DEPTH)?;
         check_range(
             "queue-bytes",
@@ -677,6 +687,14 @@ pub enum ConfigError {
     /// `--user` names no user.
     #[error("--user: {0}")]
     User(String),
+    /// A target's line settings are invalid.
+    #[error("target {target:?}: {reason}")]
+    Lines {
+        /// The target.
+        target: String,
+        /// Which key and why.
+        reason: String,
+    },
 }
 
 impl ConfigError {
@@ -695,6 +713,13 @@ impl ConfigError {
             Self::PortZero { target } | Self::Loop { target, .. } => (None, Some(target.clone())),
             Self::NoListen => (key("listen"), None),
             Self::User(_) => (key("user"), None),
+            Self::Lines { reason, .. } => (
+                reason
+                    .split(' ')
+                    .next()
+                    .map(|k| k.trim_end_matches(':').to_owned()),
+                None,
+            ),
             _ => (None, None),
         }
     }

@@ -363,6 +363,7 @@ impl Forwarder {
                 drain_timeout: config.drain_timeout,
                 sender_cpus: config.sender_cpus.clone(),
                 max_targets: config.max_targets,
+                max_datagram: config.max_datagram,
             },
             Arc::clone(&threads),
         ));

@@ -19,10 +19,31 @@ use std::time::Instant;
 
 use super::count_send_error;
 use super::targets::TargetCore;
+use crate::metrics::counters::{LineOutcome, TargetCounters};
 use crate::metrics::histogram::now_nanos;
 use crate::net::mmsg::MmsgSend;
 use crate::net::socket::WAKE_INTERVAL;
 use crate::pool::ring::Entry;
+use crate::statsd::filter::{LineCounts, LineFilter, Part};
+
+/// The payload of an entry peeked from `core`'s ring and not consumed yet.
+#[allow(unsafe_code)]
+fn payload<'a>(core: &'a TargetCore, e: &Entry) -> &'a [u8] {
+    // SAFETY: the sender is the ring's one consumer; every entry passed here comes from its own
+    // `peek` of this batch, and it consumes them only after it is done with them.
+    unsafe { core.ring.payload(e) }
+}
+
+/// What the filtered path reuses from batch to batch: no allocation once warm.
+#[derive(Debug, Default)]
+struct Scratch {
+    out: Vec<u8>,
+    parts: Vec<Part>,
+    /// For each part, the entry it came from.
+    owner: Vec<usize>,
+    /// For each part: 0 pending, 1 sent, else the errno that refused it, or -1 for drain_timeout.
+    state: Vec<i32>,
+}
 
 /// One target incarnation's sender.
 pub(crate) struct TargetSender {
@@ -44,6 +65,8 @@ impl TargetSender {
     pub(crate) fn run(self) {
         let mut send = MmsgSend::new(self.batch);
         let mut entries = vec![Entry::default(); self.batch];
+        let mut scratch = Scratch::default();
+        let mut rng = fastrand::Rng::new();
         let mut pos = 0u64;
         let ring = &self.core.ring;
         loop {
@@ -56,8 +79,11 @@ impl TargetSender {
                 std::thread::park_timeout(WAKE_INTERVAL);
                 continue;
             }
+            let filter = self.core.lines.load_full();
             if self.past_deadline() {
                 self.core.counters.sender().add_drain_timeout(n as u64);
+            } else if let Some(filter) = filter {
+                self.send_filtered(&mut send, &entries[..n], &filter, &mut scratch, &mut rng);
             } else {
                 self.send_all(&mut send, &entries[..n]);
             }
@@ -75,6 +101,135 @@ impl TargetSender {
         }
     }
 
+    /// Counts the lines of entries sent as they are (`parity` without line settings).
+    fn digest_sent(&self, counters: &TargetCounters, entries: &[Entry], sent: bool) {
+        if !self.core.parity.load(Ordering::Relaxed) {
+            return;
+        }
+        let (mut lines, mut digest) = (0, 0u64);
+        for e in entries {
+            for line in crate::statsd::lines(payload(&self.core, e)) {
+                lines += 1;
+                digest = digest.wrapping_add(xxhash_rust::xxh3::xxh3_64(line));
+            }
+        }
+        counters.add_lines(LineOutcome::Offered, lines);
+        if sent {
+            counters.add_lines(LineOutcome::Sent, lines);
+            counters.add_digest(digest);
+        } else {
+            counters.add_lines(LineOutcome::Dropped, lines);
+        }
+    }
+
+    /// A filtered target's batch: each entry through the line filter into `scratch`, the parts sent
+    /// in order, then each entry counted once: forwarded when all its parts went out, else by the
+    /// first failure; every line under one outcome.
+    fn send_filtered(
+        &self,
+        send: &mut MmsgSend,
+        entries: &[Entry],
+        filter: &LineFilter,
+        s: &mut Scratch,
+        rng: &mut fastrand::Rng,
+    ) {
+        let counters = self.core.counters.sender();
+        s.out.clear();
+        s.parts.clear();
+        s.owner.clear();
+        let mut counts = LineCounts::default();
+        let mut empty = 0;
+        for (i, e) in entries.iter().enumerate() {
+            let before = s.parts.len();
+            filter.apply(
+                payload(&self.core, e),
+                &mut s.out,
+                &mut s.parts,
+                &mut counts,
+                rng,
+            );
+            s.owner.resize(s.parts.len(), i);
+            if s.parts.len() == before {
+                empty += 1;
+            }
+        }
+        counters.add_lines(LineOutcome::Offered, counts.offered);
+        counters.add_lines(LineOutcome::Filtered, counts.filtered);
+        counters.add_lines(LineOutcome::SampledOut, counts.sampled_out);
+        counters.add_lines(LineOutcome::Malformed, counts.malformed);
+        counters.add_lines(LineOutcome::MalformedDropped, counts.malformed_dropped);
+        counters.add_filtered(empty);
+        s.state.clear();
+        s.state.resize(s.parts.len(), 0);
+        let mut start = 0;
+        while start < s.parts.len() {
+            let ranges = s.parts[start..].iter().map(|p| (p.start, p.end));
+            match send.send_ranges(self.core.socket.as_fd(), &s.out, ranges) {
+                Ok(0) => break,
+                Ok(n) => {
+                    s.state[start..start + n].fill(1);
+                    start += n;
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if self.past_deadline() {
+                        s.state[start..].fill(-1);
+                        break;
+                    }
+                }
+                Err(e) => {
+                    s.state[start] = e.raw_os_error().unwrap_or(libc::EIO);
+                    start += 1;
+                }
+            }
+        }
+        // Per entry: its parts are consecutive.
+        let now = now_nanos();
+        let (mut sent_lines, mut lost_lines, mut digest) = (0u64, 0u64, 0u64);
+        let mut p = 0;
+        while p < s.parts.len() {
+            let owner = s.owner[p];
+            let mut q = p;
+            let (mut bytes, mut failure) = (0usize, 0i32);
+            while q < s.parts.len() && s.owner[q] == owner {
+                let part = &s.parts[q];
+                if s.state[q] == 1 {
+                    bytes += part.end - part.start;
+                    sent_lines += u64::from(part.lines);
+                    digest = digest.wrapping_add(part.digest);
+                } else {
+                    lost_lines += u64::from(part.lines);
+                    if failure == 0 {
+                        failure = s.state[q];
+                    }
+                }
+                q += 1;
+            }
+            match failure {
+                0 => {
+                    counters.add_forwarded(1, bytes as u64);
+                    if self.latency {
+                        counters
+                            .latency()
+                            .record_batch(now, std::iter::once(entries[owner].rx_nanos));
+                    }
+                }
+                -1 => counters.add_drain_timeout(1),
+                errno => {
+                    count_send_error(&self.core, counters, &io::Error::from_raw_os_error(errno))
+                }
+            }
+            p = q;
+        }
+        counters.add_lines(LineOutcome::Sent, sent_lines);
+        counters.add_lines(LineOutcome::Dropped, lost_lines);
+        counters.add_digest(digest);
+    }
+
     /// Sends `entries` in order, resuming after short counts and skipping copies the kernel refused.
     fn send_all(&self, send: &mut MmsgSend, entries: &[Entry]) {
         let counters = self.core.counters.sender();
@@ -84,6 +239,7 @@ impl TargetSender {
                 Ok(0) => break,
                 Ok(n) => {
                     let sent = &entries[start..start + n];
+                    self.digest_sent(counters, sent, true);
                     let bytes: usize = sent.iter().map(|e| e.len).sum();
                     counters.add_forwarded(n as u64, bytes as u64);
                     if self.latency {
@@ -102,11 +258,13 @@ impl TargetSender {
                     // The send buffer stayed full for WAKE_INTERVAL: the target path is slow. Keep the
                     // batch (the ring behind it fills and drops), unless its drain time is up.
                     if self.past_deadline() {
+                        self.digest_sent(counters, &entries[start..], false);
                         counters.add_drain_timeout((entries.len() - start) as u64);
                         return;
                     }
                 }
                 Err(e) => {
+                    self.digest_sent(counters, &entries[start..start + 1], false);
                     count_send_error(&self.core, counters, &e);
                     start += 1;
                 }

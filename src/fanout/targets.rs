@@ -51,6 +51,11 @@ pub(crate) struct TargetCore {
     pub(crate) sender: OnceLock<Thread>,
     /// The sender thread is running.
     pub(crate) sender_alive: AtomicBool,
+    /// The line filter of the published entry (none: send as received); the sender loads it per
+    /// batch, so a change of line settings applies without a new incarnation.
+    pub(crate) lines: arc_swap::ArcSwapOption<crate::statsd::filter::LineFilter>,
+    /// Digest the lines sent (`parity`), for a target without line settings.
+    pub(crate) parity: AtomicBool,
 }
 
 impl TargetCore {
@@ -84,6 +89,20 @@ pub(crate) struct TargetEntry {
     pub(crate) core: Arc<TargetCore>,
     producers: Arc<ProducerGuard>,
     pub(crate) spec: TargetSpec,
+    /// Every copy goes through the sender (line settings or parity): workers never send inline.
+    pub(crate) via_sender: bool,
+}
+
+impl TargetEntry {
+    fn new(core: Arc<TargetCore>, producers: Arc<ProducerGuard>, spec: TargetSpec) -> Self {
+        let via_sender = !spec.lines.is_passthrough() || spec.parity;
+        Self {
+            core,
+            producers,
+            spec,
+            via_sender,
+        }
+    }
 }
 
 /// An immutable target set. Workers load it once per batch.
@@ -171,6 +190,8 @@ pub(crate) struct SenderSettings {
     pub(crate) drain_timeout: Duration,
     pub(crate) sender_cpus: Vec<usize>,
     pub(crate) max_targets: usize,
+    /// `--max-datagram`: a filtered copy is packed under it.
+    pub(crate) max_datagram: usize,
 }
 
 struct RegistryState {
@@ -193,7 +214,21 @@ pub struct TargetRegistry {
     threads: Arc<Threads>,
     /// The watch thread, woken when targets join so it looks at their receivers at once.
     watcher: OnceLock<Thread>,
+    /// The parity ledger's windows (rotated by the watch thread).
+    parity: Mutex<ParityWindow>,
 }
+
+/// Every target's counters at the start of the current window, and what happened in the last
+/// complete one.
+#[derive(Debug)]
+struct ParityWindow {
+    started: Instant,
+    at_start: Vec<(String, TargetSnapshot)>,
+    last: Option<(Duration, Vec<(String, TargetSnapshot)>)>,
+}
+
+/// How long one window of the parity ledger lasts.
+pub(crate) const PARITY_INTERVAL: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for TargetRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -218,7 +253,43 @@ impl TargetRegistry {
             settings,
             threads,
             watcher: OnceLock::new(),
+            parity: Mutex::new(ParityWindow {
+                started: Instant::now(),
+                at_start: Vec::new(),
+                last: None,
+            }),
         }
+    }
+
+    /// Closes the parity window when [`PARITY_INTERVAL`] has passed, keeping what happened in it.
+    pub(crate) fn rotate_parity(&self) {
+        let mut w = self.parity.lock().unwrap_or_else(|p| p.into_inner());
+        if w.started.elapsed() < PARITY_INTERVAL {
+            return;
+        }
+        let now = self.snapshots();
+        let delta = now
+            .iter()
+            .map(|(name, s)| {
+                let before = w.at_start.iter().find(|(n, _)| n == name).map(|(_, b)| b);
+                (
+                    name.clone(),
+                    before.map_or_else(|| s.clone(), |b| s.since(b)),
+                )
+            })
+            .collect();
+        w.last = Some((w.started.elapsed(), delta));
+        w.at_start = now;
+        w.started = Instant::now();
+    }
+
+    /// The last complete parity window: its length and what happened in it, per target.
+    pub fn last_parity_window(&self) -> Option<(Duration, Vec<(String, TargetSnapshot)>)> {
+        self.parity
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last
+            .clone()
     }
 
     /// Names the watch thread to wake when targets join.
@@ -312,11 +383,11 @@ impl TargetRegistry {
                 }
                 Some(p) if p.spec.same_incarnation(&spec) => {
                     change.toggled.push(spec.name.clone());
-                    Arc::new(TargetEntry {
-                        core: Arc::clone(&p.core),
-                        producers: Arc::clone(&p.producers),
+                    Arc::new(TargetEntry::new(
+                        Arc::clone(&p.core),
+                        Arc::clone(&p.producers),
                         spec,
-                    })
+                    ))
                 }
                 _ => {
                     if prev.is_some() {
@@ -327,11 +398,8 @@ impl TargetRegistry {
                     match self.start_core(state, &spec) {
                         Ok((core, handle)) => {
                             started.push(handle);
-                            Arc::new(TargetEntry {
-                                producers: Arc::new(ProducerGuard(Arc::clone(&core))),
-                                core,
-                                spec,
-                            })
+                            let producers = Arc::new(ProducerGuard(Arc::clone(&core)));
+                            Arc::new(TargetEntry::new(core, producers, spec))
                         }
                         // Dropping what was built closes the new cores; their senders exit at once.
                         Err(e) => return Err(e),
@@ -339,6 +407,28 @@ impl TargetRegistry {
                 }
             };
             built.push(entry);
+        }
+        // Line filters compile now; a bad one refuses the whole change before anything is published.
+        let mut filters = Vec::with_capacity(built.len());
+        for b in &built {
+            let filter = if b.spec.lines.is_passthrough() {
+                None
+            } else {
+                let f = crate::statsd::filter::LineFilter::new(
+                    &b.spec.lines,
+                    self.settings.max_datagram,
+                )
+                .map_err(|reason| ConfigError::Lines {
+                    target: b.spec.name.clone(),
+                    reason,
+                })?;
+                Some(Arc::new(f))
+            };
+            filters.push(filter);
+        }
+        for (b, f) in built.iter().zip(filters) {
+            b.core.lines.store(f);
+            b.core.parity.store(b.spec.parity, Ordering::Relaxed);
         }
         for p in old.targets.iter() {
             let kept = built.iter().any(|b| Arc::ptr_eq(&b.core, &p.core));
@@ -416,6 +506,8 @@ impl TargetRegistry {
             retired: AtomicBool::new(false),
             sender: OnceLock::new(),
             sender_alive: AtomicBool::new(true),
+            lines: arc_swap::ArcSwapOption::empty(),
+            parity: AtomicBool::new(false),
         });
         let cpu = (!self.settings.sender_cpus.is_empty()).then(|| {
             state.next_cpu += 1;

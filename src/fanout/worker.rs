@@ -168,8 +168,9 @@ impl RecvWorker {
                     continue;
                 }
                 // An empty ring (Acquire) means every earlier copy for this target has been handed
-                // to the kernel, so sending inline now keeps each flow's order.
-                let rest = if target.core.ring.is_empty() {
+                // to the kernel, so sending inline now keeps each flow's order. A target with line
+                // settings or parity gets everything through its sender, which does that work.
+                let rest = if !target.via_sender && target.core.ring.is_empty() {
                     self.send_inline(&mut send, &target.core, counters, &ready)
                 } else {
                     &ready[..]
@@ -277,6 +278,7 @@ mod tests {
                 drain_timeout: Duration::from_millis(100),
                 sender_cpus: Vec::new(),
                 max_targets: 4,
+                max_datagram: 65535,
             },
             Arc::new(Threads::default()),
         );

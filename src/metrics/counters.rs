@@ -134,7 +134,57 @@ pub struct TargetCounters {
     truncated: AtomicU64,
     pool_exhausted: AtomicU64,
     disabled: AtomicU64,
+    /// Datagrams all of whose lines the target's line settings removed (not sent, by design).
+    filtered: AtomicU64,
+    lines: [AtomicU64; LineOutcome::ALL.len()],
+    /// Wrapping sum of the 64-bit hashes of every line sent (the parity digest).
+    digest: AtomicU64,
     latency: LatencyRecorder,
+}
+
+/// What became of a line, for targets whose sender reads lines (line settings or parity).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineOutcome {
+    /// Lines in the datagrams the sender took (before its line settings).
+    Offered,
+    /// Lines sent.
+    Sent,
+    /// Removed by include/exclude/tags.
+    Filtered,
+    /// Removed by `sample`.
+    SampledOut,
+    /// Not statsd and dropped (`malformed = "drop"`).
+    MalformedDropped,
+    /// Kept, but in a datagram that could not be sent (send_error, drain_timeout).
+    Dropped,
+    /// Not statsd (forwarded or dropped): a tally beside the others, not an outcome.
+    Malformed,
+}
+
+impl LineOutcome {
+    /// All, in counter order.
+    pub const ALL: [Self; 7] = [
+        Self::Offered,
+        Self::Sent,
+        Self::Filtered,
+        Self::SampledOut,
+        Self::MalformedDropped,
+        Self::Dropped,
+        Self::Malformed,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Offered => "offered",
+            Self::Sent => "sent",
+            Self::Filtered => "filtered",
+            Self::SampledOut => "sampled_out",
+            Self::MalformedDropped => "malformed_dropped",
+            Self::Dropped => "dropped",
+            Self::Malformed => "malformed",
+        }
+    }
 }
 
 impl TargetCounters {
@@ -184,6 +234,23 @@ impl TargetCounters {
         add(&self.disabled, n);
     }
 
+    /// Counts datagrams whose every line was removed by the line settings.
+    pub fn add_filtered(&self, n: u64) {
+        add(&self.filtered, n);
+    }
+
+    /// Counts `n` lines under `outcome`.
+    pub fn add_lines(&self, outcome: LineOutcome, n: u64) {
+        add(&self.lines[outcome as usize], n);
+    }
+
+    /// Adds the hashes of lines sent to the parity digest.
+    pub fn add_digest(&self, d: u64) {
+        if d != 0 {
+            self.digest.fetch_add(d, Ordering::Release);
+        }
+    }
+
     /// A copy for reporting: outcomes first, `offered` last (see the type's docs).
     pub fn snapshot(&self) -> TargetSnapshot {
         let mut s = TargetSnapshot {
@@ -195,6 +262,9 @@ impl TargetCounters {
             truncated: get(&self.truncated),
             pool_exhausted: get(&self.pool_exhausted),
             disabled: get(&self.disabled),
+            filtered: get(&self.filtered),
+            lines: std::array::from_fn(|i| get(&self.lines[i])),
+            digest: get(&self.digest),
             ..TargetSnapshot::default()
         };
         s.offered = get(&self.offered);
@@ -403,6 +473,12 @@ pub struct TargetSnapshot {
     pub pool_exhausted: u64,
     /// Datagrams not sent because the target was disabled.
     pub disabled: u64,
+    /// Datagrams all of whose lines the line settings removed (not sent, by design).
+    pub filtered: u64,
+    /// Lines by [`LineOutcome`] (in `ALL` order); all zero for a passthrough target.
+    pub lines: [u64; LineOutcome::ALL.len()],
+    /// Parity digest: the wrapping sum of the hashes of every line sent.
+    pub digest: u64,
     /// Copies the target's own socket dropped after udptee handed them to the kernel (its receive
     /// buffer was full), when that socket is on this host; `None` for remote targets.
     pub receiver_drops: Option<u64>,
@@ -425,6 +501,39 @@ impl TargetSnapshot {
         self.truncated += o.truncated;
         self.pool_exhausted += o.pool_exhausted;
         self.disabled += o.disabled;
+        self.filtered += o.filtered;
+        for (a, b) in self.lines.iter_mut().zip(o.lines) {
+            *a += b;
+        }
+        self.digest = self.digest.wrapping_add(o.digest);
+    }
+
+    /// What happened between `before` (an earlier snapshot of the same target) and this one.
+    pub fn since(&self, before: &Self) -> Self {
+        let d = |a: u64, b: u64| a.saturating_sub(b);
+        Self {
+            offered: d(self.offered, before.offered),
+            forwarded: d(self.forwarded, before.forwarded),
+            bytes: d(self.bytes, before.bytes),
+            send_errors: std::array::from_fn(|i| d(self.send_errors[i], before.send_errors[i])),
+            drain_timeout: d(self.drain_timeout, before.drain_timeout),
+            queue_full: d(self.queue_full, before.queue_full),
+            truncated: d(self.truncated, before.truncated),
+            pool_exhausted: d(self.pool_exhausted, before.pool_exhausted),
+            disabled: d(self.disabled, before.disabled),
+            filtered: d(self.filtered, before.filtered),
+            lines: std::array::from_fn(|i| d(self.lines[i], before.lines[i])),
+            digest: self.digest.wrapping_sub(before.digest),
+            receiver_drops: self
+                .receiver_drops
+                .map(|r| d(r, before.receiver_drops.unwrap_or(0))),
+            up: self.up,
+        }
+    }
+
+    /// Lines with `outcome`.
+    pub fn lines(&self, outcome: LineOutcome) -> u64 {
+        self.lines[outcome as usize]
     }
 
     /// All send errors together.
@@ -459,6 +568,7 @@ impl TargetSnapshot {
         self.offered
             .saturating_sub(self.forwarded)
             .saturating_sub(self.dropped_total())
+            .saturating_sub(self.filtered)
     }
 }
 
@@ -522,7 +632,10 @@ impl Snapshot {
     /// running, zero once stopped; negative only if the books were broken.
     pub fn unaccounted(&self, t: usize) -> i128 {
         let s = &self.targets[t];
-        i128::from(s.offered) - i128::from(s.forwarded) - i128::from(s.dropped_total())
+        i128::from(s.offered)
+            - i128::from(s.forwarded)
+            - i128::from(s.dropped_total())
+            - i128::from(s.filtered)
     }
 }
 
@@ -559,6 +672,14 @@ impl fmt::Display for Snapshot {
             }
             if s.disabled > 0 {
                 write!(f, ", disabled {}", s.disabled)?;
+            }
+            if s.filtered > 0 || s.lines(LineOutcome::Offered) > 0 {
+                write!(f, "; filtered {} (every line removed)", s.filtered)?;
+                let lines: Vec<String> = LineOutcome::ALL
+                    .iter()
+                    .map(|o| format!("{} {}", o.as_str(), s.lines(*o)))
+                    .collect();
+                write!(f, "; lines {}", lines.join(", "))?;
             }
             write!(
                 f,

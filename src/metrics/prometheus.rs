@@ -265,6 +265,46 @@ impl Collector for ForwarderCollector {
             Gauge,
             &per_target(&|t| snap.targets[t].queued()),
         )?;
+        family(
+            &mut enc,
+            "udptee_target_filtered_datagrams",
+            "Datagrams all of whose lines the target's line settings removed (not sent, by design); offered = forwarded + dropped + filtered + queued.",
+            Counter,
+            &per_target(&|t| snap.targets[t].filtered),
+        )?;
+        let lines: Vec<(Labels, u64)> = (0..names.len())
+            .flat_map(|t| {
+                crate::metrics::counters::LineOutcome::ALL
+                    .iter()
+                    .filter(|o| **o != crate::metrics::counters::LineOutcome::Malformed)
+                    .map(move |o| (t, *o))
+            })
+            .map(|(t, o)| {
+                (
+                    vec![
+                        ("target", names[t].clone()),
+                        ("outcome", o.as_str().to_owned()),
+                    ],
+                    snap.targets[t].lines(o),
+                )
+            })
+            .collect();
+        family(
+            &mut enc,
+            "udptee_target_lines",
+            "statsd lines of targets with line settings or parity, by outcome; offered = sent + filtered + sampled_out + malformed_dropped + dropped.",
+            Counter,
+            &lines,
+        )?;
+        family(
+            &mut enc,
+            "udptee_target_malformed_lines",
+            "Lines that are not statsd, seen by targets with line settings (forwarded or dropped by their malformed setting).",
+            Counter,
+            &per_target(&|t| {
+                snap.targets[t].lines(crate::metrics::counters::LineOutcome::Malformed)
+            }),
+        )?;
         let receiver: Vec<(Labels, u64)> = (0..names.len())
             .filter_map(|t| snap.targets[t].receiver_drops.map(|d| (target(t), d)))
             .collect();

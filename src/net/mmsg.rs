@@ -244,6 +244,27 @@ impl MmsgSend {
         self.submit(fd, n)
     }
 
+    /// Sends each range `start..end` of `buf` as one datagram (at most a batch), with the same
+    /// return contract as [`send_batch`](Self::send_batch).
+    pub fn send_ranges(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        buf: &[u8],
+        ranges: impl Iterator<Item = (usize, usize)>,
+    ) -> io::Result<usize> {
+        let mut n = 0;
+        for (i, (start, end)) in ranges.take(self.hdrs.len()).enumerate() {
+            let part = &buf[start..end];
+            // The kernel only reads through this pointer; `buf` outlives the call.
+            self.prepare(i, part.as_ptr().cast_mut(), part.len());
+            n = i + 1;
+        }
+        if n == 0 {
+            return Ok(0);
+        }
+        self.submit(fd, n)
+    }
+
     /// Sends backlog entries in place (their bytes stay in the target's ring until consumed), with
     /// the same return contract as [`send_batch`](Self::send_batch).
     pub fn send_entries(&mut self, fd: BorrowedFd<'_>, entries: &[Entry]) -> io::Result<usize> {

@@ -156,6 +156,18 @@ impl ByteRing {
         n
     }
 
+    /// The payload of `e`, for the consumer to read in place (a filtered target's sender).
+    ///
+    /// # Safety
+    /// `e` must come from this ring's [`peek`](Self::peek) and not be consumed yet: until then
+    /// producers do not write its bytes (see `peek`), so they do not change under the borrow.
+    pub unsafe fn payload(&self, e: &Entry) -> &[u8] {
+        // SAFETY: by the contract, `e.ptr..e.ptr + e.len` lies inside `bytes` (peek built it from a
+        // complete entry, which never wraps) and no producer writes it while the borrow lives;
+        // AtomicU8 has the layout of u8.
+        unsafe { std::slice::from_raw_parts(e.ptr, e.len) }
+    }
+
     /// Frees everything before `to` (a `next` from [`peek`](Self::peek)), `entries` entries.
     pub fn consume(&self, to: u64, entries: usize) {
         self.entries.fetch_sub(entries, Ordering::Relaxed);
