@@ -211,7 +211,7 @@ fn line_settings_give_each_target_exactly_its_share() {
         "one datagram per datagram when the copy fits"
     );
 
-    for t in 1..settings.len() {
+    for (t, sink) in sinks.iter().enumerate().skip(1) {
         let s = &snap.targets[t];
         assert_eq!(s.offered, 400);
         assert_eq!(
@@ -231,7 +231,7 @@ fn line_settings_give_each_target_exactly_its_share() {
         );
         assert_eq!(
             s.lines(LineOutcome::Sent) as usize,
-            sinks[t].lines().len(),
+            sink.lines().len(),
             "{t}: lines counted as sent = lines received"
         );
     }
