@@ -45,6 +45,9 @@ pub use net::{SocketState, socket_drops};
 /// one); SIGUSR1 logs latency. A second SIGINT/SIGTERM during the drain exits at once with the
 /// accounting so far. A data thread that dies makes it stop and return [`StartError::Died`].
 pub fn run(config: &Config, loader: Option<control::Loader>) -> Result<Snapshot, StartError> {
+    // Before anything is bound: a SIGTERM that arrives during start-up stops cleanly, never kills.
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1, SIGHUP])
+        .map_err(|source| StartError::Signals { source })?;
     let fwd = Forwarder::start_with(config, loader)?;
     if let Some(who) = &config.user {
         privileges::drop_to(who).map_err(StartError::Privileges)?;
@@ -59,8 +62,6 @@ pub fn run(config: &Config, loader: Option<control::Loader>) -> Result<Snapshot,
     }
     log_start(config, &fwd);
 
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1, SIGHUP])
-        .map_err(|source| StartError::Signals { source })?;
     let (sig_tx, sig_rx) = crossbeam_channel::bounded(16);
     let stats = std::sync::Arc::clone(fwd.stats());
     std::thread::Builder::new()

@@ -835,3 +835,28 @@ fn flag_edges_and_loop_spellings_are_one_line_errors() {
         assert_eq!(lines.len(), 1, "{args:?}: one line: {err}");
     }
 }
+
+/// What the kernel queued on the listen socket before SIGTERM is read and forwarded, not lost at
+/// close: with udptee stopped (SIGSTOP), 40,000 datagrams wait in its socket; SIGTERM then SIGCONT,
+/// and every one reaches the target.
+#[test]
+fn sigterm_forwards_what_the_socket_already_holds() {
+    let sink = Sink::new(false);
+    let (mut child, listen) = spawn_udptee(&sink, &["--admin", "off", "--rcvbuf", "128MiB"], &[]);
+    wait_bound(&mut child, listen);
+    signal(&child, "-STOP");
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..40_000u32 {
+        client.send_to(&i.to_be_bytes(), listen).unwrap();
+    }
+    signal(&child, "-TERM");
+    signal(&child, "-CONT");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("received 40000 datagrams"), "{err}");
+    wait_until("the sink to get all", Duration::from_secs(10), || {
+        sink.received() >= 40_000
+    });
+    assert_eq!(sink.finish().0.len(), 40_000);
+}

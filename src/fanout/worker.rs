@@ -34,6 +34,8 @@ use crate::pool::{BufId, BufPool};
 
 /// Pause after an unexpected receive error, so a persistent one cannot spin a CPU.
 const ERROR_BACKOFF: Duration = Duration::from_millis(10);
+/// At stop, how long a worker may keep reading what the kernel queued before SIGTERM.
+const STOP_DRAIN: Duration = Duration::from_secs(1);
 
 /// One receive thread's state.
 pub(crate) struct RecvWorker {
@@ -81,7 +83,17 @@ impl RecvWorker {
         let mut meta = vec![RecvMeta::default(); self.batch];
         let mut recv_errors = RateLimit::new();
 
-        while self.running.load(Ordering::Relaxed) {
+        // Once told to stop, read what the kernel already queued on the socket (it would be lost
+        // at close, uncounted), for at most STOP_DRAIN, then exit.
+        let mut stop_by: Option<std::time::Instant> = None;
+        loop {
+            if stop_by.is_none() && !self.running.load(Ordering::Relaxed) {
+                stop_by = Some(std::time::Instant::now() + STOP_DRAIN);
+                let _ = self.socket.set_nonblocking(true);
+            }
+            if stop_by.is_some_and(|d| std::time::Instant::now() >= d) {
+                break;
+            }
             // One dispatch per batch. Afterwards ids[..n] are the slots the kernel filled (the scratch
             // slot where recvmmsg found the pool dry) and meta[..n] what it said about them.
             let received = match &mut backend {
@@ -122,6 +134,9 @@ impl RecvWorker {
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
+                    if stop_by.is_some() {
+                        break; // the socket is empty
+                    }
                     // Idle: still pick up a new table, so a removed target's sender can finish.
                     table.load();
                     continue;
@@ -135,6 +150,9 @@ impl RecvWorker {
                     continue;
                 }
             };
+            if n == 0 && stop_by.is_some() {
+                break;
+            }
 
             let mut delta = WorkerDelta::default();
             let mut kernel_drops = None;
