@@ -1,24 +1,36 @@
 #!/usr/bin/env bash
-# The real tools the tests use as witnesses, from Debian's packages: iproute2 (ip, tc) for the
-# network-namespace tests, nftables for the fault suite's lossy link (this kernel has no netem).
-# A test whose tool is missing prints why it skips, so a failure here is reported, not fatal.
+# The real tools the tests use as witnesses: from Debian's packages, iproute2 (ip, tc) for the
+# network-namespace tests, nftables for the fault suite's lossy link (this kernel has no netem) and
+# nodejs/npm; from npm, Etsy's statsd daemon (into target/ci-tools, never committed); from PyPI,
+# Datadog's DogStatsD client. A test whose tool is missing prints why it skips, so a failure here
+# is reported, not fatal.
 set -uo pipefail
 packages=(iproute2 nftables)
+command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]} == 0)); then
-  echo "packages: all present (${packages[*]})"
-  exit 0
-fi
-if [[ $(id -u) -ne 0 ]]; then
+  echo "packages: Debian packages present (${packages[*]})"
+elif [[ $(id -u) -ne 0 ]]; then
   echo "packages: not root, cannot install ${missing[*]}; the tests that need them will skip"
-  exit 0
+else
+  echo "packages: installing ${missing[*]}"
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >/tmp/udptee-ci-apt.log 2>&1; then
+    echo "packages: apt-get failed (see /tmp/udptee-ci-apt.log); the tests that need them will skip"
+    tail -5 /tmp/udptee-ci-apt.log
+  fi
 fi
-echo "packages: installing ${missing[*]}"
-if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >/tmp/udptee-ci-apt.log 2>&1; then
-  echo "packages: apt-get failed (see /tmp/udptee-ci-apt.log); the tests that need them will skip"
-  tail -5 /tmp/udptee-ci-apt.log
+tools=target/ci-tools
+if [[ ! -f $tools/node_modules/statsd/stats.js ]] && command -v npm >/dev/null; then
+  mkdir -p "$tools"
+  (cd "$tools" && npm install --no-audit --no-fund --silent statsd@0.9.0) >/tmp/udptee-ci-npm.log 2>&1 \
+    || echo "packages: npm install statsd failed (see /tmp/udptee-ci-npm.log)"
 fi
+if ! python3 -c 'import datadog' 2>/dev/null; then
+  python3 -m pip install -q datadog >/tmp/udptee-ci-pip.log 2>&1 \
+    || echo "packages: pip install datadog failed (see /tmp/udptee-ci-pip.log)"
+fi
+echo "packages: statsd $([[ -f $tools/node_modules/statsd/stats.js ]] && echo ready || echo missing), datadog client $(python3 -c 'import datadog; print(datadog.__version__)' 2>/dev/null || echo missing)"
 exit 0

@@ -392,6 +392,74 @@ fn format_rate(r: f64) -> String {
     }
 }
 
+/// The fuzzers' and the corpus test's check: `datagram` through the parser and through filters of
+/// every kind. Panics only if an invariant breaks: every line counted under exactly one outcome,
+/// every part within `max-datagram` unless it is one line, and every part of well-formed lines
+/// parsing again.
+#[doc(hidden)]
+pub fn check_datagram(datagram: &[u8]) {
+    for line in lines(datagram) {
+        let _ = parse(line);
+    }
+    let all = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let kinds = [
+        LineSettings {
+            include: all(&["a*", "*.b"]),
+            exclude: all(&["a.x*"]),
+            ..LineSettings::default()
+        },
+        LineSettings {
+            tags_include: all(&["env:*"]),
+            tags_exclude: all(&["noisy"]),
+            malformed: OnMalformed::Drop,
+            ..LineSettings::default()
+        },
+        LineSettings {
+            sample: Some(0.5),
+            ..LineSettings::default()
+        },
+        LineSettings {
+            sample: Some(0.5),
+            sample_by: SampleBy::Line,
+            add_tags: all(&["shadow:true"]),
+            prefix: "shadow.".into(),
+            ..LineSettings::default()
+        },
+    ];
+    for (k, settings) in kinds.iter().enumerate() {
+        for max in [64, 65535] {
+            let Ok(f) = LineFilter::new(settings, max) else {
+                panic!("settings {k} are valid");
+            };
+            let (mut out, mut parts, mut counts) = (Vec::new(), Vec::new(), LineCounts::default());
+            f.apply(
+                datagram,
+                &mut out,
+                &mut parts,
+                &mut counts,
+                &mut fastrand::Rng::with_seed(k as u64),
+            );
+            assert_eq!(
+                counts.offered,
+                lines(datagram).count() as u64,
+                "every line is offered"
+            );
+            assert_eq!(
+                counts.offered,
+                counts.kept + counts.filtered + counts.sampled_out + counts.malformed_dropped,
+                "every line under one outcome: {counts:?}"
+            );
+            let in_parts: u64 = parts.iter().map(|p| u64::from(p.lines)).sum();
+            assert_eq!(in_parts, counts.kept, "every kept line is in a part");
+            for p in &parts {
+                let bytes = &out[p.start..p.end];
+                assert!(bytes.len() <= max || p.lines == 1, "part over max-datagram");
+                assert_eq!(lines(bytes).count(), p.lines as usize, "a part's lines");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,9 @@
+//! Any bytes as a received datagram: the statsd parser and every kind of line filter must never
+//! panic, and must account for every line (`cargo +nightly fuzz run statsd_lines`).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    udptee::statsd::filter::check_datagram(data);
+});
