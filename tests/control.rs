@@ -555,3 +555,76 @@ fn check_validates_a_file() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Line settings through the API: a PUT that adds filters to a running target changes it in place
+/// (the same socket, queue and counters: `toggled`), the next datagrams follow them, the other target
+/// is untouched, and a bad glob or fraction is a 400 that changes nothing.
+#[test]
+fn line_settings_change_in_place_through_the_api() {
+    let a = Sink::new(false);
+    let b = Sink::new(false);
+    let fwd = forwarder(false, &[a.addr, b.addr], |c| {
+        c.admin = Some("127.0.0.1:0".parse().unwrap());
+        c.targets[1].name = "dark".into();
+    });
+    let admin = fwd.admin_addr().unwrap();
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .send_to(b"api.x:1|c\ndebug.y:1|c", fwd.local_addr())
+        .unwrap();
+    wait_for(&fwd, "the first datagram", || {
+        a.received() == 1 && b.received() == 1
+    });
+
+    for (body, why) in [
+        (r#"{"addr": "ADDR", "include": ["["]}"#, "include"),
+        (r#"{"addr": "ADDR", "sample": 2}"#, "sample"),
+        (r#"{"addr": "ADDR", "sample-by": "moon"}"#, "moon"),
+    ] {
+        let (code, answer) = http(
+            admin,
+            "PUT",
+            "/targets/dark",
+            "",
+            &body.replace("ADDR", &b.addr.to_string()),
+        );
+        assert_eq!(code, 400, "{why}: {answer}");
+        assert!(answer.contains(why), "{why}: {answer}");
+    }
+    let put = format!(
+        r#"{{"addr": "{}", "exclude": ["debug.*"], "add-tags": ["shadow:true"]}}"#,
+        b.addr
+    );
+    let (code, answer) = http(admin, "PUT", "/targets/dark", "", &put);
+    assert_eq!(code, 200, "{answer}");
+    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(
+        v["change"]["toggled"][0], "dark",
+        "changed in place: {answer}"
+    );
+    let (_, got) = http(admin, "GET", "/targets/dark", "", "");
+    let got: serde_json::Value = serde_json::from_str(&got).unwrap();
+    assert_eq!(got["lines"]["exclude"][0], "debug.*");
+
+    client
+        .send_to(b"api.x:2|c\ndebug.y:2|c", fwd.local_addr())
+        .unwrap();
+    wait_for(&fwd, "the second datagram", || {
+        a.received() == 2 && b.received() == 2
+    });
+    let snap = fwd.shutdown();
+    let (seen_a, _) = a.finish();
+    assert_eq!(
+        seen_a[1],
+        fingerprint(b"api.x:2|c\ndebug.y:2|c"),
+        "the other target untouched"
+    );
+    let (seen_b, _) = b.finish();
+    assert_eq!(
+        seen_b[1],
+        fingerprint(b"api.x:2|c|#shadow:true"),
+        "the dark target's copy follows its new settings"
+    );
+    assert_eq!(snap.targets[1].offered, 2, "the same counters");
+    assert_accounted(&snap);
+}
