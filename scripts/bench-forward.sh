@@ -8,6 +8,8 @@
 #   FORWARDERS="udptee udptee-nolat relay" scripts/bench-forward.sh    # cost of latency recording
 #   BASE_REV=771d6f9 FORWARDERS="udptee udptee-base relay" BASELINE=udptee-base scripts/bench-forward.sh
 #                                              # against an earlier commit, built in a git worktree
+#   FORWARDERS="udptee udptee-filtered" GEN_ARGS="--profile realistic" SIZE=512 scripts/bench-forward.sh
+#                                              # the second target with line settings (udptee-filtered.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -41,6 +43,7 @@ for run in $(seq 1 "$RUNS"); do
       udptee-uring) cmd="taskset -c $FWD_CPU $T/udptee --listen {listen} {to} --stats-interval 0 --admin 127.0.0.1:0 --rcvbuf $RCVBUF --io uring $UDPTEE_ARGS" ;;
       udptee-nolat) cmd="taskset -c $FWD_CPU $T/udptee --listen {listen} {to} --stats-interval 0 --admin 127.0.0.1:0 --rcvbuf $RCVBUF --latency off $UDPTEE_ARGS" ;;
       udptee-base) cmd="taskset -c $FWD_CPU ${BASE_BIN:?set BASE_REV} --listen {listen} {to} --stats-interval 0 --admin 127.0.0.1:0 --rcvbuf $RCVBUF $UDPTEE_ARGS" ;;
+      udptee-filtered) cmd="taskset -c $FWD_CPU scripts/udptee-filtered.sh {listen} {targets} -- --stats-interval 0 --admin 127.0.0.1:0 --rcvbuf $RCVBUF $UDPTEE_ARGS" ;;
       relay) cmd="taskset -c $FWD_CPU $T/udptee-loadgen relay --listen {listen} {to} --rcvbuf $RCVBUF" ;;
       *) echo "unknown forwarder $fwd" >&2; exit 2 ;;
     esac

@@ -401,36 +401,48 @@ pub fn check_datagram(datagram: &[u8]) {
     for line in lines(datagram) {
         let _ = parse(line);
     }
-    let all = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-    let kinds = [
-        LineSettings {
-            include: all(&["a*", "*.b"]),
-            exclude: all(&["a.x*"]),
-            ..LineSettings::default()
-        },
-        LineSettings {
-            tags_include: all(&["env:*"]),
-            tags_exclude: all(&["noisy"]),
-            malformed: OnMalformed::Drop,
-            ..LineSettings::default()
-        },
-        LineSettings {
-            sample: Some(0.5),
-            ..LineSettings::default()
-        },
-        LineSettings {
-            sample: Some(0.5),
-            sample_by: SampleBy::Line,
-            add_tags: all(&["shadow:true"]),
-            prefix: "shadow.".into(),
-            ..LineSettings::default()
-        },
-    ];
-    for (k, settings) in kinds.iter().enumerate() {
-        for max in [64, 65535] {
-            let Ok(f) = LineFilter::new(settings, max) else {
-                panic!("settings {k} are valid");
-            };
+    // Compiled once: the fuzzer calls this millions of times.
+    static FILTERS: std::sync::OnceLock<Vec<(usize, usize, LineFilter)>> =
+        std::sync::OnceLock::new();
+    let filters = FILTERS.get_or_init(|| {
+        let all = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let kinds = [
+            LineSettings {
+                include: all(&["a*", "*.b"]),
+                exclude: all(&["a.x*"]),
+                ..LineSettings::default()
+            },
+            LineSettings {
+                tags_include: all(&["env:*"]),
+                tags_exclude: all(&["noisy"]),
+                malformed: OnMalformed::Drop,
+                ..LineSettings::default()
+            },
+            LineSettings {
+                sample: Some(0.5),
+                ..LineSettings::default()
+            },
+            LineSettings {
+                sample: Some(0.5),
+                sample_by: SampleBy::Line,
+                add_tags: all(&["shadow:true"]),
+                prefix: "shadow.".into(),
+                ..LineSettings::default()
+            },
+        ];
+        let mut v = Vec::new();
+        for (k, settings) in kinds.iter().enumerate() {
+            for max in [64, 65535] {
+                let f =
+                    LineFilter::new(settings, max).unwrap_or_else(|e| panic!("settings {k}: {e}"));
+                v.push((k, max, f));
+            }
+        }
+        v
+    });
+    for (k, max, f) in filters {
+        let (k, max) = (*k, *max);
+        {
             let (mut out, mut parts, mut counts) = (Vec::new(), Vec::new(), LineCounts::default());
             f.apply(
                 datagram,
