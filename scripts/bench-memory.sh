@@ -9,13 +9,8 @@
 #   BASE_REV=771d6f9 scripts/bench-memory.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --workspace -q
-T=target/release
-tmp=$(mktemp -d)
-cleanup() { kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-kib() { awk -v k="$1" '$1==k":" {print $2}' "/proc/$2/status"; }
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 mib() { awk -v v="$1" 'BEGIN { printf "%.1f", v/1024 }'; }
 
 # A target that never reads: a bound socket with the smallest receive buffer, held by a sleeper.

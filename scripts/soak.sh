@@ -14,12 +14,8 @@ DURATION=${DURATION:-30m}
 RATE=${RATE:-20k}
 CPU_FWD=${CPU_FWD:-0}
 CPU_GEN=${CPU_GEN:-1}
-cargo build --release --workspace -q
-T=target/release
-tmp=$(mktemp -d)
-cleanup() { kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 secs=$(python3 -c "import re,sys; m=re.fullmatch(r'(\d+)(s|m|h)','$DURATION'); print(int(m[1])*{'s':1,'m':60,'h':3600}[m[2]])")
 
 listen=$(port); a=$(port); b=$(port); c=$(port)
@@ -47,7 +43,7 @@ taskset -c "$CPU_GEN" "$T/udptee-loadgen" send --to "127.0.0.1:$listen" --rate "
 gen=$!
 
 cpu_ns() { cat /proc/"$pid"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
-rss_kib() { awk '$1=="VmRSS:" {print $2}' /proc/"$pid"/status; }
+rss_kib() { kib VmRSS "$pid"; }
 metric() { curl -s "127.0.0.1:$admin/metrics" | awk -v m="$1" '$1==m {print $2}'; }
 
 printf '%-7s %-9s %-12s %-12s %-10s %-10s\n' t_s rss_KiB cpu_us/dgram received fwd_old fwd_new
@@ -76,12 +72,12 @@ grep -E 'final:' "$tmp/log" | sed 's/^.*final: /final: /'
 echo
 # The third target's 4 MiB ring comes and goes with the reloads; what must not happen is growth
 # beyond the largest set. Growth = the largest sample after the first 10 minutes (both sets seen)
-# minus the largest before; for shorter runs, the last sample minus the first after a minute.
+# minus the largest before; for shorter runs, from the first minute to the first reload (5 min).
 awk '{ if ($1 < 600) { if ($2 > early) early = $2 } else { n++; if ($2 > late) late = $2 }
-       if ($1 >= 60 && first == "") first = $2; last = $2 }
+       if ($1 >= 60 && $1 < 300) { if (first == "") first = $2; last = $2 } }
      END {
        if (n > 0) { g = late - early; printf "RSS: largest %d KiB in the first 10 min, %d KiB after (growth %d KiB over %d samples)\n", early, late, g, n }
-       else { g = last - first; printf "RSS: %d KiB after the first minute, %d KiB at the end (growth %d KiB)\n", first, last, g }
+       else { g = last - first; printf "RSS: %d KiB after the first minute, %d KiB before the first reload (growth %d KiB)\n", first, last, g }
        print (g <= 1024 ? "RSS: flat" : "RSS: GROWING");
      }' "$tmp/samples"
 awk '$3 != "-" { print $3 }' "$tmp/samples" | sort -n | awk '{ v[NR] = $1 } END { printf "CPU per datagram: median %s us, min %s, max %s over %d samples\n", v[int((NR + 1) / 2)], v[1], v[NR], NR }'

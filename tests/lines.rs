@@ -49,17 +49,22 @@ impl RawSink {
     }
 
     fn lines(&self) -> Vec<String> {
-        self.datagrams()
-            .iter()
-            .flat_map(|d| {
-                String::from_utf8(d.clone())
-                    .unwrap()
-                    .lines()
-                    .map(str::to_owned)
-                    .collect::<Vec<_>>()
-            })
-            .collect()
+        text_lines(&self.datagrams())
     }
+}
+
+/// Every line of `datagrams`, in order.
+fn text_lines(datagrams: &[Vec<u8>]) -> Vec<String> {
+    datagrams
+        .iter()
+        .flat_map(|d| {
+            String::from_utf8(d.clone())
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 const NAMES: usize = 16;
@@ -155,16 +160,7 @@ fn line_settings_give_each_target_exactly_its_share() {
     ];
     let (sinks, snap, parity) = run(&settings);
     let sent = traffic();
-    let all_lines: Vec<String> = sent
-        .iter()
-        .flat_map(|d| {
-            String::from_utf8(d.clone())
-                .unwrap()
-                .lines()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let all_lines = text_lines(&sent);
 
     assert!(
         sinks[0].datagrams() == sent,

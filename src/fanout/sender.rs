@@ -34,6 +34,17 @@ fn payload<'a>(core: &'a TargetCore, e: &Entry) -> &'a [u8] {
     unsafe { core.ring.payload(e) }
 }
 
+/// What became of the items a `send_loop` call sent.
+enum Outcome<'e> {
+    /// Items `start..start + n` went out.
+    Sent(usize, usize),
+    /// The kernel refused item `i`.
+    Refused(usize, &'e io::Error),
+    /// The drain deadline passed: items from `start` on are abandoned.
+    Abandoned(usize),
+}
+use Outcome::{Abandoned, Refused, Sent};
+
 /// What the filtered path reuses from batch to batch: no allocation once warm.
 #[derive(Debug, Default)]
 struct Scratch {
@@ -161,32 +172,20 @@ impl TargetSender {
         counters.add_filtered(empty);
         s.state.clear();
         s.state.resize(s.parts.len(), 0);
-        let mut start = 0;
-        while start < s.parts.len() {
-            let ranges = s.parts[start..].iter().map(|p| (p.start, p.end));
-            match send.send_ranges(self.core.socket.as_fd(), &s.out, ranges) {
-                Ok(0) => break,
-                Ok(n) => {
-                    s.state[start..start + n].fill(1);
-                    start += n;
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    if self.past_deadline() {
-                        s.state[start..].fill(-1);
-                        break;
-                    }
-                }
-                Err(e) => {
-                    s.state[start] = e.raw_os_error().unwrap_or(libc::EIO);
-                    start += 1;
-                }
-            }
-        }
+        let state = &mut s.state;
+        let (parts, out) = (&s.parts, &s.out);
+        self.send_loop(
+            parts.len(),
+            |start| {
+                let ranges = parts[start..].iter().map(|p| (p.start, p.end));
+                send.send_ranges(self.core.socket.as_fd(), out, ranges)
+            },
+            |outcome| match outcome {
+                Sent(start, n) => state[start..start + n].fill(1),
+                Refused(i, e) => state[i] = e.raw_os_error().unwrap_or(libc::EIO),
+                Abandoned(start) => state[start..].fill(-1),
+            },
+        );
         // Per entry: its parts are consecutive.
         let now = now_nanos();
         let (mut sent_lines, mut lost_lines, mut digest) = (0u64, 0u64, 0u64);
@@ -233,11 +232,11 @@ impl TargetSender {
     /// Sends `entries` in order, resuming after short counts and skipping copies the kernel refused.
     fn send_all(&self, send: &mut MmsgSend, entries: &[Entry]) {
         let counters = self.core.counters.sender();
-        let mut start = 0;
-        while start < entries.len() {
-            match send.send_entries(self.core.socket.as_fd(), &entries[start..]) {
-                Ok(0) => break,
-                Ok(n) => {
+        self.send_loop(
+            entries.len(),
+            |start| send.send_entries(self.core.socket.as_fd(), &entries[start..]),
+            |outcome| match outcome {
+                Sent(start, n) => {
                     let sent = &entries[start..start + n];
                     self.digest_sent(counters, sent, true);
                     let bytes: usize = sent.iter().map(|e| e.len).sum();
@@ -247,6 +246,36 @@ impl TargetSender {
                             .latency()
                             .record_batch(now_nanos(), sent.iter().map(|e| e.rx_nanos));
                     }
+                }
+                Refused(i, e) => {
+                    self.digest_sent(counters, &entries[i..=i], false);
+                    count_send_error(&self.core, counters, e);
+                }
+                Abandoned(start) => {
+                    self.digest_sent(counters, &entries[start..], false);
+                    counters.add_drain_timeout((entries.len() - start) as u64);
+                }
+            },
+        );
+    }
+
+    /// The send loop both paths share: `send_from(i)` sends from item `i` on (one `sendmmsg`). A short
+    /// count resumes where the kernel stopped; an error means the first item failed (sendmmsg(2)),
+    /// so it is reported and skipped; a send that times out (the send buffer stayed full for
+    /// WAKE_INTERVAL: the target path is slow) is retried, keeping the batch while the ring behind
+    /// it fills and drops, until the drain deadline abandons the rest.
+    fn send_loop(
+        &self,
+        len: usize,
+        mut send_from: impl FnMut(usize) -> io::Result<usize>,
+        mut on: impl FnMut(Outcome<'_>),
+    ) {
+        let mut start = 0;
+        while start < len {
+            match send_from(start) {
+                Ok(0) => break,
+                Ok(n) => {
+                    on(Sent(start, n));
                     start += n;
                 }
                 Err(e)
@@ -255,17 +284,13 @@ impl TargetSender {
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
-                    // The send buffer stayed full for WAKE_INTERVAL: the target path is slow. Keep the
-                    // batch (the ring behind it fills and drops), unless its drain time is up.
                     if self.past_deadline() {
-                        self.digest_sent(counters, &entries[start..], false);
-                        counters.add_drain_timeout((entries.len() - start) as u64);
+                        on(Abandoned(start));
                         return;
                     }
                 }
                 Err(e) => {
-                    self.digest_sent(counters, &entries[start..start + 1], false);
-                    count_send_error(&self.core, counters, &e);
+                    on(Refused(start, &e));
                     start += 1;
                 }
             }
