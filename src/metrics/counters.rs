@@ -673,6 +673,12 @@ impl fmt::Display for Snapshot {
             if s.disabled > 0 {
                 write!(f, ", disabled {}", s.disabled)?;
             }
+            write!(
+                f,
+                ", drain_timeout {}; unaccounted {}",
+                s.drain_timeout,
+                self.unaccounted(t)
+            )?;
             if s.filtered > 0 || s.lines(LineOutcome::Offered) > 0 {
                 write!(f, "; filtered {} (every line removed)", s.filtered)?;
                 let lines: Vec<String> = LineOutcome::ALL
@@ -681,12 +687,6 @@ impl fmt::Display for Snapshot {
                     .collect();
                 write!(f, "; lines {}", lines.join(", "))?;
             }
-            write!(
-                f,
-                ", drain_timeout {}; unaccounted {}",
-                s.drain_timeout,
-                self.unaccounted(t)
-            )?;
             if let Some(d) = s.receiver_drops {
                 write!(f, "; receiver_drops {d} (forwarded, lost at the receiver)")?;
             }
