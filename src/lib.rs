@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod net;
 pub mod pool;
 pub mod privileges;
+pub mod replay;
 pub mod statsd;
 
 use std::fmt::Write as _;

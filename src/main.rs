@@ -8,8 +8,10 @@ use udptee::cli::{Command, Invocation, LogFormat};
 
 fn main() -> ExitCode {
     let inv = Invocation::from_env();
-    if let Some(Command::Check { config }) = &inv.args.command {
-        return check(config);
+    match &inv.args.command {
+        Some(Command::Check { config }) => return check(config),
+        Some(Command::Replay(args)) => return replay(args),
+        None => {}
     }
     let (config, args) = match inv.load_all() {
         Ok(c) => c,
@@ -62,6 +64,43 @@ fn check(path: &std::path::Path) -> ExitCode {
         }
         Err(e) => {
             eprintln!("udptee: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `udptee replay FILE... --to ADDR`: a progress bar on a terminal, then one summary line on stdout;
+/// exit 0, 1 when a file is corrupt or truncated (after what was sent before it), 2 for bad flags.
+fn replay(args: &udptee::cli::ReplayArgs) -> ExitCode {
+    let plan = match args.plan() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("udptee replay: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let bar = if std::io::stderr().is_terminal() {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {elapsed} {pos} datagrams, {per_sec}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let result = udptee::replay::replay(&plan, |n| bar.set_position(n));
+    bar.finish_and_clear();
+    match result {
+        Ok(report) => {
+            let _ = writeln!(std::io::stdout(), "{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let _ = writeln!(std::io::stdout(), "{}", e.report);
+            eprintln!("udptee replay: {}", e.message);
             ExitCode::FAILURE
         }
     }

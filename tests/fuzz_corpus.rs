@@ -28,3 +28,41 @@ proptest::proptest! {
         udptee::statsd::filter::check_datagram(data.as_bytes());
     }
 }
+
+/// The capture reader's fuzz target on stable: its corpus (the tests/data fixtures and what a fuzzer
+/// added), the fixtures cut at every length and with bytes flipped: an error or datagrams, never a
+/// panic or a hang.
+#[test]
+fn capture_files_of_any_shape_never_panic() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut inputs: Vec<Vec<u8>> = Vec::new();
+    for entry in std::fs::read_dir(root.join("fuzz/corpus/capture")).expect("the corpus exists") {
+        inputs.push(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    let fixture = std::fs::read(root.join("tests/data/lo.pcapng")).unwrap();
+    for cut in (0..fixture.len()).step_by(97) {
+        inputs.push(fixture[..cut].to_vec());
+    }
+    let mut rng = fastrand::Rng::with_seed(3);
+    for _ in 0..300 {
+        let mut m = fixture.clone();
+        for _ in 0..rng.usize(1..8) {
+            let i = rng.usize(..m.len());
+            m[i] = rng.u8(..);
+        }
+        inputs.push(m);
+    }
+    for input in &inputs {
+        let mut skipped = Default::default();
+        let _ = udptee::replay::capture::for_each_udp_in(&input[..], &mut skipped, |_| Ok(()));
+    }
+    assert!(inputs.len() > 300);
+}
+
+proptest::proptest! {
+    #[test]
+    fn arbitrary_capture_bytes_never_panic(data in proptest::collection::vec(proptest::num::u8::ANY, 0..2000)) {
+        let mut skipped = Default::default();
+        let _ = udptee::replay::capture::for_each_udp_in(&data[..], &mut skipped, |_| Ok(()));
+    }
+}

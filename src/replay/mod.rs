@@ -1,0 +1,241 @@
+//! `udptee replay`: send the UDP datagrams of pcap/pcapng captures to one or more targets, keeping
+//! the recorded gaps scaled by `--speed`, at a fixed `--pps`, or flat out, with `sendmmsg` batches
+//! on one connected socket per target.
+
+pub mod capture;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::net::mmsg::MmsgSend;
+use capture::{Skip, Skipped};
+
+/// Datagrams per `sendmmsg`.
+const BATCH: usize = 32;
+
+/// How fast to replay.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pace {
+    /// As fast as the sockets take them.
+    Max,
+    /// The recorded gaps divided by this factor (1 = real time).
+    Speed(f64),
+    /// A fixed rate, datagrams per second, whatever was recorded.
+    Pps(f64),
+}
+
+/// What to replay, where.
+#[derive(Debug, Clone)]
+pub struct ReplayPlan {
+    /// Capture files, replayed one after the other.
+    pub files: Vec<PathBuf>,
+    /// Every datagram goes to each of these.
+    pub targets: Vec<SocketAddr>,
+    /// Timing.
+    pub pace: Pace,
+    /// Times through all the files (at least 1).
+    pub loops: u64,
+    /// Only datagrams recorded with this destination port.
+    pub port: Option<u16>,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayReport {
+    /// Datagrams taken from the captures (per loop, counted once per pass).
+    pub datagrams: u64,
+    /// Payload bytes of those.
+    pub bytes: u64,
+    /// Copies sent (datagrams × targets, less send errors).
+    pub sent: u64,
+    /// Copies the kernel refused (e.g. ECONNREFUSED: nothing listens at a target).
+    pub send_errors: u64,
+    /// Frames skipped, by [`Skip`].
+    pub skipped: Skipped,
+    /// Datagrams left out by `--port`.
+    pub other_port: u64,
+    /// Wall time of the sending.
+    pub elapsed: Duration,
+}
+
+impl ReplayReport {
+    /// Datagrams per second achieved.
+    pub fn rate(&self) -> f64 {
+        self.datagrams as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+impl std::fmt::Display for ReplayReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "replayed {} datagrams ({} bytes) in {:.3} s, {:.0}/s; {} copies sent, {} send errors; skipped",
+            self.datagrams,
+            self.bytes,
+            self.elapsed.as_secs_f64(),
+            self.rate(),
+            self.sent,
+            self.send_errors
+        )?;
+        for s in Skip::ALL {
+            write!(f, " {} {}", s.as_str(), self.skipped[s as usize])?;
+        }
+        write!(f, ", other_port {}", self.other_port)
+    }
+}
+
+/// Why a replay stopped early; `report` says what was sent before.
+#[derive(Debug)]
+pub struct ReplayError {
+    /// The file (or target) it concerns and what went wrong.
+    pub message: String,
+    /// What was done before.
+    pub report: ReplayReport,
+}
+
+/// A batch being built: payloads copied out of the capture reader's buffer.
+struct Batch {
+    bufs: Vec<Vec<u8>>,
+    len: usize,
+}
+
+impl Batch {
+    fn push(&mut self, payload: &[u8]) {
+        if self.len == self.bufs.len() {
+            self.bufs.push(Vec::new());
+        }
+        let b = &mut self.bufs[self.len];
+        b.clear();
+        b.extend_from_slice(payload);
+        self.len += 1;
+    }
+}
+
+/// Runs the plan; `progress` is called after every batch with the datagrams sent so far.
+pub fn replay(
+    plan: &ReplayPlan,
+    mut progress: impl FnMut(u64),
+) -> Result<ReplayReport, ReplayError> {
+    let mut report = ReplayReport::default();
+    let fail = |message: String, report: &ReplayReport| ReplayError {
+        message,
+        report: report.clone(),
+    };
+    let mut sockets = Vec::with_capacity(plan.targets.len());
+    for &t in &plan.targets {
+        let s = crate::net::socket::connect_target(t, None)
+            .map_err(|e| fail(format!("target {t}: {e}"), &report))?;
+        sockets.push(s);
+    }
+    let mut send = MmsgSend::new(BATCH);
+    let mut batch = Batch {
+        bufs: Vec::with_capacity(BATCH),
+        len: 0,
+    };
+    let start = Instant::now();
+    // Timeline: the first datagram's capture time maps to `base`; every later one to
+    // base + (ts - first) / speed. Each loop and each file continues where the previous ended.
+    let mut base = start;
+    let mut n_pps: u64 = 0;
+    for _ in 0..plan.loops.max(1) {
+        for path in &plan.files {
+            let mut first: Option<u64> = None;
+            let mut last_due = base;
+            let mut each = |d: capture::Udp<'_>| -> Result<(), String> {
+                if plan.port.is_some_and(|p| p != d.dst.port()) {
+                    report.other_port += 1;
+                    return Ok(());
+                }
+                let due = match plan.pace {
+                    Pace::Max => None,
+                    Pace::Pps(pps) => {
+                        n_pps += 1;
+                        Some(start + Duration::from_secs_f64(n_pps as f64 / pps))
+                    }
+                    Pace::Speed(speed) => d.ts_nanos.map(|ts| {
+                        let t0 = *first.get_or_insert(ts);
+                        let gap = Duration::from_nanos(ts.saturating_sub(t0));
+                        base + gap.div_f64(speed)
+                    }),
+                };
+                if let Some(due) = due {
+                    last_due = last_due.max(due);
+                    if due > Instant::now() {
+                        flush(&mut send, &sockets, &mut batch, &mut report);
+                        progress(report.datagrams);
+                        wait_until(due);
+                    }
+                }
+                batch.push(d.payload);
+                report.datagrams += 1;
+                report.bytes += d.payload.len() as u64;
+                if batch.len == BATCH {
+                    flush(&mut send, &sockets, &mut batch, &mut report);
+                    progress(report.datagrams);
+                }
+                Ok(())
+            };
+            let mut skipped = Skipped::default();
+            let r = capture::for_each_udp(path, &mut skipped, &mut each);
+            for (a, b) in report.skipped.iter_mut().zip(skipped) {
+                *a += b;
+            }
+            flush(&mut send, &sockets, &mut batch, &mut report);
+            progress(report.datagrams);
+            if let Err(e) = r {
+                report.elapsed = start.elapsed();
+                return Err(fail(format!("{}: {e}", path.display()), &report));
+            }
+            base = last_due.max(Instant::now());
+        }
+    }
+    report.elapsed = start.elapsed();
+    Ok(report)
+}
+
+/// Sleeps until `due`, the last stretch spinning, since timer wake-ups are late by up to
+/// milliseconds here.
+fn wait_until(due: Instant) {
+    const SPIN: Duration = Duration::from_micros(200);
+    loop {
+        let now = Instant::now();
+        if now >= due {
+            return;
+        }
+        let left = due - now;
+        if left > SPIN {
+            std::thread::sleep(left - SPIN);
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// Sends the batch to every target: a short count resumes, a refused copy is counted and skipped.
+fn flush(send: &mut MmsgSend, sockets: &[UdpSocket], batch: &mut Batch, report: &mut ReplayReport) {
+    let bufs = &batch.bufs[..batch.len];
+    for s in sockets {
+        let mut start = 0;
+        while start < bufs.len() {
+            match send.send_slices(s.as_fd(), &bufs[start..]) {
+                Ok(0) => break,
+                Ok(n) => {
+                    report.sent += n as u64;
+                    start += n;
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => {
+                    report.send_errors += 1;
+                    start += 1;
+                }
+            }
+        }
+    }
+    batch.len = 0;
+}
