@@ -155,6 +155,10 @@ pub fn replay(
                         Some(start + Duration::from_secs_f64(n_pps as f64 / pps))
                     }
                     Pace::Speed(speed) => d.ts_nanos.map(|ts| {
+                        if first.is_none() && report.datagrams == 0 {
+                            // The schedule starts with the first datagram, not with opening the file.
+                            base = Instant::now();
+                        }
                         let t0 = *first.get_or_insert(ts);
                         let gap = Duration::from_nanos(ts.saturating_sub(t0));
                         base + gap.div_f64(speed)
