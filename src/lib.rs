@@ -4,16 +4,19 @@
 //! data path is built so that one slow or dead target costs only its own copies:
 //! - receive workers (one per `--workers`/`--cpus` entry, optionally pinned), each with its own
 //!   SO_REUSEPORT socket, read batches with `recvmmsg` into slots of a pool allocated once at start-up;
-//! - each datagram's slot is shared, not copied, by every target: its id goes into one bounded queue per
-//!   target, and one sender thread per target sends batches with `sendmmsg` on a connected socket;
+//! - each target is sent inline from the worker when its backlog is empty; what the kernel does not
+//!   take at once is copied into the target's bounded byte ring, which its sender thread sends with
+//!   `sendmmsg` on a connected socket (targets with line settings always go through their sender);
 //! - a full queue, a send error, an oversized datagram or a drain timeout is a counted drop with a named
 //!   [`metrics::counters::DropReason`]; nothing is lost silently, nothing waits on a target.
 //!
 //! Modules: [`config`] and [`cli`] (what to run), [`fanout`] (threads, the target registry and the
 //! [`Forwarder`]), [`control`] (reload and the admin API's verbs), [`pool`] (receive slots and the
 //! targets' backlog rings), [`net`] (sockets and the batch syscalls), [`metrics`] (counters, latency,
-//! Prometheus) and `admin` (the HTTP listener). `unsafe` code lives only in `net::{sys,mmsg,uring}`
-//! and `pool::ring`.
+//! Prometheus), [`statsd`] (the line parser and per-target line filters), [`replay`] (capture files
+//! and `udptee replay`), [`privileges`] (`--user`) and `admin` (the HTTP listener). `unsafe` code
+//! lives only in `net::{sys,mmsg,uring}` and `pool::ring`, plus one read of an unconsumed ring
+//! entry in `fanout::sender`.
 #![deny(unsafe_code)]
 
 mod admin;
