@@ -27,6 +27,7 @@ pub mod fanout;
 pub mod logging;
 pub mod metrics;
 pub mod net;
+pub mod notify;
 pub mod pool;
 pub mod privileges;
 pub mod replay;
@@ -94,6 +95,13 @@ pub fn run(config: &Config, loader: Option<control::Loader>) -> Result<Snapshot,
             source,
         })?;
 
+    let mut systemd = notify::Systemd::from_env();
+    systemd.ready(&format!(
+        "forwarding {} to {} targets",
+        fwd.local_addr(),
+        fwd.stats().target_names().len()
+    ));
+    let watchdog = systemd.watchdog_interval().map_or_else(never, tick);
     let ticker = if config.stats_interval.is_zero() {
         never()
     } else {
@@ -115,17 +123,32 @@ pub fn run(config: &Config, loader: Option<control::Loader>) -> Result<Snapshot,
                 Ok(SIGUSR1) => dumps.dump(config, fwd.stats()),
                 Ok(SIGHUP) => {
                     tracing::info!("SIGHUP: reloading the configuration");
+                    systemd.reloading();
                     // Logged and counted inside; the running set is kept on error.
-                    let _ = fwd.control().reload();
+                    let outcome = match fwd.control().reload() {
+                        Ok(_) => "reloaded",
+                        Err(_) => "reload refused; the running set is kept",
+                    };
+                    systemd.reloaded(outcome);
                 }
                 Ok(signal) => {
                     tracing::info!(signal, "stopping: draining queues for at most {:?}", config.drain_timeout);
+                    systemd.stopping();
                     break;
                 }
                 Err(_) => break,
             },
+            recv(watchdog) -> _ => {
+                let _ = systemd.watchdog(fwd.stats().worker_beats(), fwd.stats().ready());
+            }
             recv(ticker) -> _ => {
                 let now = (Instant::now(), fwd.snapshot(), fwd.cpu_time());
+                let secs = (now.0 - last.0).as_secs_f64().max(1e-9);
+                systemd.status(&format!(
+                    "rx {:.0}/s to {} targets",
+                    now.1.received().saturating_sub(last.1.received()) as f64 / secs,
+                    fwd.stats().target_names().len()
+                ));
                 tracing::info!("{}", stats_line(&last.1, &now.1, now.0 - last.0, now.2 - last.2));
                 last = now;
             },
@@ -134,6 +157,7 @@ pub fn run(config: &Config, loader: Option<control::Loader>) -> Result<Snapshot,
                 died = fwd.stats().died();
                 if !died.is_empty() {
                     tracing::error!(threads = ?died, "a data thread died; stopping so the supervisor restarts udptee");
+                    systemd.stopping();
                     break;
                 }
             },

@@ -229,6 +229,12 @@ impl Stats {
         Ok(())
     }
 
+    /// Each receive worker's loop turns so far (they move at least every read timeout while the
+    /// worker lives).
+    pub fn worker_beats(&self) -> Vec<u64> {
+        self.worker_counters.iter().map(|c| c.beats()).collect()
+    }
+
     /// Names of data threads that died (a panic): the process must exit so a supervisor restarts it.
     pub fn died(&self) -> Vec<String> {
         self.threads.died()

@@ -87,6 +87,7 @@ impl RecvWorker {
         // at close, uncounted), for at most STOP_DRAIN, then exit.
         let mut stop_by: Option<std::time::Instant> = None;
         loop {
+            self.counters.beat();
             if stop_by.is_none() && !self.running.load(Ordering::Relaxed) {
                 stop_by = Some(std::time::Instant::now() + STOP_DRAIN);
                 let _ = self.socket.set_nonblocking(true);

@@ -375,6 +375,9 @@ pub struct WorkerCounters {
     rcvbuf_overflow: AtomicU64,
     recv_errors: AtomicU64,
     ring_empty: AtomicU64,
+    /// Loop iterations: a worker goes round at least every read timeout, idle or not, so a value
+    /// that stops moving means a stuck worker (the systemd watchdog withholds its ping).
+    beats: AtomicU64,
 }
 
 /// What a worker adds after one batch.
@@ -417,6 +420,16 @@ impl WorkerCounters {
     /// Counts a failed `recvmmsg` (other than timeouts and interrupts).
     pub fn add_recv_error(&self) {
         add(&self.recv_errors, 1);
+    }
+
+    /// One more turn of the worker's loop.
+    pub fn beat(&self) {
+        self.beats.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Turns of the worker's loop so far.
+    pub fn beats(&self) -> u64 {
+        self.beats.load(Ordering::Relaxed)
     }
 
     /// A copy for reporting.
