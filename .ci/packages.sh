@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The real tools the tests use as witnesses: from Debian's packages, iproute2 (ip, tc) for the
-# network-namespace tests, nftables for the fault suite's lossy link (this kernel has no netem) and
-# nodejs/npm; from npm, Etsy's statsd daemon (into target/ci-tools, never committed); from PyPI,
+# network-namespace tests, nftables for the fault suite's lossy link (this kernel has no netem),
+# systemd (systemd-analyze verify of the shipped unit) and nodejs/npm; from npm, Etsy's statsd daemon (into target/ci-tools, never committed); from PyPI,
 # Datadog's DogStatsD client. A test whose tool is missing prints why it skips, so a failure here
 # is reported, not fatal.
 set -uo pipefail
 packages=(iproute2 nftables)
 command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
+command -v systemd-analyze >/dev/null || packages+=(systemd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
