@@ -171,6 +171,47 @@ pub struct Part {
     pub digest: u64,
 }
 
+/// A filter's output for some datagrams, in fresh buffers (the fuzz check and the tests).
+struct Applied {
+    out: Vec<u8>,
+    parts: Vec<Part>,
+    counts: LineCounts,
+}
+
+impl Applied {
+    fn of<'a>(
+        f: &LineFilter,
+        datagrams: impl IntoIterator<Item = &'a [u8]>,
+        rng: &mut fastrand::Rng,
+    ) -> Self {
+        let mut a = Self {
+            out: Vec::new(),
+            parts: Vec::new(),
+            counts: LineCounts::default(),
+        };
+        for d in datagrams {
+            f.apply(d, &mut a.out, &mut a.parts, &mut a.counts, rng);
+        }
+        a
+    }
+
+    /// Each part's bytes.
+    fn texts(&self) -> impl Iterator<Item = &[u8]> {
+        self.parts.iter().map(|p| &self.out[p.start..p.end])
+    }
+}
+
+impl Part {
+    fn empty(at: usize) -> Self {
+        Self {
+            start: at,
+            end: at,
+            lines: 0,
+            digest: 0,
+        }
+    }
+}
+
 impl LineFilter {
     /// Compiles `s` (already validated) for datagrams of at most `max_datagram` bytes.
     pub fn new(s: &LineSettings, max_datagram: usize) -> Result<Self, String> {
@@ -210,23 +251,18 @@ impl LineFilter {
         counts: &mut LineCounts,
         rng: &mut fastrand::Rng,
     ) {
-        let mut part = Part {
-            start: out.len(),
-            end: out.len(),
-            lines: 0,
-            digest: 0,
-        };
+        let mut part = Part::empty(out.len());
         for raw in lines(datagram) {
             counts.offered += 1;
-            let line_start = out.len();
-            match parse(raw) {
+            // What to write for this line: it as received (malformed, forwarded), or rewritten.
+            let keep = match parse(raw) {
                 Err(_) => {
                     counts.malformed += 1;
                     if self.drop_malformed {
                         counts.malformed_dropped += 1;
                         continue;
                     }
-                    out.extend_from_slice(raw);
+                    None
                 }
                 Ok(line) => {
                     let name = line.name();
@@ -256,29 +292,28 @@ impl LineFilter {
                         }
                         scale = Some(f);
                     }
-                    self.rewrite(&line, scale, out);
+                    Some((line, scale))
                 }
-            }
+            };
             counts.kept += 1;
-            // A line that does not fit after the others starts the next datagram.
-            let len = out.len() - line_start;
-            let sep = usize::from(part.lines > 0);
-            if part.lines > 0 && line_start + len - part.start + sep > self.max_datagram {
-                let line = out[line_start..].to_vec();
-                out.truncate(line_start);
-                parts.push(part);
-                part = Part {
-                    start: out.len(),
-                    end: out.len(),
-                    lines: 0,
-                    digest: 0,
-                };
-                out.extend_from_slice(&line);
-            } else if part.lines > 0 {
-                out.insert(line_start, b'\n');
+            let sep = part.lines > 0;
+            if sep {
+                out.push(b'\n');
             }
-            let body = &out[out.len() - len..];
-            part.digest = part.digest.wrapping_add(xxh3_64(body));
+            let mut body = out.len();
+            match keep {
+                None => out.extend_from_slice(raw),
+                Some((line, scale)) => self.rewrite(&line, scale, out),
+            }
+            if sep && out.len() - part.start > self.max_datagram {
+                // It does not fit after the others: it starts the next datagram, without the
+                // separator (part.end still marks where the previous line ended).
+                out.remove(body - 1);
+                body -= 1;
+                parts.push(part);
+                part = Part::empty(body);
+            }
+            part.digest = part.digest.wrapping_add(xxh3_64(&out[body..]));
             part.lines += 1;
             part.end = out.len();
         }
@@ -353,7 +388,7 @@ impl LineFilter {
                     if new_field {
                         out.extend_from_slice(b"|@");
                     }
-                    out.extend_from_slice(format_rate(r).as_bytes());
+                    write_rate(out, r);
                 }
                 Edit::Tags(comma, new_field) => {
                     if new_field {
@@ -381,14 +416,21 @@ enum Edit {
     Tags(bool, bool),
 }
 
-/// A sample rate with enough digits to be exact for what clients send, and no trailing zeros.
-fn format_rate(r: f64) -> String {
-    let s = format!("{r:.6}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s.is_empty() || s == "0" {
-        "0.000001".into()
-    } else {
-        s.to_owned()
+/// Appends a sample rate with enough digits to be exact for what clients send, without trailing
+/// zeros, straight into the copy (no allocation per line).
+fn write_rate(out: &mut Vec<u8>, r: f64) {
+    use std::io::Write as _;
+    let start = out.len();
+    let _ = write!(out, "{r:.6}");
+    while out.len() > start && out[out.len() - 1] == b'0' {
+        out.pop();
+    }
+    if out.last() == Some(&b'.') {
+        out.pop();
+    }
+    if out[start..].is_empty() || out[start..] == *b"0" {
+        out.truncate(start);
+        out.extend_from_slice(b"0.000001");
     }
 }
 
@@ -441,33 +483,26 @@ pub fn check_datagram(datagram: &[u8]) {
         v
     });
     for (k, max, f) in filters {
-        let (k, max) = (*k, *max);
-        {
-            let (mut out, mut parts, mut counts) = (Vec::new(), Vec::new(), LineCounts::default());
-            f.apply(
-                datagram,
-                &mut out,
-                &mut parts,
-                &mut counts,
-                &mut fastrand::Rng::with_seed(k as u64),
+        let a = Applied::of(f, [datagram], &mut fastrand::Rng::with_seed(*k as u64));
+        let c = a.counts;
+        assert_eq!(
+            c.offered,
+            lines(datagram).count() as u64,
+            "every line is offered"
+        );
+        assert_eq!(
+            c.offered,
+            c.kept + c.filtered + c.sampled_out + c.malformed_dropped,
+            "every line under one outcome: {c:?}"
+        );
+        let in_parts: u64 = a.parts.iter().map(|p| u64::from(p.lines)).sum();
+        assert_eq!(in_parts, c.kept, "every kept line is in a part");
+        for (p, bytes) in a.parts.iter().zip(a.texts()) {
+            assert!(
+                bytes.len() <= *max || p.lines == 1,
+                "part over max-datagram"
             );
-            assert_eq!(
-                counts.offered,
-                lines(datagram).count() as u64,
-                "every line is offered"
-            );
-            assert_eq!(
-                counts.offered,
-                counts.kept + counts.filtered + counts.sampled_out + counts.malformed_dropped,
-                "every line under one outcome: {counts:?}"
-            );
-            let in_parts: u64 = parts.iter().map(|p| u64::from(p.lines)).sum();
-            assert_eq!(in_parts, counts.kept, "every kept line is in a part");
-            for p in &parts {
-                let bytes = &out[p.start..p.end];
-                assert!(bytes.len() <= max || p.lines == 1, "part over max-datagram");
-                assert_eq!(lines(bytes).count(), p.lines as usize, "a part's lines");
-            }
+            assert_eq!(lines(bytes).count(), p.lines as usize, "a part's lines");
         }
     }
 }
@@ -482,19 +517,12 @@ mod tests {
 
     fn run(s: &LineSettings, datagram: &str) -> (Vec<String>, LineCounts) {
         let f = LineFilter::new(s, 65535).unwrap();
-        let (mut out, mut parts, mut counts) = (Vec::new(), Vec::new(), LineCounts::default());
-        f.apply(
-            datagram.as_bytes(),
-            &mut out,
-            &mut parts,
-            &mut counts,
-            &mut fastrand::Rng::with_seed(7),
-        );
-        let texts = parts
-            .iter()
-            .map(|p| String::from_utf8(out[p.start..p.end].to_vec()).unwrap())
+        let a = Applied::of(&f, [datagram.as_bytes()], &mut fastrand::Rng::with_seed(7));
+        let texts = a
+            .texts()
+            .map(|t| String::from_utf8(t.to_vec()).unwrap())
             .collect();
-        (texts, counts)
+        (texts, a.counts)
     }
 
     #[test]
@@ -652,18 +680,8 @@ mod tests {
         };
         let f = LineFilter::new(&s, 40).unwrap();
         let datagram = "aaaa:1|c\nbbbb:1|c\ncccc:1|c\ndddd:1|c";
-        let (mut out, mut parts, mut counts) = (Vec::new(), Vec::new(), LineCounts::default());
-        f.apply(
-            datagram.as_bytes(),
-            &mut out,
-            &mut parts,
-            &mut counts,
-            &mut fastrand::Rng::new(),
-        );
-        let texts: Vec<&str> = parts
-            .iter()
-            .map(|p| std::str::from_utf8(&out[p.start..p.end]).unwrap())
-            .collect();
+        let a = Applied::of(&f, [datagram.as_bytes()], &mut fastrand::Rng::new());
+        let texts: Vec<&str> = a.texts().map(|t| std::str::from_utf8(t).unwrap()).collect();
         assert_eq!(
             texts,
             [
@@ -672,7 +690,7 @@ mod tests {
             ]
         );
         assert!(texts.iter().all(|t| t.len() <= 40));
-        assert_eq!(parts.iter().map(|p| p.lines).sum::<u32>(), 4);
+        assert_eq!(a.parts.iter().map(|p| p.lines).sum::<u32>(), 4);
     }
 
     #[test]
@@ -683,17 +701,12 @@ mod tests {
         };
         let f = LineFilter::new(&s, 65535).unwrap();
         let digest = |d: &str| {
-            let (mut out, mut parts, mut counts) = (Vec::new(), Vec::new(), LineCounts::default());
-            for dg in d.split('/') {
-                f.apply(
-                    dg.as_bytes(),
-                    &mut out,
-                    &mut parts,
-                    &mut counts,
-                    &mut fastrand::Rng::new(),
-                );
-            }
-            parts.iter().fold(0u64, |a, p| a.wrapping_add(p.digest))
+            let a = Applied::of(
+                &f,
+                d.split('/').map(str::as_bytes),
+                &mut fastrand::Rng::new(),
+            );
+            a.parts.iter().fold(0u64, |x, p| x.wrapping_add(p.digest))
         };
         assert_eq!(digest("a:1|c\nb:2|g/c:3|ms"), digest("c:3|ms/b:2|g\na:1|c"));
         assert_ne!(digest("a:1|c"), digest("a:2|c"));
