@@ -39,6 +39,21 @@ struct Seen {
     up: Option<bool>,
 }
 
+impl Seen {
+    /// Not looked at yet (`send_errors` is `u64::MAX` until the first look).
+    fn new(addr: SocketAddr, from: Option<SocketAddr>, counters: Arc<TargetCounterSet>) -> Self {
+        Self {
+            addr,
+            from,
+            counters,
+            drops: HashMap::new(),
+            send_errors: u64::MAX,
+            forwarded: 0,
+            up: None,
+        }
+    }
+}
+
 /// The watcher's state; [`Watch::spawn`] runs it on its own thread.
 #[derive(Debug)]
 pub(crate) struct Watch {
@@ -79,28 +94,18 @@ impl Watch {
             let name = t.spec.name.clone();
             let from = t.core.socket.local_addr().ok();
             let counters = Arc::clone(&t.core.counters);
-            let seen = self.seen.entry(name.clone()).or_insert_with(|| Seen {
-                addr: t.core.addr,
-                from,
-                counters: Arc::clone(&counters),
-                drops: HashMap::new(),
-                send_errors: u64::MAX,
-                forwarded: 0,
-                up: None,
-            });
-            if seen.addr != t.core.addr || !Arc::ptr_eq(&seen.counters, &counters) {
-                // A new address: its sockets are new to us; start from what they show now.
-                *seen = Seen {
-                    addr: t.core.addr,
-                    from,
-                    counters,
-                    drops: HashMap::new(),
-                    send_errors: u64::MAX,
-                    forwarded: 0,
-                    up: None,
-                };
+            match self.seen.get_mut(&name) {
+                Some(seen)
+                    if seen.addr == t.core.addr && Arc::ptr_eq(&seen.counters, &counters) =>
+                {
+                    seen.from = from;
+                }
+                // New, or at a new address: its sockets are new to us; start from what they show.
+                _ => {
+                    self.seen
+                        .insert(name.clone(), Seen::new(t.core.addr, from, counters));
+                }
             }
-            seen.from = from;
             current.push(name);
         }
         self.look_all();
