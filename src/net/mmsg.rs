@@ -8,6 +8,7 @@
 
 use std::io;
 use std::mem;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr;
 
@@ -15,9 +16,12 @@ use super::sys::retry_if_interrupted;
 use crate::pool::ring::Entry;
 use crate::pool::{BufId, BufPool};
 
-/// Control-message room per datagram: SO_RXQ_OVFL needs CMSG_SPACE(4) = 24 bytes and SCM_TIMESTAMPNS
-/// CMSG_SPACE(16) = 32 on 64-bit Linux; 64 leaves slack.
-pub(crate) const CMSG_BYTES: usize = 64;
+/// Control-message room per datagram on 64-bit Linux: SO_RXQ_OVFL needs CMSG_SPACE(4) = 24 bytes,
+/// SCM_TIMESTAMPNS CMSG_SPACE(16) = 32 and IPV6_PKTINFO CMSG_SPACE(20) = 40 (IP_PKTINFO 32); 96 in all.
+pub(crate) const CMSG_BYTES: usize = 96;
+
+/// Room for the sender's address: a `sockaddr_in6` is 28 bytes, rounded up to keep what follows aligned.
+pub(crate) const NAME_BYTES: usize = 32;
 
 /// A control buffer aligned like `cmsghdr`, as quinn-udp's `cmsg::Aligned`, so CMSG_* macros may read it.
 #[derive(Clone, Copy)]
@@ -35,6 +39,36 @@ pub struct RecvMeta {
     pub kernel_drops: Option<u32>,
     /// SCM_TIMESTAMPNS: kernel receive time in ns since the Unix epoch, 0 if absent.
     pub rx_nanos: u64,
+    /// The sender's address and port (absent for an unnamed sender, e.g. an unbound Unix socket).
+    pub src: Option<SocketAddr>,
+    /// IP_PKTINFO / IPV6_PKTINFO: the address the datagram was sent to, on a wildcard listener.
+    pub dst: Option<IpAddr>,
+}
+
+/// Decodes a `sockaddr_in` or `sockaddr_in6` of `len` bytes at `name`; other families are `None`.
+pub(crate) fn decode_sockaddr(name: &[u8]) -> Option<SocketAddr> {
+    let family = u16::from_ne_bytes(name.get(..2)?.try_into().ok()?);
+    match i32::from(family) {
+        libc::AF_INET if name.len() >= size_of::<libc::sockaddr_in>() => {
+            // SAFETY: at least sizeof(sockaddr_in) bytes, read unaligned; any bit pattern is valid.
+            let a: libc::sockaddr_in = unsafe { ptr::read_unaligned(name.as_ptr().cast()) };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 if name.len() >= size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: at least sizeof(sockaddr_in6) bytes, read unaligned; any bit pattern is valid.
+            let a: libc::sockaddr_in6 = unsafe { ptr::read_unaligned(name.as_ptr().cast()) };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
 }
 
 fn zeroed_mmsghdrs(n: usize) -> Box<[libc::mmsghdr]> {
@@ -53,11 +87,25 @@ fn empty_iovecs(n: usize) -> Box<[libc::iovec]> {
         .collect()
 }
 
-/// Fills one `mmsghdr` for a connected socket: no address, one iovec, optional control buffer.
-fn prepare_hdr(h: &mut libc::mmsghdr, iov: *mut libc::iovec, control: *mut u8, controllen: usize) {
+/// Fills one `mmsghdr`: an optional address buffer, one iovec, an optional control buffer.
+fn prepare_hdr(
+    h: &mut libc::mmsghdr,
+    name: Option<&mut libc::sockaddr_storage>,
+    iov: *mut libc::iovec,
+    control: *mut u8,
+    controllen: usize,
+) {
     h.msg_len = 0;
-    h.msg_hdr.msg_name = ptr::null_mut();
-    h.msg_hdr.msg_namelen = 0;
+    match name {
+        Some(name) => {
+            h.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
+            h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        }
+        None => {
+            h.msg_hdr.msg_name = ptr::null_mut();
+            h.msg_hdr.msg_namelen = 0;
+        }
+    }
     h.msg_hdr.msg_iov = iov;
     h.msg_hdr.msg_iovlen = 1;
     h.msg_hdr.msg_control = control.cast();
@@ -70,6 +118,7 @@ pub struct MmsgRecv {
     hdrs: Box<[libc::mmsghdr]>,
     iovs: Box<[libc::iovec]>,
     ctrl: Box<[CmsgBuf]>,
+    names: Box<[libc::sockaddr_storage]>,
 }
 
 impl MmsgRecv {
@@ -79,6 +128,8 @@ impl MmsgRecv {
             hdrs: zeroed_mmsghdrs(batch),
             iovs: empty_iovecs(batch),
             ctrl: vec![CmsgBuf([0; CMSG_BYTES]); batch].into(),
+            // SAFETY: sockaddr_storage is plain C data; all-zero is a valid value of it.
+            names: (0..batch).map(|_| unsafe { mem::zeroed() }).collect(),
         }
     }
 
@@ -99,6 +150,7 @@ impl MmsgRecv {
             };
             prepare_hdr(
                 &mut self.hdrs[i],
+                Some(&mut self.names[i]),
                 &raw mut self.iovs[i],
                 self.ctrl[i].0.as_mut_ptr(),
                 CMSG_BYTES,
@@ -108,8 +160,8 @@ impl MmsgRecv {
         let got = retry_if_interrupted(|| {
             // SAFETY: `hdrs` has at least `n` entries, each prepared above: one iovec pointing into a
             // pool slot valid for `slot_bytes()` bytes while `pool` is borrowed (AtomicU8 storage, so
-            // the kernel's write races with no Rust reference), and a control buffer of CMSG_BYTES
-            // owned by `self`. A null timeout is allowed by recvmmsg(2).
+            // the kernel's write races with no Rust reference), an address buffer of its stated
+            // length and a control buffer of CMSG_BYTES, both owned by `self`. A null timeout is allowed by recvmmsg(2).
             let rc = unsafe {
                 libc::recvmmsg(
                     fd.as_raw_fd(),
@@ -141,6 +193,13 @@ fn decode_recv(h: &libc::mmsghdr, slot_bytes: usize) -> RecvMeta {
         ..RecvMeta::default()
     };
     decode_control(&h.msg_hdr, &mut meta);
+    if !h.msg_hdr.msg_name.is_null() {
+        let len = (h.msg_hdr.msg_namelen as usize).min(size_of::<libc::sockaddr_storage>());
+        // SAFETY: msg_name points at the sockaddr_storage this header was prepared with, and the
+        // kernel set msg_namelen to the address length it wrote (capped to the buffer above).
+        let name = unsafe { std::slice::from_raw_parts(h.msg_hdr.msg_name.cast::<u8>(), len) };
+        meta.src = decode_sockaddr(name);
+    }
     meta
 }
 
@@ -174,6 +233,24 @@ pub(crate) fn decode_control(msg: &libc::msghdr, meta: &mut RecvMeta) {
                 meta.rx_nanos = (ts.tv_sec as u64)
                     .saturating_mul(1_000_000_000)
                     .saturating_add(ts.tv_nsec as u64);
+            }
+            (libc::IPPROTO_IP, libc::IP_PKTINFO)
+                if c.cmsg_len as usize >= cmsg_len::<libc::in_pktinfo>() =>
+            {
+                // SAFETY: the kernel put a struct in_pktinfo here (ip(7), IP_PKTINFO); the length
+                // check guarantees it is inside the message.
+                let info = unsafe { ptr::read_unaligned(data.cast::<libc::in_pktinfo>()) };
+                meta.dst = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                    info.ipi_addr.s_addr,
+                ))));
+            }
+            (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO)
+                if c.cmsg_len as usize >= cmsg_len::<libc::in6_pktinfo>() =>
+            {
+                // SAFETY: the kernel put a struct in6_pktinfo here (ipv6(7), IPV6_RECVPKTINFO); the
+                // length check guarantees it is inside the message.
+                let info = unsafe { ptr::read_unaligned(data.cast::<libc::in6_pktinfo>()) };
+                meta.dst = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
             }
             _ => {}
         }
@@ -281,7 +358,13 @@ impl MmsgSend {
             iov_base: base.cast(),
             iov_len: len,
         };
-        prepare_hdr(&mut self.hdrs[i], &raw mut self.iovs[i], ptr::null_mut(), 0);
+        prepare_hdr(
+            &mut self.hdrs[i],
+            None,
+            &raw mut self.iovs[i],
+            ptr::null_mut(),
+            0,
+        );
     }
 
     fn submit(&mut self, fd: BorrowedFd<'_>, n: usize) -> io::Result<usize> {

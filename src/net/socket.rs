@@ -1,8 +1,9 @@
 //! Socket setup with socket2: the SO_REUSEPORT receive group and one connected socket per target.
 //!
 //! Everything here runs once at start-up. Receive sockets get a read timeout so workers notice shutdown
-//! without signals, SO_RXQ_OVFL so each batch reports kernel drops, and SO_TIMESTAMPNS so latency is
-//! measured from the kernel's receive time.
+//! without signals, SO_RXQ_OVFL so each batch reports kernel drops, SO_TIMESTAMPNS so latency is
+//! measured from the kernel's receive time, and on a wildcard address IP_PKTINFO so a recording knows
+//! each datagram's destination.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -75,6 +76,14 @@ pub fn bind_reuseport_group(
         if timestamps {
             sys::setsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
         }
+        if addr.ip().is_unspecified() {
+            // A wildcard listener learns each datagram's destination address (recorded captures).
+            let (level, name) = match addr {
+                SocketAddr::V4(_) => (libc::IPPROTO_IP, libc::IP_PKTINFO),
+                SocketAddr::V6(_) => (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO),
+            };
+            sys::setsockopt_int(socket.as_fd(), level, name, 1)?;
+        }
         socket.set_read_timeout(Some(WAKE_INTERVAL))?;
         socket.bind(&bound.into())?;
         if bound.port() == 0 {
@@ -84,6 +93,11 @@ pub fn bind_reuseport_group(
     }
     let state = state.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no workers"))?;
     Ok((sockets, bound, state))
+}
+
+/// Turns on SO_TIMESTAMPNS (the kernel receive time of each datagram) on a receive socket.
+pub fn enable_timestamps(socket: &UdpSocket) -> io::Result<()> {
+    sys::setsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
 }
 
 /// A socket connected to `target`, so sends need no address and ICMP errors come back as ECONNREFUSED.

@@ -20,13 +20,13 @@ use io_uring::types::{Fd, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{IoUring, cqueue, opcode};
 
 use self::buf_ring::BufRing;
-use super::mmsg::{CMSG_BYTES, RecvMeta, decode_control};
+use super::mmsg::{CMSG_BYTES, NAME_BYTES, RecvMeta, decode_control, decode_sockaddr};
 use crate::pool::{BufId, BufPool, HEADROOM};
 
-/// `io_uring_recvmsg_out` is 16 bytes; with no name and CMSG_BYTES of control, the payload starts at
-/// HEADROOM.
+/// `io_uring_recvmsg_out` is 16 bytes; with NAME_BYTES of sender address and CMSG_BYTES of control,
+/// the payload starts at HEADROOM.
 const _: () = assert!(
-    HEADROOM == 16 + CMSG_BYTES,
+    HEADROOM == 16 + NAME_BYTES + CMSG_BYTES,
     "pool headroom must match the recvmsg_out layout"
 );
 
@@ -85,6 +85,7 @@ impl UringRecv {
         // to multishot recvmsg (they reserve room in each buffer).
         let mut msghdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         msghdr.msg_controllen = CMSG_BYTES as _;
+        msghdr.msg_namelen = NAME_BYTES as _;
         Ok(Self {
             ring,
             buf_ring,
@@ -264,6 +265,10 @@ fn decode(pool: &BufPool, id: BufId, msghdr: &libc::msghdr) -> RecvMeta {
     hdr.msg_control = control.as_ptr().cast_mut().cast();
     hdr.msg_controllen = control.len() as _;
     decode_control(&hdr, &mut meta);
+    let name = out.name_data();
+    if out.incoming_name_len() as usize <= name.len() {
+        meta.src = decode_sockaddr(name);
+    }
     meta
 }
 
