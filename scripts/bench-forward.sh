@@ -10,6 +10,8 @@
 #                                              # against an earlier commit, built in a git worktree
 #   FORWARDERS="udptee udptee-filtered" GEN_ARGS="--profile realistic" SIZE=512 scripts/bench-forward.sh
 #                                              # the second target with line settings (udptee-filtered.sh)
+#   FORWARDERS="udptee udptee-record" scripts/bench-forward.sh
+#                                              # --record on (into $OUT, rotated, 2 x 64 MiB kept) vs off
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -44,6 +46,7 @@ for run in $(seq 1 "$RUNS"); do
       udptee-nolat) cmd="taskset -c $FWD_CPU $T/udptee --listen {listen} {to} --stats-interval 0 --admin 127.0.0.1:0 --rcvbuf $RCVBUF --latency off $UDPTEE_ARGS" ;;
       udptee-base) cmd="taskset -c $FWD_CPU ${BASE_BIN:?set BASE_REV} --listen {listen} {to} --stats-interval 0 --admin 127.0.0.1:0 --rcvbuf $RCVBUF $UDPTEE_ARGS" ;;
       udptee-filtered) cmd="taskset -c $FWD_CPU scripts/udptee-filtered.sh {listen} {targets} -- --stats-interval 0 --admin 127.0.0.1:0 --rcvbuf $RCVBUF $UDPTEE_ARGS" ;;
+      udptee-record) cmd="taskset -c $FWD_CPU $T/udptee --listen {listen} {to} --stats-interval 0 --admin 127.0.0.1:0 --rcvbuf $RCVBUF --record $OUT/rec-$run.pcap --record-max-bytes 64MiB --record-keep 2 $UDPTEE_ARGS" ;;
       relay) cmd="taskset -c $FWD_CPU $T/udptee-loadgen relay --listen {listen} {to} --rcvbuf $RCVBUF" ;;
       *) echo "unknown forwarder $fwd" >&2; exit 2 ;;
     esac
@@ -52,5 +55,6 @@ for run in $(seq 1 "$RUNS"); do
       --cpus "$GEN_CPU" $GEN_ARGS --forwarder "$cmd" --out "$OUT/$fwd-$run" > "$OUT/$fwd-$run.txt"
   done
 done
+rm -f "$OUT"/rec-*.pcap
 echo "command: BASE_REV=${BASE_REV:-} FORWARDERS='$FORWARDERS' RUNS=$RUNS RATES=$RATES DURATION=$DURATION FANOUT=$FANOUT SIZE=$SIZE FWD_CPU=$FWD_CPU GEN_CPU=$GEN_CPU RCVBUF=$RCVBUF UDPTEE_ARGS='$UDPTEE_ARGS' GEN_ARGS='$GEN_ARGS' $0"
 python3 scripts/summarize.py "$OUT" "${BASELINE:-relay}"

@@ -125,6 +125,10 @@ enum Route {
     Target(String),
     Toggle(String, bool),
     Reload,
+    Record,
+    RecordStart,
+    RecordStop,
+    Tap,
     Unknown,
 }
 
@@ -147,6 +151,10 @@ fn route_of(path_and_query: &str) -> Route {
         "/readyz" => Route::Readyz,
         "/targets" | "/targets/" => Route::Targets,
         "/-/reload" => Route::Reload,
+        "/record" => Route::Record,
+        "/record/start" => Route::RecordStart,
+        "/record/stop" => Route::RecordStop,
+        "/tap" => Route::Tap,
         _ => {
             let Some(rest) = path.strip_prefix("/targets/") else {
                 return Route::Unknown;
@@ -213,13 +221,15 @@ impl App {
         match route_of(path) {
             Route::Unknown => Answer::text(
                 404,
-                "not found; try /metrics, /latency, /healthz, /readyz, /targets, /parity, /-/reload\n",
+                "not found; try /metrics, /latency, /healthz, /readyz, /targets, /parity, /record, /tap, /-/reload\n",
             ),
             Route::Metrics
             | Route::Latency
             | Route::Healthz
             | Route::Readyz
             | Route::Targets
+            | Route::Record
+            | Route::Tap
             | Route::Parity(_)
                 if !read =>
             {
@@ -249,6 +259,41 @@ impl App {
                 Err(why) => Answer::text(503, format!("not ready: {why}\n")),
             },
             Route::Targets => Answer::json(200, &targets_json(&self.stats, None)),
+            Route::Record => Answer::json(
+                200,
+                &serde_json::to_value(self.control.recorder().status()).unwrap_or_default(),
+            ),
+            Route::RecordStart | Route::RecordStop => {
+                if *method != Method::POST {
+                    return Answer::method_not_allowed("POST");
+                }
+                if let Err(a) = self.authorized(auth) {
+                    return a;
+                }
+                let r = if matches!(route_of(path), Route::RecordStart) {
+                    self.control.record_start(body)
+                } else {
+                    self.control.recorder().stop()
+                };
+                match r {
+                    Ok(status) => {
+                        Answer::json(200, &serde_json::to_value(status).unwrap_or_default())
+                    }
+                    Err(e) => {
+                        let code = match e {
+                            crate::record::RecordError::Invalid(_) => 400,
+                            crate::record::RecordError::Conflict(_) => 409,
+                            _ => 503,
+                        };
+                        Answer::error(code, &e.to_string())
+                    }
+                }
+            }
+            // Streamed by `serve`; reaching here means a HEAD or a refused request.
+            Route::Tap => match self.authorized(auth) {
+                Err(a) => a,
+                Ok(()) => Answer::text(200, ""),
+            },
             Route::Parity(primary) => match parity_json(&self.stats, primary.as_deref()) {
                 Ok(v) => Answer::json(200, &v),
                 Err(e) => Answer::error(404, &e),
@@ -453,8 +498,92 @@ pub(crate) fn parity_json(
     }))
 }
 
-async fn serve(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+/// A response body: a whole answer, or a tap's stream.
+type Body = http_body_util::Either<Full<Bytes>, TapBody>;
+
+/// The body of `GET /tap`: chunks from the tap's task, as the client reads them.
+pub(crate) struct TapBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for TapBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+/// Opens a tap and streams it: the task drains the tap's ring every [`crate::tap::POLL`] into
+/// chunks, and waits (the ring filling, workers counting drops) while the client does not read.
+fn tap_stream(app: &App, query: &str) -> Result<TapBody, Answer> {
+    let q = crate::tap::TapQuery::parse(query).map_err(|e| Answer::error(400, &e))?;
+    let mut tap = app.stats.taps().open(&q).map_err(|e| match e {
+        crate::tap::TapError::Invalid(m) => Answer::error(400, &m),
+        e => Answer::error(503, &e.to_string()),
+    })?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    tokio::spawn(async move {
+        let _ = tx
+            .send(Bytes::from_static(
+                b"# udptee tap: time source > destination length payload\n",
+            ))
+            .await;
+        loop {
+            let mut text = String::new();
+            let taken = tap.fill(&mut text);
+            if !text.is_empty() && tx.send(Bytes::from(text)).await.is_err() {
+                return; // the client went away
+            }
+            if tap.done() {
+                break;
+            }
+            if taken == 0 {
+                tokio::select! {
+                    () = tokio::time::sleep(crate::tap::POLL) => {}
+                    () = tx.closed() => return,
+                }
+            }
+        }
+        let _ = tx.send(Bytes::from(tap.summary())).await;
+    });
+    Ok(TapBody(rx))
+}
+
+async fn serve(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    streaming: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<Response<Body>, Infallible> {
     let method = req.method().clone();
+    if method == Method::GET && req.uri().path() == "/tap" {
+        let auth = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let answer = match app.authorized(auth) {
+            Err(a) => Err(a),
+            Ok(()) => tap_stream(&app, req.uri().query().unwrap_or("")),
+        };
+        match answer {
+            Ok(body) => {
+                streaming.store(true, std::sync::atomic::Ordering::Relaxed);
+                return Ok(Response::builder()
+                    .status(StatusCode::OK)
+                    .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+                    .header("cache-control", "no-store")
+                    .body(http_body_util::Either::Right(body))
+                    .unwrap_or_else(|_| {
+                        Response::new(http_body_util::Either::Left(Full::default()))
+                    }));
+            }
+            Err(a) => return Ok(respond(a)),
+        }
+    }
     // The query stays on: only /parity reads one (`?primary=NAME`).
     let path = req
         .uri()
@@ -483,15 +612,20 @@ async fn serve(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Full<By
         }
         Err(_) => Answer::error(413, "request body too large or unreadable"),
     };
+    Ok(respond(answer))
+}
+
+fn respond(answer: Answer) -> Response<Body> {
     let mut resp = Response::builder()
         .status(StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         .header(CONTENT_TYPE, answer.content_type);
     if let Some(allow) = answer.allow {
         resp = resp.header(ALLOW, allow);
     }
-    Ok(resp
-        .body(Full::new(Bytes::from(answer.body)))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
+    resp.body(http_body_util::Either::Left(Full::new(Bytes::from(
+        answer.body,
+    ))))
+    .unwrap_or_else(|_| Response::new(http_body_util::Either::Left(Full::default())))
 }
 
 impl AdminServer {
@@ -585,15 +719,27 @@ async fn accept_loop(
         let app = Arc::clone(&app);
         tokio::spawn(async move {
             let _permit = permit;
+            // A tap streams for as long as its client reads: the connection limit spares it.
+            let streaming = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = Arc::clone(&streaming);
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .max_buf_size(MAX_HEADER_BYTES)
                 .serve_connection(
                     TokioIo::new(stream),
-                    hyper::service::service_fn(move |req| serve(Arc::clone(&app), req)),
+                    hyper::service::service_fn(move |req| {
+                        serve(Arc::clone(&app), req, Arc::clone(&flag))
+                    }),
                 );
-            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
+            tokio::pin!(conn);
+            if tokio::time::timeout(CONNECTION_TIMEOUT, conn.as_mut())
+                .await
+                .is_err()
+                && streaming.load(std::sync::atomic::Ordering::Relaxed)
+            {
+                let _ = conn.await;
+            }
         });
     }
 }

@@ -141,6 +141,43 @@ pub struct Args {
     #[arg(long = "io", value_name = "BACKEND", value_enum, default_value_t = IoArg::Auto)]
     pub io: IoArg,
 
+    /// Record every received datagram into this pcap file (tcpdump and Wireshark read it): original
+    /// addresses and ports, kernel receive time in ns. With rotation, files are PATH's STEM.NNNNNN.EXT.
+    /// The recorder never slows forwarding: what it cannot keep up with is counted. Also
+    /// POST /record/start and /record/stop.
+    #[arg(long, value_name = "PATH", help_heading = "Recording")]
+    pub record: Option<PathBuf>,
+
+    /// With --record: on (start recording at start-up) or off (only when POST /record/start asks).
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off,
+          action = clap::ArgAction::Set, help_heading = "Recording")]
+    pub record_start: bool,
+
+    /// Start a new file before one would exceed this size (at least 128KiB).
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes, help_heading = "Recording")]
+    pub record_max_bytes: Option<usize>,
+
+    /// Start a new file when the current one is this old (e.g. 1h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, help_heading = "Recording")]
+    pub record_rotate: Option<Duration>,
+
+    /// Keep at most N rotated files, deleting the oldest (needs rotation).
+    #[arg(long, value_name = "N", help_heading = "Recording")]
+    pub record_keep: Option<usize>,
+
+    /// Record only the lines whose metric name matches one of these globs (repeat).
+    #[arg(long, value_name = "GLOB", help_heading = "Recording")]
+    pub record_include: Vec<String>,
+
+    /// Record no line whose metric name matches one of these globs (repeat).
+    #[arg(long, value_name = "GLOB", help_heading = "Recording")]
+    pub record_exclude: Vec<String>,
+
+    /// How far the recorder may fall behind, in bytes, before it counts record drops (queue_full).
+    #[arg(long, value_name = "BYTES", default_value = "8MiB", value_parser = parse_bytes,
+          help_heading = "Recording")]
+    pub record_queue_bytes: usize,
+
     /// Log verbosity: error, warn, info, debug or trace (or a tracing filter such as udptee=debug).
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
@@ -163,6 +200,74 @@ pub enum Command {
     /// Sends the UDP datagrams of pcap/pcapng captures (tcpdump, tshark, editcap) to targets,
     /// keeping the recorded gaps (scaled by --speed), at a fixed --pps, or flat out; prints a summary.
     Replay(ReplayArgs),
+    /// Prints the datagrams flowing through a running udptee, live, one per line (time, source,
+    /// destination, length, payload), from its admin listener's GET /tap. A bounded sample: when
+    /// this reader is slower than the traffic, the datagrams it misses are counted and announced,
+    /// and forwarding never waits.
+    Tap(TapArgs),
+}
+
+/// `udptee tap`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TapArgs {
+    /// The running udptee's admin listener.
+    #[arg(long, value_name = "ADDR", default_value = config::DEFAULT_ADMIN)]
+    pub admin: String,
+    /// Stop after N datagrams.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Only lines whose metric name matches this glob (repeat for several).
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// File holding the admin bearer token (needed when the admin listener is not on loopback).
+    #[arg(long, value_name = "PATH")]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+impl TapArgs {
+    /// Connects to the tap; the reader yields its lines as they come.
+    pub fn connect(&self) -> Result<Box<dyn std::io::BufRead>, String> {
+        let addr = config::resolve(&self.admin).map_err(|e| e.to_string())?;
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        if let Some(n) = self.count {
+            query.append_pair("count", &n.to_string());
+        }
+        for g in &self.include {
+            query.append_pair("include", g);
+        }
+        let url = format!("http://{addr}/tap?{}", query.finish());
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        let mut req = agent.get(&url);
+        if let Some(path) = &self.admin_token_file {
+            let token = std::fs::read_to_string(path)
+                .map_err(|e| format!("--admin-token-file {}: {e}", path.display()))?;
+            req = req.header("authorization", &format!("Bearer {}", token.trim()));
+        }
+        let resp = req
+            .call()
+            .map_err(|e| format!("connecting to the admin listener at {addr}: {e}"))?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if !status.is_success() {
+            let text = body
+                .with_config()
+                .limit(64 << 10)
+                .read_to_string()
+                .unwrap_or_default();
+            let why = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or(text);
+            return Err(format!("{addr} answered {status}: {}", why.trim()));
+        }
+        Ok(Box::new(std::io::BufReader::new(
+            body.into_with_config().limit(u64::MAX).reader(),
+        )))
+    }
 }
 
 /// `udptee replay`.
@@ -382,6 +487,25 @@ impl Invocation {
             if !self.given("targets") {
                 file_targets = c.targets.clone();
             }
+            if let Some(r) = &c.record {
+                macro_rules! fill_record {
+                    ($($key:ident => $flag:ident: $value:expr),* $(,)?) => {$(
+                        if let Some(v) = r.$key.clone() {
+                            if !self.given(stringify!($flag)) {
+                                a.$flag = ($value)(v);
+                            }
+                        }
+                    )*};
+                }
+                fill_record!(
+                    path => record: Some, start => record_start: |v| v,
+                    max_bytes => record_max_bytes: |v: Size| Some(v.0),
+                    rotate => record_rotate: |v: Dur| Some(v.0),
+                    keep => record_keep: Some,
+                    include => record_include: |v| v, exclude => record_exclude: |v| v,
+                    queue_bytes => record_queue_bytes: |v: Size| v.0,
+                );
+            }
         }
         check_log_level(&a.log_level)?;
         let mut config = Config::try_from(&a)?;
@@ -536,6 +660,17 @@ impl TryFrom<&Args> for Config {
             IoArg::Mmsg => config::IoBackend::Mmsg,
         };
         config.histogram_log = args.histogram_log.clone();
+        config.record = args.record.as_ref().map(|path| {
+            let mut r = crate::record::RecordSettings::new(path);
+            r.max_bytes = args.record_max_bytes.map(|b| b as u64);
+            r.rotate = args.record_rotate;
+            r.keep = args.record_keep;
+            r.include = args.record_include.clone();
+            r.exclude = args.record_exclude.clone();
+            r.queue_bytes = args.record_queue_bytes;
+            r
+        });
+        config.record_start = args.record_start;
         config.targets = args
             .targets
             .iter()

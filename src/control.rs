@@ -45,6 +45,8 @@ impl From<ChangeError> for ControlError {
 pub struct ReloadReport {
     /// The target changes applied.
     pub change: Change,
+    /// What the reload did to the recording: `started`, `stopped`, `restarted` or `unchanged`.
+    pub record: &'static str,
     /// Settings that changed in the file but only take effect at a restart.
     pub restart_needed: Vec<&'static str>,
 }
@@ -52,6 +54,7 @@ pub struct ReloadReport {
 /// The control plane of one forwarder.
 pub struct Control {
     registry: Arc<TargetRegistry>,
+    recorder: Arc<crate::record::Recorder>,
     config: Mutex<Config>,
     loader: Option<Loader>,
     reloads_ok: AtomicU64,
@@ -93,9 +96,15 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
 impl Control {
     /// Control over `registry`, with `config` as the running configuration and `loader` to re-read
     /// it (`None`: reload is refused, as when started without `--config`... or from a library).
-    pub fn new(registry: Arc<TargetRegistry>, config: Config, loader: Option<Loader>) -> Self {
+    pub fn new(
+        registry: Arc<TargetRegistry>,
+        recorder: Arc<crate::record::Recorder>,
+        config: Config,
+        loader: Option<Loader>,
+    ) -> Self {
         Self {
             registry,
+            recorder,
             config: Mutex::new(config),
             loader,
             reloads_ok: AtomicU64::new(0),
@@ -158,16 +167,132 @@ impl Control {
         let mut config = self.config();
         let restart = restart_needed(&config, &new);
         let change = self.registry.apply(new.targets.clone())?;
+        let record = self.reload_record(&config, &new);
         // Keep start-up settings as they run; take the new per-target defaults and targets.
         config.targets = new.targets;
         config.queue_depth = new.queue_depth;
         config.queue_bytes = new.queue_bytes;
         config.sndbuf_bytes = new.sndbuf_bytes;
         config.resolve_interval = new.resolve_interval;
+        config.record = new.record;
+        config.record_start = new.record_start;
         Ok(ReloadReport {
             change,
+            record,
             restart_needed: restart,
         })
+    }
+
+    /// Applies a changed `[record]`: a recording the file started follows the file; one started
+    /// through the API is left alone unless the file now asks for one.
+    fn reload_record(&self, old: &Config, new: &Config) -> &'static str {
+        let want = new.record.as_ref().filter(|_| new.record_start);
+        let had = old.record.as_ref().filter(|_| old.record_start);
+        if want == had {
+            return "unchanged";
+        }
+        let running = self.recorder.active();
+        if running && had.is_some() {
+            let _ = self.recorder.stop();
+        }
+        match want {
+            Some(s) if !self.recorder.active() => match self.recorder.start(s.clone()) {
+                Ok(_) if running => "restarted",
+                Ok(_) => "started",
+                Err(e) => {
+                    tracing::error!(error = %e, "reload: the [record] settings could not start a recording");
+                    "stopped"
+                }
+            },
+            Some(_) => "unchanged",
+            None if running && had.is_some() => "stopped",
+            None => "unchanged",
+        }
+    }
+
+    /// The recorder.
+    pub fn recorder(&self) -> &Arc<crate::record::Recorder> {
+        &self.recorder
+    }
+
+    /// `POST /record/start`: starts a recording with the configured `--record*` settings, changed by
+    /// the JSON body's keys (all optional): `file` (a file name, placed in the configured recording's
+    /// directory or `$STATE_DIRECTORY`; never a path, so the API cannot write elsewhere), `max-bytes`,
+    /// `rotate`, `keep`, `include`, `exclude`.
+    pub fn record_start(
+        &self,
+        body: &[u8],
+    ) -> Result<crate::record::RecordStatus, crate::record::RecordError> {
+        use crate::record::{RecordError, RecordSettings};
+        #[derive(serde::Deserialize, Default)]
+        #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+        struct Body {
+            file: Option<String>,
+            max_bytes: Option<crate::config::file::Size>,
+            rotate: Option<crate::config::file::Dur>,
+            keep: Option<usize>,
+            include: Option<Vec<String>>,
+            exclude: Option<Vec<String>>,
+        }
+        let b: Body = if body.iter().all(u8::is_ascii_whitespace) {
+            Body::default()
+        } else {
+            serde_json::from_slice(body)
+                .map_err(|e| RecordError::Invalid(format!("bad record body: {e}")))?
+        };
+        let configured = self.config().record.clone();
+        let mut s = match (&configured, &b.file) {
+            (Some(c), None) => c.clone(),
+            (c, Some(file)) => {
+                if file.is_empty()
+                    || file.contains('/')
+                    || file == "."
+                    || file == ".."
+                    || file.starts_with('.')
+                {
+                    return Err(RecordError::Invalid(
+                        "file: a plain file name (no '/', not starting with '.')".into(),
+                    ));
+                }
+                let dir = match c {
+                    Some(c) => c.path.parent().map(std::path::Path::to_path_buf),
+                    None => std::env::var_os("STATE_DIRECTORY").map(|d| {
+                        // systemd may pass several, separated by ':'; the first is ours.
+                        let d = d.to_string_lossy().into_owned();
+                        std::path::PathBuf::from(d.split(':').next().unwrap_or_default())
+                    }),
+                };
+                let Some(dir) = dir else {
+                    return Err(RecordError::Conflict(
+                        "no recording directory: start udptee with --record PATH (and --record-start off) or under systemd's StateDirectory=".into(),
+                    ));
+                };
+                let mut s = c.clone().unwrap_or_else(|| RecordSettings::new(""));
+                s.path = dir.join(file);
+                s
+            }
+            (None, None) => {
+                return Err(RecordError::Conflict(
+                    "nothing configured to record to: give {\"file\": NAME}, or start udptee with --record PATH".into(),
+                ));
+            }
+        };
+        if let Some(m) = b.max_bytes {
+            s.max_bytes = Some(m.0 as u64);
+        }
+        if let Some(r) = b.rotate {
+            s.rotate = Some(r.0);
+        }
+        if b.keep.is_some() {
+            s.keep = b.keep;
+        }
+        if let Some(i) = b.include {
+            s.include = i;
+        }
+        if let Some(e) = b.exclude {
+            s.exclude = e;
+        }
+        self.recorder.start(s)
     }
 
     /// `PUT /targets/{name}`: adds or replaces one target from a JSON body.

@@ -30,8 +30,10 @@ pub mod net;
 pub mod notify;
 pub mod pool;
 pub mod privileges;
+pub mod record;
 pub mod replay;
 pub mod statsd;
+pub mod tap;
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant, SystemTime};
@@ -164,9 +166,24 @@ pub fn run(config: &Config, loader: Option<control::Loader>) -> Result<Snapshot,
         }
     }
     let cpu = fwd.cpu_time();
+    let recorder = std::sync::Arc::clone(fwd.stats().recorder());
     let summary = fwd.shutdown();
     for line in summary.to_string().lines() {
         tracing::info!("final: {line}");
+    }
+    let r = recorder.counts();
+    if r.files > 0 {
+        tracing::info!(
+            "final: record: offered {}, recorded {} in {} files ({} bytes); filtered {}; dropped queue_full {}, write_error {}; not written at exit {}",
+            r.offered,
+            r.recorded,
+            r.files,
+            r.bytes,
+            r.filtered,
+            r.queue_full,
+            r.write_error,
+            r.pending()
+        );
     }
     tracing::info!(
         "final: forwarder CPU {:?} ({} per datagram received)",

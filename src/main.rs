@@ -11,6 +11,7 @@ fn main() -> ExitCode {
     match &inv.args.command {
         Some(Command::Check { config }) => return check(config),
         Some(Command::Replay(args)) => return replay(args),
+        Some(Command::Tap(args)) => return tap(args),
         None => {}
     }
     let (config, args) = match inv.load_all() {
@@ -104,4 +105,24 @@ fn replay(args: &udptee::cli::ReplayArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `udptee tap`: copies the tap's lines to stdout until the count is reached, the server closes, or
+/// stdout goes away (exit 0); 1 when it cannot connect or is refused.
+fn tap(args: &udptee::cli::TapArgs) -> ExitCode {
+    let reader = match args.connect() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("udptee tap: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    for line in std::io::BufRead::lines(reader) {
+        let Ok(line) = line else { break };
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            break;
+        }
+    }
+    ExitCode::SUCCESS
 }

@@ -29,20 +29,6 @@ fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
     (status, out)
 }
 
-/// The value of the sample whose name and labels start `series` exactly, e.g. `udptee_received_datagrams_total`.
-fn sample(metrics: &str, series: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
-        .unwrap_or_else(|| panic!("no sample {series} in:\n{metrics}"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 fn with_admin(c: &mut udptee::Config) {
     c.admin = Some("127.0.0.1:0".parse().unwrap());
 }

@@ -76,6 +76,23 @@ pub struct FileConfig {
     /// `[[target]]` tables.
     #[serde(rename = "target")]
     pub targets: Option<Vec<FileTarget>>,
+    /// The `[record]` table.
+    pub record: Option<FileRecord>,
+}
+
+/// The `[record]` table: the `--record*` flags without their prefix.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[allow(missing_docs)]
+pub struct FileRecord {
+    pub path: Option<PathBuf>,
+    pub start: Option<bool>,
+    pub max_bytes: Option<Size>,
+    pub rotate: Option<Dur>,
+    pub keep: Option<usize>,
+    pub include: Option<Vec<String>>,
+    pub exclude: Option<Vec<String>>,
+    pub queue_bytes: Option<Size>,
 }
 
 /// One `[[target]]` table, or the body of `PUT /targets/{name}`.

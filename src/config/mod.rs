@@ -196,6 +196,10 @@ pub struct Config {
     pub histogram_log: Option<PathBuf>,
     /// Receive backend.
     pub io_backend: IoBackend,
+    /// The recording settings (`--record*`, `[record]`); also the defaults of `POST /record/start`.
+    pub record: Option<crate::record::RecordSettings>,
+    /// Start recording at start-up (and on reload) when `record` is set.
+    pub record_start: bool,
 }
 
 impl Config {
@@ -224,6 +228,8 @@ impl Config {
             latency: true,
             histogram_log: None,
             io_backend: IoBackend::Auto,
+            record: None,
+            record_start: true,
         }
     }
 
@@ -305,6 +311,9 @@ impl Config {
                 slots: self.pool_slots(true),
                 bytes: self.pool_bytes(true),
             });
+        }
+        if let Some(r) = &self.record {
+            r.validate().map_err(ConfigError::Record)?;
         }
         if self.targets.is_empty() {
             return Err(ConfigError::NoTargets);
@@ -568,6 +577,9 @@ pub enum ConfigError {
     /// No `--listen` was given.
     #[error("no listen address: give --listen HOST:PORT (or `listen` in --config)")]
     NoListen,
+    /// The recording settings are invalid.
+    #[error("{0}")]
+    Record(String),
     /// A value outside its set of choices.
     #[error("{what} {got:?}: expected {expected}")]
     BadValue {

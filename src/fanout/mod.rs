@@ -13,6 +13,7 @@
 //! senders then drain their rings until `drain_timeout`, count what is left as `drain_timeout`, and
 //! exit.
 
+pub(crate) mod observe;
 pub(crate) mod ratelimit;
 mod sender;
 pub mod targets;
@@ -125,6 +126,9 @@ pub enum StartError {
     /// `--user` could not be applied.
     #[error("{0}")]
     Privileges(String),
+    /// `--record` could not start.
+    #[error("--record: {0}")]
+    Record(String),
 }
 
 /// The forwarder's shared view for reporting: the stats line, the admin endpoint and SIGUSR1 all read
@@ -139,6 +143,8 @@ pub struct Stats {
     workers_expected: usize,
     workers_running: Arc<std::sync::atomic::AtomicUsize>,
     threads: Arc<Threads>,
+    recorder: Arc<crate::record::Recorder>,
+    taps: Arc<crate::tap::Taps>,
 }
 
 impl Stats {
@@ -150,6 +156,16 @@ impl Stats {
     /// The target registry (current set, counters by name, changes).
     pub fn registry(&self) -> &Arc<TargetRegistry> {
         &self.registry
+    }
+
+    /// The recorder (`--record`, `POST /record/start`).
+    pub fn recorder(&self) -> &Arc<crate::record::Recorder> {
+        &self.recorder
+    }
+
+    /// The live taps (`GET /tap`).
+    pub fn taps(&self) -> &Arc<crate::tap::Taps> {
+        &self.taps
     }
 
     /// The receive backend in use (`uring` or `mmsg`).
@@ -374,6 +390,35 @@ impl Forwarder {
             Arc::clone(&threads),
         ));
         registry.apply(config.targets.clone())?;
+        // Kernel receive times are read only when something needs them: latency, or a recording
+        // (turned on for good at its first start; the cost is one control message per datagram).
+        let stamp_sockets = worker_sockets
+            .iter()
+            .map(UdpSocket::try_clone)
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(|source| StartError::Bind {
+                addr: local_addr,
+                source,
+            })?;
+        let stamp_sockets = Arc::new(stamp_sockets);
+        let stamps = |sockets: &Arc<Vec<UdpSocket>>| -> Box<dyn Fn() + Send + Sync> {
+            let sockets = Arc::clone(sockets);
+            Box::new(move || {
+                for s in sockets.iter() {
+                    let _ = socket::enable_timestamps(s);
+                }
+            })
+        };
+        let recorder = Arc::new(crate::record::Recorder::new(
+            Arc::clone(&registry),
+            config.max_datagram,
+            stamps(&stamp_sockets),
+        ));
+        let taps = Arc::new(crate::tap::Taps::new(
+            Arc::clone(&registry),
+            config.max_datagram,
+            stamps(&stamp_sockets),
+        ));
         let workers_running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let stats = Arc::new(Stats {
             backend: if urings.is_empty() { "mmsg" } else { "uring" },
@@ -384,12 +429,20 @@ impl Forwarder {
             workers_expected: workers,
             workers_running: Arc::clone(&workers_running),
             threads: Arc::clone(&threads),
+            recorder: Arc::clone(&recorder),
+            taps,
         });
         let control = Arc::new(crate::control::Control::new(
             Arc::clone(&registry),
+            Arc::clone(&recorder),
             config.clone(),
             loader,
         ));
+        if let (Some(settings), true) = (&config.record, config.record_start) {
+            recorder
+                .start(settings.clone())
+                .map_err(|e| StartError::Record(e.to_string()))?;
+        }
         let admin = config
             .admin
             .map(|addr| {
@@ -513,6 +566,8 @@ impl Forwarder {
                 tracing::error!("a receive worker panicked");
             }
         }
+        // Everything received is in the recorder's ring now: let it write that and close its file.
+        let _ = self.stats.recorder.stop();
         self.stats
             .registry
             .shutdown(Instant::now() + self.drain_timeout);

@@ -111,6 +111,8 @@ pub struct TargetTable {
     /// Increases with every published change.
     pub generation: u64,
     pub(crate) targets: Box<[Arc<TargetEntry>]>,
+    /// The recorder's and live taps' copies of every received datagram.
+    pub(crate) observers: Box<[Arc<super::observe::Observer>]>,
 }
 
 impl TargetTable {
@@ -204,6 +206,8 @@ struct RegistryState {
     senders: Vec<JoinHandle<()>>,
     next_cpu: usize,
     stopping: bool,
+    /// Published with every table.
+    observers: Vec<Arc<super::observe::Observer>>,
 }
 
 /// The one owner of the target set. See the module docs.
@@ -249,6 +253,7 @@ impl TargetRegistry {
                 senders: Vec::new(),
                 next_cpu: 0,
                 stopping: false,
+                observers: Vec::new(),
             }),
             settings,
             threads,
@@ -457,6 +462,7 @@ impl TargetRegistry {
         self.table.store(Arc::new(TargetTable {
             generation: state.generation,
             targets: built.into(),
+            observers: state.observers.clone().into(),
         }));
         if !change.added.is_empty() || !change.replaced.is_empty() {
             if let Some(w) = self.watcher.get() {
@@ -578,9 +584,11 @@ impl TargetRegistry {
         let old = {
             let mut state = self.lock();
             state.stopping = true;
+            state.observers.clear();
             self.table.swap(Arc::new(TargetTable {
                 generation: state.generation + 1,
                 targets: Box::new([]),
+                observers: Box::new([]),
             }))
         };
         for t in old.targets.iter() {
@@ -593,6 +601,41 @@ impl TargetRegistry {
                 tracing::error!("a target sender panicked");
             }
         }
+    }
+
+    /// Publishes `observer` beside the targets: workers copy every received datagram into it from
+    /// their next batch on. Refused once stopping.
+    pub(crate) fn add_observer(
+        &self,
+        observer: Arc<super::observe::Observer>,
+    ) -> Result<(), ChangeError> {
+        let mut state = self.lock();
+        if state.stopping {
+            return Err(ChangeError::Stopping);
+        }
+        state.observers.push(observer);
+        self.republish(&state);
+        Ok(())
+    }
+
+    /// Unpublishes `observer`; workers stop copying into it once they load the next table.
+    pub(crate) fn remove_observer(&self, observer: &Arc<super::observe::Observer>) {
+        let mut state = self.lock();
+        let before = state.observers.len();
+        state.observers.retain(|o| !Arc::ptr_eq(o, observer));
+        if state.observers.len() != before && !state.stopping {
+            self.republish(&state);
+        }
+    }
+
+    /// The same targets with the current observers (no target change, same generation).
+    fn republish(&self, state: &RegistryState) {
+        let old = self.table.load_full();
+        self.table.store(Arc::new(TargetTable {
+            generation: old.generation,
+            targets: old.targets.clone(),
+            observers: state.observers.clone().into(),
+        }));
     }
 
     /// Ready when every current target's sender runs.

@@ -82,6 +82,11 @@ impl RecvWorker {
         let mut ready: Vec<BufId> = Vec::with_capacity(self.batch);
         let mut meta = vec![RecvMeta::default(); self.batch];
         let mut recv_errors = RateLimit::new();
+        // A recorded datagram's destination when the kernel does not say (a non-wildcard listener).
+        let local = self
+            .socket
+            .local_addr()
+            .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
 
         // Once told to stop, read what the kernel already queued on the socket (it would be lost
         // at close, uncounted), for at most STOP_DRAIN, then exit.
@@ -173,7 +178,8 @@ impl RecvWorker {
                 }
             }
 
-            for target in table.load().targets.iter() {
+            let current = table.load();
+            for target in current.targets.iter() {
                 let counters = target.core.counters.worker(self.index);
                 // Offered first, outcomes after: a reader's cut never shows more outcomes than offers.
                 counters.add_offered(delta.received);
@@ -196,6 +202,12 @@ impl RecvWorker {
                 };
                 if !rest.is_empty() {
                     self.enqueue(&target.core, counters, rest);
+                }
+            }
+            // The recorder and taps get their copies last: nothing waits for them.
+            if !ready.is_empty() {
+                for observer in current.observers.iter() {
+                    observer.push_batch(&self.pool, &ids[..n], &meta[..n], scratch, local);
                 }
             }
             for &id in &ready {

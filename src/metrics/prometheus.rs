@@ -408,6 +408,70 @@ impl Collector for ForwarderCollector {
             Gauge,
             &[(vec![], (pool.capacity() - pool.available()) as u64)],
         )?;
+        let rec = stats.recorder().counts();
+        family(
+            &mut enc,
+            "udptee_record_active",
+            "1 while a recording (--record, POST /record/start) runs.",
+            Gauge,
+            &[(vec![], u64::from(stats.recorder().active()))],
+        )?;
+        family(
+            &mut enc,
+            "udptee_record_datagrams",
+            "Datagrams written to the recording's pcap files.",
+            Counter,
+            &[(vec![], rec.recorded)],
+        )?;
+        family(
+            &mut enc,
+            "udptee_record_bytes",
+            "Bytes written to the recording's pcap files, headers included.",
+            Counter,
+            &[(vec![], rec.bytes)],
+        )?;
+        family(
+            &mut enc,
+            "udptee_record_files",
+            "Recording files opened (rotation opens one more).",
+            Counter,
+            &[(vec![], rec.files)],
+        )?;
+        family(
+            &mut enc,
+            "udptee_record_filtered",
+            "Datagrams not recorded because the record filter left none of their lines.",
+            Counter,
+            &[(vec![], rec.filtered)],
+        )?;
+        family(
+            &mut enc,
+            "udptee_record_dropped",
+            "Datagrams not recorded, by reason: queue_full (the recorder fell behind; forwarding never waits for it), write_error (a write failed, e.g. a full disk).",
+            Counter,
+            &[
+                (vec![("reason", "queue_full".to_owned())], rec.queue_full),
+                (vec![("reason", "write_error".to_owned())], rec.write_error),
+            ],
+        )?;
+        let tap = stats.taps().counts();
+        family(
+            &mut enc,
+            "udptee_tap_clients",
+            "Live taps (GET /tap, udptee tap) connected now.",
+            Gauge,
+            &[(vec![], tap.clients)],
+        )?;
+        family(
+            &mut enc,
+            "udptee_tap_datagrams",
+            "Datagrams shown to live taps, by outcome: shown, or dropped (a tap reader fell behind; forwarding never waits for it).",
+            Counter,
+            &[
+                (vec![("outcome", "shown".to_owned())], tap.shown),
+                (vec![("outcome", "dropped".to_owned())], tap.dropped),
+            ],
+        )?;
         family(
             &mut enc,
             "udptee_log_lines_dropped",

@@ -208,6 +208,23 @@ impl Producer<'_> {
     /// # Safety
     /// `src` must be valid for reads of `len` bytes, and not written by anyone during the call.
     pub unsafe fn push(&mut self, src: *const u8, len: usize, rx_nanos: u64) -> bool {
+        // SAFETY: forwarded from the caller's contract; an empty prefix adds nothing.
+        unsafe { self.push_prefixed(&[], src, len, rx_nanos) }
+    }
+
+    /// Like [`push`](Self::push), with `prefix` written in front of the payload; the entry's length
+    /// is `prefix.len() + len` (an observer's peer addresses).
+    ///
+    /// # Safety
+    /// As [`push`](Self::push).
+    pub unsafe fn push_prefixed(
+        &mut self,
+        prefix: &[u8],
+        src: *const u8,
+        len: usize,
+        rx_nanos: u64,
+    ) -> bool {
+        let (plen, len) = (prefix.len(), prefix.len() + len);
         let Ok(len32) = u32::try_from(len) else {
             return false;
         };
@@ -248,8 +265,10 @@ impl Producer<'_> {
         // free space, which only this producer writes while it holds the lock; `src` is valid for
         // `len` bytes by the caller's contract and cannot overlap the ring's free space.
         unsafe {
+            let at = self.head + HEADER as u64;
             std::ptr::copy_nonoverlapping(header.as_ptr(), self.ring.ptr(self.head), HEADER);
-            std::ptr::copy_nonoverlapping(src, self.ring.ptr(self.head + HEADER as u64), len);
+            std::ptr::copy_nonoverlapping(prefix.as_ptr(), self.ring.ptr(at), plen);
+            std::ptr::copy_nonoverlapping(src, self.ring.ptr(at + plen as u64), len - plen);
         }
         self.head += need;
         self.pushed += 1;
@@ -265,6 +284,18 @@ impl Producer<'_> {
         // SAFETY: a slot's payload is valid for `slot_bytes()` bytes while `pool` is borrowed, `len`
         // is within it, and the holder's contract above means no one writes it during the copy.
         unsafe { self.push(pool.as_mut_ptr(id), len, pool.rx_nanos(id)) }
+    }
+
+    /// Like [`push_slot`](Self::push_slot), with `prefix` in front of the payload.
+    pub(crate) fn push_slot_with(
+        &mut self,
+        prefix: &[u8],
+        pool: &super::BufPool,
+        id: super::BufId,
+    ) -> bool {
+        let len = pool.len(id).min(pool.slot_bytes());
+        // SAFETY: as in `push_slot`.
+        unsafe { self.push_prefixed(prefix, pool.as_mut_ptr(id), len, pool.rx_nanos(id)) }
     }
 }
 

@@ -38,7 +38,21 @@ pub fn ipv6_available() -> bool {
 /// A UDP socket bound on loopback with the given receive buffer (forced when we may).
 pub fn udp_socket(addr: SocketAddr, rcvbuf: usize) -> UdpSocket {
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).unwrap();
-    s.set_recv_buffer_size(rcvbuf).unwrap();
+    // Past net.core.rmem_max when we may (root), as udptee itself does.
+    let want = libc::c_int::try_from(rcvbuf / 2).unwrap_or(libc::c_int::MAX);
+    // SAFETY: a live socket, a pointer to a local c_int and its size.
+    let forced = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&s),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&raw const want).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    } == 0;
+    if !forced {
+        s.set_recv_buffer_size(rcvbuf).unwrap();
+    }
     s.bind(&addr.into()).unwrap();
     s.into()
 }
@@ -80,7 +94,12 @@ impl Sink {
 
     /// A reading sink bound to `addr` (port 0: any) with a large receive buffer.
     pub fn at(addr: SocketAddr) -> Self {
-        let socket = udp_socket(addr, 8 << 20);
+        Self::with_rcvbuf(addr, 8 << 20)
+    }
+
+    /// A reading sink with `rcvbuf` bytes of receive buffer (for bursts nobody paces).
+    pub fn with_rcvbuf(addr: SocketAddr, rcvbuf: usize) -> Self {
+        let socket = udp_socket(addr, rcvbuf);
         socket
             .set_read_timeout(Some(Duration::from_millis(20)))
             .unwrap();
@@ -266,6 +285,7 @@ pub fn spawn_udptee(
         .args(extra)
         .envs(env.iter().copied())
         .stderr(std::process::Stdio::piped())
+        .die_with_test()
         .spawn()
         .expect("the udptee binary starts");
     (child, listen)
@@ -316,4 +336,67 @@ pub fn signal(child: &std::process::Child, sig: &str) {
 /// Kernel drops on a socket we own.
 pub fn kernel_drops(socket: &UdpSocket) -> u64 {
     udptee::socket_drops(socket).expect("SO_MEMINFO is available")
+}
+
+/// One HTTP request; returns status and body.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n{headers}\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+    (status, body)
+}
+
+/// The value of the sample whose name and labels start `series` exactly, e.g. `udptee_received_datagrams_total`.
+pub fn sample(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Child processes that do not outlive a failed test (which would keep cargo waiting on the pipes
+/// they inherited): SIGKILL when the test's thread ends (PR_SET_PDEATHSIG).
+pub trait DieWithTest {
+    fn die_with_test(&mut self) -> &mut Self;
+}
+
+impl DieWithTest for std::process::Command {
+    fn die_with_test(&mut self) -> &mut Self {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe and touches only the child's own state.
+        unsafe {
+            self.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        }
+    }
 }
