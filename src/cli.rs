@@ -141,6 +141,11 @@ pub struct Args {
     #[arg(long = "io", value_name = "BACKEND", value_enum, default_value_t = IoArg::Auto)]
     pub io: IoArg,
 
+    /// Forward only datagrams from these senders (CIDR prefixes or addresses, comma-separated or
+    /// repeated: 10.0.0.0/8,127.0.0.1); the rest are counted source_denied and sent nowhere.
+    #[arg(long, value_name = "CIDR[,CIDR]")]
+    pub allow: Vec<String>,
+
     /// Record every received datagram into this pcap file (tcpdump and Wireshark read it): original
     /// addresses and ports, kernel receive time in ns. With rotation, files are PATH's STEM.NNNNNN.EXT.
     /// The recorder never slows forwarding: what it cannot keep up with is counted. Also
@@ -454,7 +459,7 @@ impl Invocation {
             fill!(
                 batch => same, queue_depth => same, max_targets => same, admin => same,
                 latency => same, log_level => same,
-                listen => some, sender_cpus => some, histogram_log => some,
+                listen => some, sender_cpus => some, histogram_log => some, allow => same,
                 admin_token_file => some, user => some,
                 queue_bytes => |v: Size| Ok(v.0), rcvbuf => |v: Size| Ok(v.0),
                 max_datagram => |v: Size| Ok(v.0), sndbuf => |v: Size| Ok(Some(v.0)),
@@ -671,6 +676,11 @@ impl TryFrom<&Args> for Config {
             r
         });
         config.record_start = args.record_start;
+        for list in &args.allow {
+            config
+                .allow
+                .extend(crate::net::allow::parse_cidrs(list).map_err(ConfigError::Allow)?);
+        }
         config.targets = args
             .targets
             .iter()

@@ -168,6 +168,9 @@ impl Control {
         let restart = restart_needed(&config, &new);
         let change = self.registry.apply(new.targets.clone())?;
         let record = self.reload_record(&config, &new);
+        self.registry
+            .set_allow(crate::net::allow::AllowList::new(&new.allow));
+        config.allow = new.allow.clone();
         // Keep start-up settings as they run; take the new per-target defaults and targets.
         config.targets = new.targets;
         config.queue_depth = new.queue_depth;

@@ -430,6 +430,15 @@ fn record_flags_are_checked_at_start_up() {
             ],
             "--record-keep needs",
         ),
+        (
+            vec!["--record", "/tmp/x.pcap", "--record-include", "a["],
+            "--record-include",
+        ),
+        (
+            vec!["--allow", "10.0.0.0/33"],
+            "--allow \"10.0.0.0/33\" is not",
+        ),
+        (vec!["--allow", "10.0.0.1,junk"], "--allow \"junk\" is not"),
     ] {
         let o = Command::new(BIN)
             .args([
@@ -652,4 +661,80 @@ fn a_tap_sees_the_traffic_and_a_stuck_tap_slows_nothing() {
     assert!(out.status.success());
     let (seen, _) = sink.finish();
     assert_eq!(seen.len(), 100_006, "the target got every datagram");
+}
+
+#[test]
+fn allow_forwards_only_for_listed_senders_and_a_reload_changes_it() {
+    let dir = temp_dir("allow");
+    let sink = Sink::new(false);
+    let mut config = udptee::Config::new(
+        "127.0.0.1:0".parse().unwrap(),
+        vec![udptee::config::TargetSpec::new("s", sink.addr)],
+    );
+    config.stats_interval = Duration::ZERO;
+    config.max_datagram = 2048;
+    config.allow = udptee::net::allow::parse_cidrs("127.0.0.2/32").unwrap();
+    config.record = Some(RecordSettings::new(dir.join("allowed.pcap")));
+    let next = std::sync::Arc::new(std::sync::Mutex::new(config.clone()));
+    let reload = std::sync::Arc::clone(&next);
+    let fwd = udptee::Forwarder::start_with(
+        &config,
+        Some(Box::new(move || Ok(reload.lock().unwrap().clone()))),
+    )
+    .unwrap();
+    let allowed = UdpSocket::bind("127.0.0.2:0").unwrap();
+    let denied = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..100u32 {
+        allowed
+            .send_to(&payload(1, i, 64), fwd.local_addr())
+            .unwrap();
+        if i % 2 == 0 {
+            denied
+                .send_to(&payload(2, i, 64), fwd.local_addr())
+                .unwrap();
+        }
+    }
+    wait_for(&fwd, "150 received", || fwd.snapshot().received() >= 150);
+    wait_until("100 through", Duration::from_secs(10), || {
+        sink.received() >= 100
+    });
+    let snap = fwd.snapshot();
+    let t = &snap.targets[0];
+    assert_eq!(
+        (t.forwarded, t.source_denied),
+        (100, 50),
+        "the listed sender's datagrams go out; the other's are counted source_denied"
+    );
+    assert_eq!(snap.unaccounted(0), 0, "and the books balance");
+
+    // A reload that lists the other sender too.
+    next.lock().unwrap().allow = udptee::net::allow::parse_cidrs("127.0.0.1, 127.0.0.2").unwrap();
+    fwd.control().reload().unwrap();
+    for i in 0..10u32 {
+        denied
+            .send_to(&payload(2, 1000 + i, 64), fwd.local_addr())
+            .unwrap();
+    }
+    wait_until("the newly allowed sender", Duration::from_secs(10), || {
+        sink.received() >= 110
+    });
+    let snap = fwd.shutdown();
+    assert_eq!(
+        snap.targets[0].source_denied, 50,
+        "nothing denied after the reload"
+    );
+    let recorded = read_capture(&dir.join("allowed.pcap"));
+    assert_eq!(
+        recorded.len(),
+        110,
+        "denied datagrams are not recorded either"
+    );
+    assert!(
+        recorded[..100]
+            .iter()
+            .all(|(src, ..)| *src == allowed.local_addr().unwrap())
+    );
+    let (seen, _) = sink.finish();
+    assert_eq!(seen.len(), 110);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

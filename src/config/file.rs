@@ -73,6 +73,7 @@ pub struct FileConfig {
     pub io: Option<String>,
     pub log_level: Option<String>,
     pub log_format: Option<String>,
+    pub allow: Option<Vec<String>>,
     /// `[[target]]` tables.
     #[serde(rename = "target")]
     pub targets: Option<Vec<FileTarget>>,

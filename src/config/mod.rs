@@ -200,6 +200,8 @@ pub struct Config {
     pub record: Option<crate::record::RecordSettings>,
     /// Start recording at start-up (and on reload) when `record` is set.
     pub record_start: bool,
+    /// `--allow`: forward only for senders in these prefixes (empty: everyone).
+    pub allow: Vec<ipnet::IpNet>,
 }
 
 impl Config {
@@ -230,6 +232,7 @@ impl Config {
             io_backend: IoBackend::Auto,
             record: None,
             record_start: true,
+            allow: Vec::new(),
         }
     }
 
@@ -580,6 +583,9 @@ pub enum ConfigError {
     /// The recording settings are invalid.
     #[error("{0}")]
     Record(String),
+    /// An `--allow` entry does not parse.
+    #[error("--allow {0}")]
+    Allow(String),
     /// A value outside its set of choices.
     #[error("{what} {got:?}: expected {expected}")]
     BadValue {
@@ -725,6 +731,7 @@ impl ConfigError {
             Self::PortZero { target } | Self::Loop { target, .. } => (None, Some(target.clone())),
             Self::NoListen => (key("listen"), None),
             Self::User(_) => (key("user"), None),
+            Self::Allow(_) => (key("allow"), None),
             Self::Lines { reason, .. } => (
                 reason
                     .split(' ')

@@ -390,6 +390,7 @@ impl Forwarder {
             Arc::clone(&threads),
         ));
         registry.apply(config.targets.clone())?;
+        registry.set_allow(crate::net::allow::AllowList::new(&config.allow));
         // Kernel receive times are read only when something needs them: latency, or a recording
         // (turned on for good at its first start; the cost is one control message per datagram).
         let stamp_sockets = worker_sockets

@@ -144,8 +144,9 @@ impl Observer {
     }
 
     /// Copies the received datagrams of one batch (the filled slots of `ids`, as `meta` describes
-    /// them, skipping `skip`: the scratch slot) into the ring. `local` is the listen address, the
-    /// destination when the kernel did not say (a listener bound to one address). Worker side.
+    /// them, skipping `skip`: the scratch slot, and senders outside `allow`) into the ring. `local`
+    /// is the listen address, the destination when the kernel did not say (a listener bound to one
+    /// address). Worker side.
     pub(crate) fn push_batch(
         &self,
         pool: &BufPool,
@@ -153,12 +154,13 @@ impl Observer {
         meta: &[RecvMeta],
         skip: BufId,
         local: SocketAddr,
+        allow: Option<&crate::net::allow::AllowList>,
     ) {
         let (mut offered, mut dropped) = (0, 0);
         {
             let mut ring = self.ring.producer();
             for (&id, m) in ids.iter().zip(meta) {
-                if id == skip || m.truncated {
+                if id == skip || m.truncated || allow.is_some_and(|a| !a.permits(m.src)) {
                     continue;
                 }
                 offered += 1;
@@ -247,7 +249,7 @@ mod tests {
             6
         ];
         let local: SocketAddr = "127.0.0.1:8125".parse().unwrap();
-        obs.push_batch(&pool, &ids, &meta, scratch, local);
+        obs.push_batch(&pool, &ids, &meta, scratch, local, None);
         // 40 + 40 + 16 = 96 bytes an entry: two fit in 256.
         assert_eq!((obs.offered(), obs.dropped()), (6, 4));
         let mut seen = Vec::new();

@@ -113,6 +113,8 @@ pub struct TargetTable {
     pub(crate) targets: Box<[Arc<TargetEntry>]>,
     /// The recorder's and live taps' copies of every received datagram.
     pub(crate) observers: Box<[Arc<super::observe::Observer>]>,
+    /// `--allow`: the senders forwarded for (`None`: everyone).
+    pub(crate) allow: Option<Arc<crate::net::allow::AllowList>>,
 }
 
 impl TargetTable {
@@ -208,6 +210,8 @@ struct RegistryState {
     stopping: bool,
     /// Published with every table.
     observers: Vec<Arc<super::observe::Observer>>,
+    /// Published with every table.
+    allow: Option<Arc<crate::net::allow::AllowList>>,
 }
 
 /// The one owner of the target set. See the module docs.
@@ -254,6 +258,7 @@ impl TargetRegistry {
                 next_cpu: 0,
                 stopping: false,
                 observers: Vec::new(),
+                allow: None,
             }),
             settings,
             threads,
@@ -463,6 +468,7 @@ impl TargetRegistry {
             generation: state.generation,
             targets: built.into(),
             observers: state.observers.clone().into(),
+            allow: state.allow.clone(),
         }));
         if !change.added.is_empty() || !change.replaced.is_empty() {
             if let Some(w) = self.watcher.get() {
@@ -589,6 +595,7 @@ impl TargetRegistry {
                 generation: state.generation + 1,
                 targets: Box::new([]),
                 observers: Box::new([]),
+                allow: None,
             }))
         };
         for t in old.targets.iter() {
@@ -618,6 +625,18 @@ impl TargetRegistry {
         Ok(())
     }
 
+    /// Publishes the senders to forward for (`None`: everyone), from the next batch on.
+    pub(crate) fn set_allow(&self, allow: Option<crate::net::allow::AllowList>) {
+        let mut state = self.lock();
+        if state.allow.as_deref() == allow.as_ref() {
+            return;
+        }
+        state.allow = allow.map(Arc::new);
+        if !state.stopping {
+            self.republish(&state);
+        }
+    }
+
     /// Unpublishes `observer`; workers stop copying into it once they load the next table.
     pub(crate) fn remove_observer(&self, observer: &Arc<super::observe::Observer>) {
         let mut state = self.lock();
@@ -635,6 +654,7 @@ impl TargetRegistry {
             generation: old.generation,
             targets: old.targets.clone(),
             observers: state.observers.clone().into(),
+            allow: state.allow.clone(),
         }));
     }
 

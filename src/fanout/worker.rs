@@ -160,6 +160,7 @@ impl RecvWorker {
                 break;
             }
 
+            let current = table.load();
             let mut delta = WorkerDelta::default();
             let mut kernel_drops = None;
             ready.clear();
@@ -171,6 +172,9 @@ impl RecvWorker {
                 } else if m.truncated {
                     delta.truncated += 1;
                     self.keep_spare(id, &mut spare);
+                } else if current.allow.as_ref().is_some_and(|a| !a.permits(m.src)) {
+                    delta.source_denied += 1;
+                    self.keep_spare(id, &mut spare);
                 } else {
                     delta.bytes += m.len as u64;
                     self.pool.set_meta(id, m.len, m.rx_nanos);
@@ -178,13 +182,13 @@ impl RecvWorker {
                 }
             }
 
-            let current = table.load();
             for target in current.targets.iter() {
                 let counters = target.core.counters.worker(self.index);
                 // Offered first, outcomes after: a reader's cut never shows more outcomes than offers.
                 counters.add_offered(delta.received);
                 counters.add_truncated(delta.truncated);
                 counters.add_pool_exhausted(delta.pool_exhausted);
+                counters.add_source_denied(delta.source_denied);
                 if ready.is_empty() {
                     continue;
                 }
@@ -207,7 +211,14 @@ impl RecvWorker {
             // The recorder and taps get their copies last: nothing waits for them.
             if !ready.is_empty() {
                 for observer in current.observers.iter() {
-                    observer.push_batch(&self.pool, &ids[..n], &meta[..n], scratch, local);
+                    observer.push_batch(
+                        &self.pool,
+                        &ids[..n],
+                        &meta[..n],
+                        scratch,
+                        local,
+                        current.allow.as_deref(),
+                    );
                 }
             }
             for &id in &ready {

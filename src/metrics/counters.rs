@@ -27,6 +27,8 @@ pub enum DropReason {
     DrainTimeout,
     /// The target is disabled (`enabled = false`): kept in the set, nothing sent.
     Disabled,
+    /// The sender's address is outside `--allow`: forwarded to no one.
+    SourceDenied,
     /// Dropped by the kernel before udptee saw it (socket receive buffer full, SO_RXQ_OVFL). Not part of
     /// `received`: udptee never had it.
     RcvbufOverflow,
@@ -34,13 +36,14 @@ pub enum DropReason {
 
 impl DropReason {
     /// Reasons that count against a target in the accounting invariant.
-    pub const PER_TARGET: [Self; 6] = [
+    pub const PER_TARGET: [Self; 7] = [
         Self::QueueFull,
         Self::SendError,
         Self::Truncated,
         Self::PoolExhausted,
         Self::DrainTimeout,
         Self::Disabled,
+        Self::SourceDenied,
     ];
 
     /// The label value (`reason="queue_full"`).
@@ -52,6 +55,7 @@ impl DropReason {
             Self::PoolExhausted => "pool_exhausted",
             Self::DrainTimeout => "drain_timeout",
             Self::Disabled => "disabled",
+            Self::SourceDenied => "source_denied",
             Self::RcvbufOverflow => "rcvbuf_overflow",
         }
     }
@@ -134,6 +138,7 @@ pub struct TargetCounters {
     truncated: AtomicU64,
     pool_exhausted: AtomicU64,
     disabled: AtomicU64,
+    source_denied: AtomicU64,
     /// Datagrams all of whose lines the target's line settings removed (not sent, by design).
     filtered: AtomicU64,
     lines: [AtomicU64; LineOutcome::ALL.len()],
@@ -234,6 +239,11 @@ impl TargetCounters {
         add(&self.disabled, n);
     }
 
+    /// Counts datagrams from senders outside `--allow` while this target was in the set.
+    pub fn add_source_denied(&self, n: u64) {
+        add(&self.source_denied, n);
+    }
+
     /// Counts datagrams whose every line was removed by the line settings.
     pub fn add_filtered(&self, n: u64) {
         add(&self.filtered, n);
@@ -262,6 +272,7 @@ impl TargetCounters {
             truncated: get(&self.truncated),
             pool_exhausted: get(&self.pool_exhausted),
             disabled: get(&self.disabled),
+            source_denied: get(&self.source_denied),
             filtered: get(&self.filtered),
             lines: std::array::from_fn(|i| get(&self.lines[i])),
             digest: get(&self.digest),
@@ -372,6 +383,7 @@ pub struct WorkerCounters {
     bytes: AtomicU64,
     truncated: AtomicU64,
     pool_exhausted: AtomicU64,
+    source_denied: AtomicU64,
     rcvbuf_overflow: AtomicU64,
     recv_errors: AtomicU64,
     ring_empty: AtomicU64,
@@ -391,6 +403,8 @@ pub struct WorkerDelta {
     pub truncated: u64,
     /// Datagrams received while no pool slot was free.
     pub pool_exhausted: u64,
+    /// Datagrams from senders outside `--allow`.
+    pub source_denied: u64,
 }
 
 impl WorkerCounters {
@@ -405,6 +419,7 @@ impl WorkerCounters {
         add(&self.bytes, d.bytes);
         add(&self.truncated, d.truncated);
         add(&self.pool_exhausted, d.pool_exhausted);
+        add(&self.source_denied, d.source_denied);
     }
 
     /// Records the socket's cumulative kernel drop count (SO_RXQ_OVFL / SO_MEMINFO); it only grows.
@@ -439,6 +454,7 @@ impl WorkerCounters {
             bytes: get(&self.bytes),
             truncated: get(&self.truncated),
             pool_exhausted: get(&self.pool_exhausted),
+            source_denied: get(&self.source_denied),
             rcvbuf_overflow: get(&self.rcvbuf_overflow),
             recv_errors: get(&self.recv_errors),
             ring_empty: get(&self.ring_empty),
@@ -457,6 +473,8 @@ pub struct WorkerSnapshot {
     pub truncated: u64,
     /// Datagrams received with the pool dry.
     pub pool_exhausted: u64,
+    /// Datagrams from senders outside `--allow`.
+    pub source_denied: u64,
     /// Kernel drops on this worker's socket.
     pub rcvbuf_overflow: u64,
     /// Failed receive calls.
@@ -486,6 +504,8 @@ pub struct TargetSnapshot {
     pub pool_exhausted: u64,
     /// Datagrams not sent because the target was disabled.
     pub disabled: u64,
+    /// Datagrams from senders outside `--allow`.
+    pub source_denied: u64,
     /// Datagrams all of whose lines the line settings removed (not sent, by design).
     pub filtered: u64,
     /// Lines by [`LineOutcome`] (in `ALL` order); all zero for a passthrough target.
@@ -514,6 +534,7 @@ impl TargetSnapshot {
         self.truncated += o.truncated;
         self.pool_exhausted += o.pool_exhausted;
         self.disabled += o.disabled;
+        self.source_denied += o.source_denied;
         self.filtered += o.filtered;
         for (a, b) in self.lines.iter_mut().zip(o.lines) {
             *a += b;
@@ -534,6 +555,7 @@ impl TargetSnapshot {
             truncated: d(self.truncated, before.truncated),
             pool_exhausted: d(self.pool_exhausted, before.pool_exhausted),
             disabled: d(self.disabled, before.disabled),
+            source_denied: d(self.source_denied, before.source_denied),
             filtered: d(self.filtered, before.filtered),
             lines: std::array::from_fn(|i| d(self.lines[i], before.lines[i])),
             digest: self.digest.wrapping_sub(before.digest),
@@ -563,6 +585,7 @@ impl TargetSnapshot {
             DropReason::PoolExhausted => self.pool_exhausted,
             DropReason::DrainTimeout => self.drain_timeout,
             DropReason::Disabled => self.disabled,
+            DropReason::SourceDenied => self.source_denied,
             DropReason::RcvbufOverflow => 0,
         }
     }
@@ -656,11 +679,12 @@ impl fmt::Display for Snapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "received {} datagrams ({} bytes); truncated {}; pool_exhausted {}; kernel rcvbuf_overflow {} (never received)",
+            "received {} datagrams ({} bytes); truncated {}; pool_exhausted {}; source_denied {}; kernel rcvbuf_overflow {} (never received)",
             self.received(),
             self.received_bytes(),
             self.truncated(),
             self.pool_exhausted(),
+            self.sum(|w| w.source_denied),
             self.rcvbuf_overflow()
         )?;
         for (t, s) in self.targets.iter().enumerate() {
@@ -682,6 +706,9 @@ impl fmt::Display for Snapshot {
                 .collect();
             if !kinds.is_empty() {
                 write!(f, " ({})", kinds.join(" "))?;
+            }
+            if s.source_denied > 0 {
+                write!(f, ", source_denied {}", s.source_denied)?;
             }
             if s.disabled > 0 {
                 write!(f, ", disabled {}", s.disabled)?;

@@ -175,6 +175,13 @@ impl Collector for ForwarderCollector {
         )?;
         family(
             &mut enc,
+            "udptee_worker_source_denied_datagrams",
+            "Datagrams from senders outside --allow, forwarded to no one.",
+            Counter,
+            &per_worker(&|w| w.source_denied),
+        )?;
+        family(
+            &mut enc,
             "udptee_worker_recv_errors",
             "Failed receive calls.",
             Counter,

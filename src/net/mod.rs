@@ -6,6 +6,7 @@
 //! batch, never per datagram. Only `sys`, `mmsg` and `uring` contain `unsafe`. Public so that udptee-loadgen's
 //! generator, sink and baseline relay use the very same batch I/O as the forwarder.
 
+pub mod allow;
 pub mod diag;
 pub mod lock;
 pub mod mmsg;
