@@ -3,7 +3,8 @@
 # network-namespace tests, nftables for the fault suite's lossy link (this kernel has no netem),
 # tcpdump (it reads the recorder's pcap files back),
 # systemd (systemd-analyze verify of the shipped unit) and nodejs/npm; from npm, Etsy's statsd daemon (into target/ci-tools, never committed); from PyPI,
-# Datadog's DogStatsD client. A test whose tool is missing prints why it skips, so a failure here
+# Datadog's DogStatsD client and kubernetes-validate (the DaemonSet's schema check); from npm also
+# dockerfilelint (dist/Dockerfile). A test whose tool is missing prints why it skips, so a failure here
 # is reported, not fatal.
 set -uo pipefail
 packages=(iproute2 nftables tcpdump)
@@ -29,6 +30,15 @@ if [[ ! -f $tools/node_modules/statsd/stats.js ]] && command -v npm >/dev/null; 
   mkdir -p "$tools"
   (cd "$tools" && npm install --no-audit --no-fund --silent statsd@0.9.0) >/tmp/udptee-ci-npm.log 2>&1 \
     || echo "packages: npm install statsd failed (see /tmp/udptee-ci-npm.log)"
+fi
+if [[ ! -x $tools/node_modules/.bin/dockerfilelint ]] && command -v npm >/dev/null; then
+  mkdir -p "$tools"
+  (cd "$tools" && npm install --no-audit --no-fund --silent dockerfilelint@1.8.0) >/tmp/udptee-ci-npm.log 2>&1 \
+    || echo "packages: npm install dockerfilelint failed (see /tmp/udptee-ci-npm.log)"
+fi
+if ! command -v kubernetes-validate >/dev/null; then
+  python3 -m pip install -q kubernetes-validate >/tmp/udptee-ci-pip.log 2>&1 \
+    || echo "packages: pip install kubernetes-validate failed (see /tmp/udptee-ci-pip.log)"
 fi
 if ! python3 -c 'import datadog' 2>/dev/null; then
   python3 -m pip install -q datadog >/tmp/udptee-ci-pip.log 2>&1 \
