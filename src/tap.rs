@@ -336,6 +336,14 @@ mod tests {
         assert!(t.ends_with(" [952 more bytes]\n"), "{t}");
     }
 
+    proptest::proptest! {
+        /// Any query string parses or is refused with a message; it never panics.
+        #[test]
+        fn any_query_parses_or_is_refused(q in "\\PC{0,80}") {
+            let _ = TapQuery::parse(&q);
+        }
+    }
+
     #[test]
     fn queries_parse_or_say_why() {
         assert_eq!(

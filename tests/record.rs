@@ -252,6 +252,44 @@ fn rotation_keeps_at_most_n_files_of_at_most_the_size() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn rotation_by_age_starts_a_new_file_every_interval() {
+    let dir = temp_dir("age");
+    let sink = Sink::new(false);
+    let fwd = forwarder(false, &[sink.addr], |c| {
+        let mut r = RecordSettings::new(dir.join("a.pcap"));
+        r.rotate = Some(Duration::from_secs(1));
+        c.record = Some(r);
+    });
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let start = std::time::Instant::now();
+    let mut seq = 0u32;
+    while start.elapsed() < Duration::from_millis(2500) {
+        client
+            .send_to(&payload(0, seq, 100), fwd.local_addr())
+            .unwrap();
+        seq += 1;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    wait_for(&fwd, "the recorder", || {
+        record_counts(&fwd).recorded == u64::from(seq)
+    });
+    fwd.shutdown();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(
+        (3..=4).contains(&files.len()),
+        "2.5 s at 1 s per file: {files:?}"
+    );
+    let total: usize = files.iter().map(|f| read_capture(f).len()).sum();
+    assert_eq!(total as u32, seq, "every datagram in exactly one file");
+    let _ = sink.finish();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// A 256 KiB tmpfs mounted on a directory for the test's life; `None` (the test skips) where
 /// mounting is not allowed.
 struct TinyDisk(PathBuf);
