@@ -146,6 +146,19 @@ pub struct Args {
     #[arg(long, value_name = "CIDR[,CIDR]")]
     pub allow: Vec<String>,
 
+    /// Where this udptee answers `udptee --takeover` (a Unix stream socket, mode 0600), or "off".
+    /// Default: $RUNTIME_DIRECTORY/control.sock, else /run/udptee/control.sock when /run/udptee
+    /// exists, else off.
+    #[arg(long, value_name = "PATH|off")]
+    pub control_socket: Option<String>,
+
+    /// Zero-loss upgrade: take the listen sockets (and their queued datagrams) from the udptee
+    /// answering on --control-socket, start forwarding from them, then let that one drain and exit.
+    /// The same flags or config are expected; another listen address is refused and the old one
+    /// keeps running. With nobody answering, starts normally.
+    #[arg(long)]
+    pub takeover: bool,
+
     /// Record every received datagram into this pcap file (tcpdump and Wireshark read it): original
     /// addresses and ports, kernel receive time in ns. With rotation, files are PATH's STEM.NNNNNN.EXT.
     /// The recorder never slows forwarding: what it cannot keep up with is counted. Also
@@ -460,6 +473,7 @@ impl Invocation {
                 batch => same, queue_depth => same, max_targets => same, admin => same,
                 latency => same, log_level => same,
                 listen => some, sender_cpus => some, histogram_log => some, allow => same,
+                control_socket => some,
                 admin_token_file => some, user => some,
                 queue_bytes => |v: Size| Ok(v.0), rcvbuf => |v: Size| Ok(v.0),
                 max_datagram => |v: Size| Ok(v.0), sndbuf => |v: Size| Ok(Some(v.0)),
@@ -676,6 +690,12 @@ impl TryFrom<&Args> for Config {
             r
         });
         config.record_start = args.record_start;
+        config.takeover = args.takeover;
+        config.control_socket = match args.control_socket.as_deref() {
+            Some("off") => None,
+            Some(path) => Some(PathBuf::from(path)),
+            None => crate::handover::default_path(),
+        };
         for list in &args.allow {
             config
                 .allow

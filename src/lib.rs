@@ -24,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod fanout;
+pub mod handover;
 pub mod logging;
 pub mod metrics;
 pub mod net;
@@ -103,6 +104,10 @@ pub fn run(config: &Config, loader: Option<control::Loader>) -> Result<Snapshot,
         fwd.local_addr(),
         fwd.stats().target_names().len()
     ));
+    // Under systemd, the sockets outlive this process: a restart finds them with their queue.
+    handover::store_in_systemd(fwd.listen_sockets());
+    let handovers = fwd.handovers().clone();
+    let mut handover = None;
     let watchdog = systemd.watchdog_interval().map_or_else(never, tick);
     let ticker = if config.stats_interval.is_zero() {
         never()
@@ -155,6 +160,13 @@ pub fn run(config: &Config, loader: Option<control::Loader>) -> Result<Snapshot,
                 last = now;
             },
             recv(resolver) -> _ => fwd.control().resolve_again(&mut failing_lookups),
+            recv(handovers) -> h => if let Ok(h) = h {
+                tracing::info!(pid = h.pid, "handing over to the new udptee: draining queues for at most {:?}", config.drain_timeout);
+                systemd.stopping();
+                fwd.hand_over();
+                handover = Some(h);
+                break;
+            },
             recv(health) -> _ => {
                 died = fwd.stats().died();
                 if !died.is_empty() {
@@ -170,6 +182,17 @@ pub fn run(config: &Config, loader: Option<control::Loader>) -> Result<Snapshot,
     let summary = fwd.shutdown();
     for line in summary.to_string().lines() {
         tracing::info!("final: {line}");
+    }
+    if let Some(h) = handover {
+        h.finish(&handover::Final {
+            targets: summary
+                .target_names
+                .iter()
+                .cloned()
+                .zip(summary.targets.iter().cloned())
+                .collect(),
+            workers: summary.workers.clone(),
+        });
     }
     let r = recorder.counts();
     if r.files > 0 {

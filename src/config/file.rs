@@ -74,6 +74,7 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     pub log_format: Option<String>,
     pub allow: Option<Vec<String>>,
+    pub control_socket: Option<String>,
     /// `[[target]]` tables.
     #[serde(rename = "target")]
     pub targets: Option<Vec<FileTarget>>,

@@ -202,6 +202,10 @@ pub struct Config {
     pub record_start: bool,
     /// `--allow`: forward only for senders in these prefixes (empty: everyone).
     pub allow: Vec<ipnet::IpNet>,
+    /// Where this instance answers a takeover (`--control-socket`); `None`: nowhere.
+    pub control_socket: Option<PathBuf>,
+    /// `--takeover`: take the listen sockets from the udptee on `control_socket` instead of binding.
+    pub takeover: bool,
 }
 
 impl Config {
@@ -233,6 +237,8 @@ impl Config {
             record: None,
             record_start: true,
             allow: Vec::new(),
+            control_socket: None,
+            takeover: false,
         }
     }
 

@@ -126,6 +126,9 @@ pub enum StartError {
     /// `--user` could not be applied.
     #[error("{0}")]
     Privileges(String),
+    /// `--takeover` failed or was refused.
+    #[error("{0}")]
+    Takeover(String),
     /// `--record` could not start.
     #[error("--record: {0}")]
     Record(String),
@@ -271,6 +274,11 @@ pub struct Forwarder {
     watch: Option<(Arc<AtomicBool>, JoinHandle<watch::Watch>)>,
     /// Held for the forwarder's life: no second udptee can join the listen port.
     _listen_lock: crate::net::lock::ListenLock,
+    /// Answers `--takeover` on `--control-socket`.
+    control_server: Option<crate::handover::ControlServer>,
+    handovers: crossbeam_channel::Receiver<crate::handover::Handover>,
+    /// Workers read their socket dry at stop, unless it was handed over (the new udptee reads it).
+    drain_socket: Arc<AtomicBool>,
     stopped: bool,
 }
 
@@ -347,20 +355,86 @@ impl Forwarder {
         loader: Option<crate::control::Loader>,
     ) -> Result<Self, StartError> {
         config.validate()?;
-        let workers = config.worker_cpus.len();
-        let (listen_lock, (sockets, local_addr, socket_state)) =
-            crate::net::lock::bind_locked(config.listen, || {
-                socket::bind_reuseport_group(
+        let bind_error = |source| StartError::Bind {
+            addr: config.listen,
+            source,
+        };
+        // The listen sockets: from the udptee we take over, from systemd, or bound now.
+        let taken = match (&config.control_socket, config.takeover) {
+            (Some(path), true) => {
+                crate::handover::take_over(path, config.listen).map_err(StartError::Takeover)?
+            }
+            (None, true) => {
+                return Err(StartError::Takeover(
+                    "--takeover needs --control-socket (or $RUNTIME_DIRECTORY)".into(),
+                ));
+            }
+            _ => None,
+        };
+        let inherited = if taken.is_none() {
+            crate::handover::from_systemd()
+        } else {
+            Vec::new()
+        };
+        let (listen_lock, (sockets, local_addr, socket_state), taken) = match taken {
+            Some(mut t) => {
+                let group = socket::adopt_group(
+                    std::mem::take(&mut t.sockets),
                     config.listen,
-                    workers,
                     config.rcvbuf_bytes,
                     config.latency,
                 )
-            })
-            .map_err(|source| StartError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+                .map_err(bind_error)?;
+                let lock = crate::net::lock::ListenLock::from_sockets(std::mem::take(&mut t.locks));
+                tracing::info!(
+                    pid = t.pid,
+                    sockets = group.0.len(),
+                    "took the listen sockets over from the running udptee"
+                );
+                (lock, group, Some(t))
+            }
+            None if !inherited.is_empty() => {
+                let n = inherited.len();
+                let (lock, group) = crate::net::lock::bind_locked(config.listen, || {
+                    socket::adopt_group(
+                        inherited,
+                        config.listen,
+                        config.rcvbuf_bytes,
+                        config.latency,
+                    )
+                })
+                .map_err(bind_error)?;
+                tracing::info!(
+                    sockets = n,
+                    "listening on the sockets systemd passed (LISTEN_FDS)"
+                );
+                (lock, group, None)
+            }
+            None => {
+                let (lock, group) = crate::net::lock::bind_locked(config.listen, || {
+                    socket::bind_reuseport_group(
+                        config.listen,
+                        config.worker_cpus.len(),
+                        config.rcvbuf_bytes,
+                        config.latency,
+                    )
+                })
+                .map_err(bind_error)?;
+                (lock, group, None)
+            }
+        };
+        // One worker per socket: a handed-over group may differ from --workers.
+        let mut config = config.clone();
+        if sockets.len() != config.worker_cpus.len() {
+            tracing::warn!(
+                sockets = sockets.len(),
+                workers = config.worker_cpus.len(),
+                "the handed-over group has another number of sockets than --workers; one worker per socket"
+            );
+            config.worker_cpus.resize(sockets.len(), None);
+        }
+        let config = &config;
+        let workers = config.worker_cpus.len();
         let worker_sockets = sockets
             .iter()
             .map(UdpSocket::try_clone)
@@ -459,6 +533,20 @@ impl Forwarder {
                 source,
             })?;
         let running = Arc::new(AtomicBool::new(true));
+        let drain_socket = Arc::new(AtomicBool::new(true));
+        let (handover_tx, handovers) = crossbeam_channel::bounded(1);
+        let handover_sockets = stats
+            .worker_sockets
+            .iter()
+            .map(|s| s.try_clone().map(std::os::fd::OwnedFd::from))
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(bind_error)?;
+        let handover_locks = listen_lock
+            .sockets()
+            .iter()
+            .map(|s| s.try_clone().map(std::os::fd::OwnedFd::from))
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(bind_error)?;
         let mut fwd = Self {
             local_addr,
             socket_state,
@@ -470,6 +558,9 @@ impl Forwarder {
             admin,
             watch: Some((watch_stop, watch)),
             _listen_lock: listen_lock,
+            control_server: None,
+            handovers,
+            drain_socket: Arc::clone(&drain_socket),
             stopped: false,
         };
         for (w, (socket, cpu)) in sockets
@@ -487,6 +578,7 @@ impl Forwarder {
                 batch: config.batch,
                 latency: config.latency,
                 uring: (!urings.is_empty()).then(|| urings.remove(0)),
+                drain_socket: Arc::clone(&drain_socket),
             };
             let alive = Arc::clone(&workers_running);
             alive.fetch_add(1, Ordering::Relaxed);
@@ -502,7 +594,55 @@ impl Forwarder {
                 })?;
             fwd.workers.push(handle);
         }
+        // This instance answers the next takeover; in a takeover, the path is ours from now on.
+        if let Some(path) = &config.control_socket {
+            if taken.is_some() {
+                let _ = std::fs::remove_file(path);
+            }
+            match crate::handover::ControlServer::start(
+                path,
+                local_addr,
+                handover_sockets,
+                handover_locks,
+                handover_tx,
+            ) {
+                Ok(server) => fwd.control_server = Some(server),
+                Err(e) if config.takeover => return Err(StartError::Takeover(e)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no control socket: this udptee cannot be taken over")
+                }
+            }
+        }
+        if let Some(t) = taken {
+            let registry = Arc::clone(&registry);
+            let workers = worker_counters.clone();
+            t.ready(move |last| {
+                registry.carry(&last.targets);
+                for (w, s) in workers.iter().zip(&last.workers) {
+                    w.add_snapshot(s);
+                }
+                tracing::info!("takeover: the previous udptee drained and exited; its counters are carried over");
+            })
+            .map_err(|e| StartError::Takeover(format!("--takeover: telling the old udptee to stop: {e}")))?;
+        }
         Ok(fwd)
+    }
+
+    /// Takeovers the control socket accepted (at most one): the caller stops with
+    /// [`hand_over`](Self::hand_over) and sends the final counters.
+    pub fn handovers(&self) -> &crossbeam_channel::Receiver<crate::handover::Handover> {
+        &self.handovers
+    }
+
+    /// Marks the listen sockets as handed over: at stop, workers leave what is queued in them to the
+    /// new udptee instead of reading them dry.
+    pub fn hand_over(&self) {
+        self.drain_socket.store(false, Ordering::Relaxed);
+    }
+
+    /// The listen sockets (for systemd's file-descriptor store).
+    pub fn listen_sockets(&self) -> &[UdpSocket] {
+        &self.stats.worker_sockets
     }
 
     /// The bound listen address (with the real port when the config asked for port 0).

@@ -625,6 +625,19 @@ impl TargetRegistry {
         Ok(())
     }
 
+    /// Adds a previous instance's final counters (a takeover) to the counters of the same names, so
+    /// totals stay continuous; names not in the set are kept as removed targets.
+    pub(crate) fn carry(&self, targets: &[(String, TargetSnapshot)]) {
+        let mut state = self.lock();
+        for (name, snap) in targets {
+            let set = self.counters_for(&state, name);
+            set.worker(0).add_snapshot(snap);
+            if !state.counters.iter().any(|(n, _)| n == name) {
+                state.counters.push((name.clone(), set));
+            }
+        }
+    }
+
     /// Publishes the senders to forward for (`None`: everyone), from the next batch on.
     pub(crate) fn set_allow(&self, allow: Option<crate::net::allow::AllowList>) {
         let mut state = self.lock();

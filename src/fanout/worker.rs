@@ -51,6 +51,8 @@ pub(crate) struct RecvWorker {
     pub(crate) latency: bool,
     /// The io_uring receive state, set up at start-up, when that backend is in use.
     pub(crate) uring: Option<UringRecv>,
+    /// At stop, read what the socket holds first (false once it was handed over).
+    pub(crate) drain_socket: Arc<AtomicBool>,
 }
 
 /// The receive backend of one worker, dispatched once per batch.
@@ -94,6 +96,9 @@ impl RecvWorker {
         loop {
             self.counters.beat();
             if stop_by.is_none() && !self.running.load(Ordering::Relaxed) {
+                if !self.drain_socket.load(Ordering::Relaxed) {
+                    break; // handed over: the new udptee reads the socket now
+                }
                 stop_by = Some(std::time::Instant::now() + STOP_DRAIN);
                 let _ = self.socket.set_nonblocking(true);
             }
@@ -339,6 +344,7 @@ mod tests {
             batch: 8,
             latency: false,
             uring: None,
+            drain_socket: Arc::new(AtomicBool::new(true)),
         };
         let thread = std::thread::spawn(move || worker.run());
         let client = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -254,6 +254,28 @@ impl TargetCounters {
         add(&self.lines[outcome as usize], n);
     }
 
+    /// Adds everything `s` counted: a previous instance's totals after a takeover, so the totals
+    /// stay continuous. Outcomes first, `offered` last, as everywhere.
+    pub fn add_snapshot(&self, s: &TargetSnapshot) {
+        add(&self.forwarded, s.forwarded);
+        add(&self.bytes, s.bytes);
+        for (c, v) in self.send_errors.iter().zip(s.send_errors) {
+            add(c, v);
+        }
+        add(&self.queue_full, s.queue_full);
+        add(&self.drain_timeout, s.drain_timeout);
+        add(&self.truncated, s.truncated);
+        add(&self.pool_exhausted, s.pool_exhausted);
+        add(&self.disabled, s.disabled);
+        add(&self.source_denied, s.source_denied);
+        add(&self.filtered, s.filtered);
+        for (c, v) in self.lines.iter().zip(s.lines) {
+            add(c, v);
+        }
+        self.add_digest(s.digest);
+        add(&self.offered, s.offered);
+    }
+
     /// Adds the hashes of lines sent to the parity digest.
     pub fn add_digest(&self, d: u64) {
         if d != 0 {
@@ -422,6 +444,17 @@ impl WorkerCounters {
         add(&self.source_denied, d.source_denied);
     }
 
+    /// Adds a previous instance's totals after a takeover (its kernel drop count needs nothing:
+    /// the socket, and so its count, carried over).
+    pub fn add_snapshot(&self, s: &WorkerSnapshot) {
+        add(&self.received, s.received);
+        add(&self.bytes, s.bytes);
+        add(&self.truncated, s.truncated);
+        add(&self.pool_exhausted, s.pool_exhausted);
+        add(&self.source_denied, s.source_denied);
+        add(&self.recv_errors, s.recv_errors);
+    }
+
     /// Records the socket's cumulative kernel drop count (SO_RXQ_OVFL / SO_MEMINFO); it only grows.
     pub fn set_rcvbuf_overflow(&self, total: u64) {
         self.rcvbuf_overflow.fetch_max(total, Ordering::Relaxed);
@@ -463,7 +496,7 @@ impl WorkerCounters {
 }
 
 /// One worker's counters at a point in time.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WorkerSnapshot {
     /// Datagrams received.
     pub received: u64,
@@ -484,7 +517,7 @@ pub struct WorkerSnapshot {
 }
 
 /// One target's counters at a point in time.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TargetSnapshot {
     /// Datagrams received while the target was in the set (since it joined).
     pub offered: u64,

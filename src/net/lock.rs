@@ -25,7 +25,19 @@ const WAIT: Duration = Duration::from_secs(2);
 /// The locks of one listen address, held until dropped.
 #[derive(Debug)]
 pub struct ListenLock {
-    _held: Vec<UnixDatagram>,
+    held: Vec<UnixDatagram>,
+}
+
+impl ListenLock {
+    /// The lock sockets, to hand over with the listen sockets (`--takeover`).
+    pub fn sockets(&self) -> &[UnixDatagram] {
+        &self.held
+    }
+
+    /// Locks handed over by a previous udptee: holding their sockets is holding the locks.
+    pub fn from_sockets(held: Vec<UnixDatagram>) -> Self {
+        Self { held }
+    }
 }
 
 fn name(port: u16, which: &str) -> String {
@@ -54,7 +66,7 @@ pub fn bind_locked<T>(
 ) -> io::Result<(ListenLock, T)> {
     let port = listen.port();
     if port == 0 {
-        return Ok((ListenLock { _held: Vec::new() }, bind()?));
+        return Ok((ListenLock { held: Vec::new() }, bind()?));
     }
     let ip = crate::config::canonical(listen).ip();
     let wildcard_key = name(port, "*");
@@ -74,7 +86,7 @@ pub fn bind_locked<T>(
         let bound = bind()?;
         return Ok((
             ListenLock {
-                _held: vec![wildcard],
+                held: vec![wildcard],
             },
             bound,
         ));
@@ -87,7 +99,7 @@ pub fn bind_locked<T>(
     };
     let bound = bind()?;
     drop(wildcard);
-    Ok((ListenLock { _held: vec![own] }, bound))
+    Ok((ListenLock { held: vec![own] }, bound))
 }
 
 #[cfg(test)]

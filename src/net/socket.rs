@@ -54,6 +54,32 @@ fn ensure_free(addr: SocketAddr) -> io::Result<()> {
     new_udp(addr)?.bind(&addr.into())
 }
 
+/// Sets what every receive socket needs once it is bound (or handed over): the receive buffer,
+/// SO_RXQ_OVFL, SO_TIMESTAMPNS when `timestamps`, IP_PKTINFO on a wildcard address, and the read
+/// timeout that lets workers notice shutdown.
+fn configure_receive(
+    socket: &Socket,
+    addr: SocketAddr,
+    rcvbuf_bytes: usize,
+    timestamps: bool,
+) -> io::Result<SocketState> {
+    let granted = set_rcvbuf(socket, rcvbuf_bytes)?;
+    sys::setsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)?;
+    if timestamps {
+        sys::setsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
+    }
+    if addr.ip().is_unspecified() {
+        // A wildcard listener learns each datagram's destination address (recorded captures).
+        let (level, name) = match addr {
+            SocketAddr::V4(_) => (libc::IPPROTO_IP, libc::IP_PKTINFO),
+            SocketAddr::V6(_) => (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO),
+        };
+        sys::setsockopt_int(socket.as_fd(), level, name, 1)?;
+    }
+    socket.set_read_timeout(Some(WAKE_INTERVAL))?;
+    Ok(granted)
+}
+
 /// Binds `count` sockets to `addr` in one SO_REUSEPORT group. With port 0 the first socket picks the
 /// port and the rest join it. `timestamps` turns on SO_TIMESTAMPNS (kernel receive time per datagram).
 /// Returns the sockets, the bound address and the first socket's state.
@@ -70,21 +96,8 @@ pub fn bind_reuseport_group(
     for _ in 0..count {
         let socket = new_udp(addr)?;
         socket.set_reuse_port(true)?;
-        let granted = set_rcvbuf(&socket, rcvbuf_bytes)?;
+        let granted = configure_receive(&socket, addr, rcvbuf_bytes, timestamps)?;
         state.get_or_insert(granted);
-        sys::setsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)?;
-        if timestamps {
-            sys::setsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
-        }
-        if addr.ip().is_unspecified() {
-            // A wildcard listener learns each datagram's destination address (recorded captures).
-            let (level, name) = match addr {
-                SocketAddr::V4(_) => (libc::IPPROTO_IP, libc::IP_PKTINFO),
-                SocketAddr::V6(_) => (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO),
-            };
-            sys::setsockopt_int(socket.as_fd(), level, name, 1)?;
-        }
-        socket.set_read_timeout(Some(WAKE_INTERVAL))?;
         socket.bind(&bound.into())?;
         if bound.port() == 0 {
             bound = socket.local_addr()?.as_socket().unwrap_or(addr);
@@ -93,6 +106,54 @@ pub fn bind_reuseport_group(
     }
     let state = state.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no workers"))?;
     Ok((sockets, bound, state))
+}
+
+/// Takes over receive sockets bound by someone else (a previous udptee, systemd's socket
+/// activation or its file-descriptor store): each must be a UDP socket bound to `addr` (any port
+/// when `addr`'s is 0, all the same), and is configured as [`bind_reuseport_group`] would have.
+pub fn adopt_group(
+    sockets: Vec<UdpSocket>,
+    addr: SocketAddr,
+    rcvbuf_bytes: usize,
+    timestamps: bool,
+) -> io::Result<(Vec<UdpSocket>, SocketAddr, SocketState)> {
+    let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidInput, what);
+    let mut bound: Option<SocketAddr> = None;
+    let mut state = None;
+    for s in &sockets {
+        let socket = Socket::from(s.try_clone()?);
+        if socket.r#type()? != Type::DGRAM
+            || !matches!(socket.domain()?, d if d == Domain::IPV4 || d == Domain::IPV6)
+        {
+            return Err(invalid("a handed-over socket is not a UDP socket".into()));
+        }
+        let local = socket
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| invalid("a handed-over socket has no address".into()))?;
+        let wanted = SocketAddr::new(
+            addr.ip(),
+            if addr.port() == 0 {
+                local.port()
+            } else {
+                addr.port()
+            },
+        );
+        if crate::config::canonical(local) != crate::config::canonical(wanted)
+            || bound.is_some_and(|b| b != local)
+        {
+            return Err(invalid(format!(
+                "a handed-over socket is bound to {local}, not the listen address {addr}"
+            )));
+        }
+        bound = Some(local);
+        let granted = configure_receive(&socket, local, rcvbuf_bytes, timestamps)?;
+        state.get_or_insert(granted);
+    }
+    match (bound, state) {
+        (Some(b), Some(st)) => Ok((sockets, b, st)),
+        _ => Err(invalid("no socket was handed over".into())),
+    }
 }
 
 /// Turns on SO_TIMESTAMPNS (the kernel receive time of each datagram) on a receive socket.

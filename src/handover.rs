@@ -1,0 +1,441 @@
+//! Zero-loss restarts: the listen sockets are handed to the next udptee instead of being closed, so
+//! the kernel's queue carries over and nothing arrives while no socket is bound.
+//!
+//! Two ways. **Takeover**: the running udptee listens on `--control-socket` (a Unix stream socket,
+//! mode 0600, only its own user or root may connect); `udptee --takeover` connects, says which
+//! address it will listen on, and gets the listen sockets and the instance locks (SCM_RIGHTS) in
+//! the answer. It starts forwarding from them and says `ready`; the old one then stops receiving
+//! (without reading its sockets dry: the new one reads them now), drains its queues, sends its final
+//! counters, which the new one adds to its own so totals stay continuous, and exits 0. A request
+//! for another listen address is refused and the old instance keeps running. **systemd**: the
+//! sockets are stored in the service's file-descriptor store (`FDSTORE=1`, `FDNAME=udptee-listen`)
+//! once bound; a restarted udptee finds them in `LISTEN_FDS` and uses them, as it does sockets from
+//! socket activation (`ListenDatagram=`).
+//!
+//! The protocol is one JSON line each way ([`Request`], [`Reply`]), then `ready`, then the final
+//! counters ([`Final`]). Nothing here is on the data path.
+#![allow(unsafe_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::counters::{TargetSnapshot, WorkerSnapshot};
+
+/// Most descriptors one hand-over carries (workers' sockets and two locks).
+const MAX_FDS: usize = 1100;
+/// How long each side waits for the other's next message.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+/// The name udptee's sockets have in systemd's file-descriptor store.
+pub const FD_NAME: &str = "udptee-listen";
+
+/// What the new instance asks for.
+#[derive(Debug, Serialize, Deserialize)]
+struct Request {
+    udptee: String,
+    listen: SocketAddr,
+    pid: u32,
+}
+
+/// The old instance's answer (the descriptors ride with it).
+#[derive(Debug, Serialize, Deserialize)]
+struct Reply {
+    error: Option<String>,
+    sockets: usize,
+    locks: usize,
+    pid: u32,
+}
+
+/// The old instance's counters after its drain.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Final {
+    /// Per target name.
+    pub targets: Vec<(String, TargetSnapshot)>,
+    /// Per worker.
+    pub workers: Vec<WorkerSnapshot>,
+}
+
+/// What a takeover got from the old instance.
+#[derive(Debug)]
+pub struct Taken {
+    /// The listen sockets (one SO_REUSEPORT group).
+    pub sockets: Vec<UdpSocket>,
+    /// The instance locks.
+    pub locks: Vec<UnixDatagram>,
+    /// The old instance's pid.
+    pub pid: u32,
+    conn: UnixStream,
+}
+
+impl Taken {
+    /// Tells the old instance to stop; a thread waits for its final counters and hands them to
+    /// `on_final`.
+    pub fn ready(mut self, on_final: impl FnOnce(Final) + Send + 'static) -> std::io::Result<()> {
+        self.conn.write_all(b"ready\n")?;
+        self.conn.set_read_timeout(None)?;
+        std::thread::Builder::new()
+            .name("udptee-handover".into())
+            .spawn(move || {
+                let mut line = String::new();
+                if BufReader::new(self.conn).read_line(&mut line).is_ok() {
+                    if let Ok(last) = serde_json::from_str::<Final>(&line) {
+                        on_final(last);
+                    }
+                }
+            })
+            .map(|_| ())
+    }
+}
+
+/// The control socket path: `--control-socket`, else `$RUNTIME_DIRECTORY/control.sock`, else
+/// `/run/udptee/control.sock` when that directory exists.
+pub fn default_path() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("RUNTIME_DIRECTORY") {
+        let dir = dir.to_string_lossy().split(':').next()?.to_owned();
+        return Some(Path::new(&dir).join("control.sock"));
+    }
+    let run = Path::new("/run/udptee");
+    run.is_dir().then(|| run.join("control.sock"))
+}
+
+fn io_err(what: &str, e: impl std::fmt::Display) -> String {
+    format!("{what}: {e}")
+}
+
+/// Asks the udptee on `path` for its sockets. `Ok(None)`: nobody listens there (start normally).
+pub fn take_over(path: &Path, listen: SocketAddr) -> Result<Option<Taken>, String> {
+    let mut conn = match UnixStream::connect(path) {
+        Ok(c) => c,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(io_err(&format!("--takeover: {}", path.display()), e)),
+    };
+    conn.set_read_timeout(Some(STEP_TIMEOUT))
+        .map_err(|e| io_err("--takeover", e))?;
+    let req = Request {
+        udptee: "takeover".into(),
+        listen,
+        pid: std::process::id(),
+    };
+    let mut line = serde_json::to_string(&req).map_err(|e| io_err("--takeover", e))?;
+    line.push('\n');
+    conn.write_all(line.as_bytes())
+        .map_err(|e| io_err("--takeover: sending the request", e))?;
+    let (bytes, fds) = recv_with_fds(&conn).map_err(|e| io_err("--takeover: the answer", e))?;
+    let reply: Reply = serde_json::from_slice(bytes.trim_ascii_end())
+        .map_err(|e| io_err("--takeover: the answer", e))?;
+    if let Some(e) = reply.error {
+        return Err(format!(
+            "--takeover refused by the running udptee (pid {}): {e}; it keeps running",
+            reply.pid
+        ));
+    }
+    if fds.len() != reply.sockets + reply.locks || reply.sockets == 0 {
+        return Err(format!(
+            "--takeover: expected {} descriptors, got {}",
+            reply.sockets + reply.locks,
+            fds.len()
+        ));
+    }
+    let mut fds = fds.into_iter();
+    let sockets = fds
+        .by_ref()
+        .take(reply.sockets)
+        .map(UdpSocket::from)
+        .collect();
+    let locks = fds.map(UnixDatagram::from).collect();
+    Ok(Some(Taken {
+        sockets,
+        locks,
+        pid: reply.pid,
+        conn,
+    }))
+}
+
+fn recv_with_fds(conn: &UnixStream) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut buf = vec![0u8; 4096];
+    let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg = recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            // SAFETY: the kernel just installed these descriptors in this process for us; nobody
+            // else owns them.
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    let n = msg.bytes;
+    buf.truncate(n);
+    Ok((buf, fds))
+}
+
+/// A takeover the old instance accepted: its main loop stops receiving, drains, and sends
+/// [`Final`] on `conn`.
+#[derive(Debug)]
+pub struct Handover {
+    /// The new instance's pid.
+    pub pid: u32,
+    conn: UnixStream,
+}
+
+impl Handover {
+    /// Sends the final counters and closes the connection.
+    pub fn finish(mut self, last: &Final) {
+        if let Ok(mut line) = serde_json::to_string(last) {
+            line.push('\n');
+            let _ = self.conn.write_all(line.as_bytes());
+        }
+    }
+}
+
+/// The old instance's side: a listener thread answering one takeover.
+#[derive(Debug)]
+pub struct ControlServer {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    handed_over: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ControlServer {
+    /// Listens on `path` (replacing a stale socket file, refusing a live one); hands `sockets` and
+    /// `locks` to the first instance that asks for `listen`, then sends it on `accepted`.
+    pub fn start(
+        path: &Path,
+        listen: SocketAddr,
+        sockets: Vec<OwnedFd>,
+        locks: Vec<OwnedFd>,
+        accepted: crossbeam_channel::Sender<Handover>,
+    ) -> Result<Self, String> {
+        let what = format!("--control-socket {}", path.display());
+        if path.exists() {
+            // A live udptee answers; a stale file from a crash does not.
+            if UnixStream::connect(path).is_ok() {
+                return Err(format!(
+                    "{what}: another udptee answers there; start with --takeover to replace it"
+                ));
+            }
+            std::fs::remove_file(path).map_err(|e| io_err(&what, e))?;
+        }
+        let listener = UnixListener::bind(path).map_err(|e| io_err(&what, e))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| io_err(&what, e))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| io_err(&what, e))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let handed_over = Arc::new(AtomicBool::new(false));
+        let (st, done) = (Arc::clone(&stop), Arc::clone(&handed_over));
+        let thread = std::thread::Builder::new()
+            .name("udptee-control".into())
+            .spawn(move || {
+                while !st.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((conn, _)) => {
+                            match serve(conn, listen, &sockets, &locks) {
+                                Ok(h) => {
+                                    tracing::info!(pid = h.pid, "takeover: the new udptee has the sockets and runs; stopping receiving and draining");
+                                    done.store(true, Ordering::Relaxed);
+                                    let _ = accepted.send(h);
+                                    return;
+                                }
+                                Err(e) => tracing::warn!(error = %e, "takeover refused; still running"),
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                    }
+                }
+            })
+            .map_err(|e| io_err("starting the control thread", e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            stop,
+            handed_over,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        // After a hand-over the path is the new instance's.
+        if !self.handed_over.load(Ordering::Relaxed) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Answers one connection: checks who asks and for what, sends the descriptors, waits for `ready`.
+fn serve(
+    conn: UnixStream,
+    listen: SocketAddr,
+    sockets: &[OwnedFd],
+    locks: &[OwnedFd],
+) -> Result<Handover, String> {
+    conn.set_nonblocking(false)
+        .map_err(|e| io_err("control", e))?;
+    conn.set_read_timeout(Some(STEP_TIMEOUT))
+        .map_err(|e| io_err("control", e))?;
+    let peer = nix::sys::socket::getsockopt(&conn, nix::sys::socket::sockopt::PeerCredentials)
+        .map_err(|e| io_err("control: peer credentials", e))?;
+    let me = nix::unistd::Uid::effective().as_raw();
+    if peer.uid() != me && peer.uid() != 0 {
+        return Err(format!(
+            "uid {} may not take over (only uid {me} or root)",
+            peer.uid()
+        ));
+    }
+    let mut reader = BufReader::new(conn.try_clone().map_err(|e| io_err("control", e))?);
+    let mut line = String::new();
+    reader
+        .read_line(&mut line)
+        .map_err(|e| io_err("control: reading the request", e))?;
+    let refuse = |why: String| -> Result<Handover, String> {
+        let r = Reply {
+            error: Some(why.clone()),
+            sockets: 0,
+            locks: 0,
+            pid: std::process::id(),
+        };
+        let mut text = serde_json::to_string(&r).unwrap_or_default();
+        text.push('\n');
+        let _ = (&conn).write_all(text.as_bytes());
+        Err(why)
+    };
+    let req: Request = match serde_json::from_str(&line) {
+        Ok(r) => r,
+        Err(_) => return refuse("not a takeover request".into()),
+    };
+    if req.udptee != "takeover" {
+        return refuse("not a takeover request".into());
+    }
+    let (want, have) = (
+        crate::config::canonical(req.listen),
+        crate::config::canonical(listen),
+    );
+    if want != have && !(want.port() == 0 && want.ip() == have.ip()) {
+        return refuse(format!(
+            "it would listen on {}, this one listens on {listen}",
+            req.listen
+        ));
+    }
+    let reply = Reply {
+        error: None,
+        sockets: sockets.len(),
+        locks: locks.len(),
+        pid: std::process::id(),
+    };
+    let mut text = serde_json::to_string(&reply).map_err(|e| io_err("control", e))?;
+    text.push('\n');
+    let fds: Vec<RawFd> = sockets
+        .iter()
+        .chain(locks)
+        .map(AsRawFd::as_raw_fd)
+        .collect();
+    {
+        use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+        let iov = [std::io::IoSlice::new(text.as_bytes())];
+        sendmsg::<()>(
+            conn.as_raw_fd(),
+            &iov,
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            None,
+        )
+        .map_err(|e| io_err("control: sending the sockets", e))?;
+    }
+    let mut ready = String::new();
+    reader
+        .read_line(&mut ready)
+        .map_err(|e| io_err("control: waiting for ready", e))?;
+    if ready.trim() != "ready" {
+        return Err(
+            "the new udptee did not start (it closed the connection); still running".into(),
+        );
+    }
+    Ok(Handover { pid: req.pid, conn })
+}
+
+/// Sockets systemd passed (`LISTEN_FDS`: socket activation, or the file-descriptor store), if any:
+/// UDP sockets only; anything else passed is closed.
+pub fn from_systemd() -> Vec<UdpSocket> {
+    let Ok(fds) = sd_notify::listen_fds_with_names(true) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (fd, name) in fds {
+        // SAFETY: systemd passed this descriptor to us (LISTEN_PID is ours, checked by the crate);
+        // nothing else in the process owns it.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let socket = socket2::Socket::from(owned);
+        let udp = socket.r#type().is_ok_and(|t| t == socket2::Type::DGRAM)
+            && socket
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .is_some();
+        if udp {
+            out.push(UdpSocket::from(socket));
+        } else {
+            tracing::warn!(
+                fd,
+                name,
+                "systemd passed a descriptor that is not a UDP socket; closed"
+            );
+        }
+    }
+    out
+}
+
+/// Stores `sockets` in systemd's file-descriptor store (when running under systemd), so a
+/// restart finds them in `LISTEN_FDS` with the kernel's queue intact.
+pub fn store_in_systemd(sockets: &[UdpSocket]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() || sockets.is_empty() {
+        return;
+    }
+    let fds: Vec<std::os::fd::BorrowedFd<'_>> =
+        sockets.iter().map(std::os::fd::AsFd::as_fd).collect();
+    let states = [
+        sd_notify::NotifyState::FdStore,
+        sd_notify::NotifyState::FdName(FD_NAME),
+    ];
+    match sd_notify::notify_with_fds(false, &states, &fds) {
+        Ok(()) => tracing::debug!(
+            count = fds.len(),
+            "listen sockets stored in systemd's file-descriptor store"
+        ),
+        Err(e) => tracing::warn!(error = %e, "storing the listen sockets in systemd failed"),
+    }
+}

@@ -1,0 +1,353 @@
+//! Zero-loss restarts: `--takeover` in the middle of steady load from two clients delivers every
+//! datagram exactly once and the old udptee exits 0 by itself, with the totals carried over; a
+//! takeover for another address is refused and the old one keeps forwarding; sockets systemd passes
+//! (LISTEN_FDS) are used with what was queued in them; and the sockets go into systemd's
+//! file-descriptor store (FDSTORE=1) once bound.
+
+mod util;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use util::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_udptee");
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("udptee-ho-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn udptee(listen: SocketAddr, sink: SocketAddr, extra: &[&str]) -> Child {
+    Command::new(BIN)
+        .args(["--listen", &listen.to_string(), "--to", &sink.to_string()])
+        .args(["--admin", "off", "--stats-interval", "0"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .die_with_test()
+        .spawn()
+        .unwrap()
+}
+
+fn stderr_of(child: Child) -> (Option<i32>, String) {
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The (stream, sequence number) of every datagram the sink kept, from `payload`'s first 8 bytes.
+fn sequences(seen: &[(usize, u64)], sent: &[Vec<Vec<u8>>]) -> Vec<Vec<u32>> {
+    let index: std::collections::HashMap<(usize, u64), (usize, u32)> = sent
+        .iter()
+        .enumerate()
+        .flat_map(|(s, v)| {
+            v.iter()
+                .enumerate()
+                .map(move |(i, p)| (fingerprint(p), (s, i as u32)))
+        })
+        .collect();
+    let mut out = vec![Vec::new(); sent.len()];
+    for f in seen {
+        let (s, i) = index[f];
+        out[s].push(i);
+    }
+    out
+}
+
+#[test]
+fn a_takeover_under_load_loses_nothing_and_the_old_one_exits_by_itself() {
+    for io in ["mmsg", "uring"] {
+        if io == "uring" && udptee::net::uring::probe().is_err() {
+            eprintln!("skipping the io_uring round: this kernel refuses io_uring");
+            continue;
+        }
+        takeover_under_load(io);
+    }
+}
+
+fn takeover_under_load(io: &str) {
+    let dir = temp_dir(&format!("load-{io}"));
+    let control = dir.join("control.sock");
+    let sink = Sink::new(false);
+    let listen = free_addr();
+    let ctl = control.to_str().unwrap();
+    let mut old = udptee(listen, sink.addr, &["--control-socket", ctl, "--io", io]);
+    wait_bound(&mut old, listen);
+    wait_until("the control socket", Duration::from_secs(10), || {
+        control.exists()
+    });
+
+    // Two clients, 2,000 datagrams/s each, for about 3 s; the takeover after 1 s.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent_count = Arc::new(AtomicU32::new(0));
+    let clients: Vec<_> = (0..2u32)
+        .map(|stream| {
+            let (stop, count) = (Arc::clone(&stop), Arc::clone(&sent_count));
+            std::thread::spawn(move || {
+                let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+                let mut sent = Vec::new();
+                while !stop.load(Ordering::Relaxed) && sent.len() < 6000 {
+                    for _ in 0..20 {
+                        let p = payload(stream, sent.len() as u32, 64 + sent.len() % 200);
+                        c.send_to(&p, listen).unwrap();
+                        sent.push(p);
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                sent
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let mut new = udptee(
+        listen,
+        sink.addr,
+        &["--control-socket", ctl, "--takeover", "--io", io],
+    );
+    // The old one hands over, drains and exits 0 on its own.
+    let (code, old_err) = stderr_of(old);
+    assert_eq!(
+        code,
+        Some(0),
+        "the old udptee exits 0 by itself:\n{old_err}"
+    );
+    assert!(
+        old_err.contains("handing over to the new udptee"),
+        "{old_err}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    let sent: Vec<Vec<Vec<u8>>> = clients.into_iter().map(|t| t.join().unwrap()).collect();
+    let total: usize = sent.iter().map(Vec::len).sum();
+    wait_until(
+        "every datagram at the sink",
+        Duration::from_secs(20),
+        || sink.received() >= total,
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        new.try_wait().unwrap().is_none(),
+        "the new one keeps running"
+    );
+    signal(&new, "-TERM");
+    let (code, new_err) = stderr_of(new);
+    assert_eq!(code, Some(0), "{new_err}");
+    let (seen, _) = sink.finish();
+    assert_eq!(seen.len(), total, "exactly once: no loss, no duplicate");
+    for (s, seqs) in sequences(&seen, &sent).into_iter().enumerate() {
+        let mut sorted = seqs.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(
+            sorted,
+            (0..sent[s].len() as u32).collect::<Vec<_>>(),
+            "client {s}: every datagram, once"
+        );
+    }
+    assert!(
+        new_err.contains(&format!("final: received {total} datagrams")),
+        "{io}: the new one's totals include the old one's (counters carried over):\n{new_err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_takeover_for_another_address_is_refused_and_the_old_one_keeps_running() {
+    let dir = temp_dir("refuse");
+    let control = dir.join("control.sock");
+    let ctl = control.to_str().unwrap();
+    let sink = Sink::new(false);
+    let listen = free_addr();
+    let mut old = udptee(listen, sink.addr, &["--control-socket", ctl]);
+    wait_bound(&mut old, listen);
+    wait_until("the control socket", Duration::from_secs(10), || {
+        control.exists()
+    });
+    let other = free_addr();
+    let new = udptee(other, sink.addr, &["--control-socket", ctl, "--takeover"]);
+    let (code, err) = stderr_of(new);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("refused by the running udptee"), "{err}");
+    assert!(
+        err.contains(&format!("it would listen on {other}")),
+        "{err}"
+    );
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.send_to(b"still here:1|c", listen).unwrap();
+    wait_until("the old one forwards", Duration::from_secs(10), || {
+        sink.received() >= 1
+    });
+    assert!(
+        old.try_wait().unwrap().is_none(),
+        "the old one keeps running"
+    );
+    signal(&old, "-TERM");
+    assert_eq!(stderr_of(old).0, Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_takeover_with_nobody_to_take_over_from_starts_normally() {
+    let dir = temp_dir("nobody");
+    let ctl = dir.join("control.sock");
+    let sink = Sink::new(false);
+    let listen = free_addr();
+    let mut child = udptee(
+        listen,
+        sink.addr,
+        &["--control-socket", ctl.to_str().unwrap(), "--takeover"],
+    );
+    wait_bound(&mut child, listen);
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .send_to(b"a:1|c", listen)
+        .unwrap();
+    wait_until("it forwards", Duration::from_secs(10), || {
+        sink.received() >= 1
+    });
+    signal(&child, "-TERM");
+    assert_eq!(stderr_of(child).0, Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sockets_from_systemd_are_used_with_what_was_queued_in_them() {
+    let sink = Sink::new(false);
+    // The socket a previous udptee left in the fd store (or socket activation bound), holding 500
+    // datagrams that arrived while no udptee ran.
+    let held = udp_socket("127.0.0.1:0".parse().unwrap(), 8 << 20);
+    let listen = held.local_addr().unwrap();
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sent: Vec<Vec<u8>> = (0..500u32).map(|i| payload(7, i, 100)).collect();
+    for p in &sent {
+        c.send_to(p, listen).unwrap();
+    }
+    let fd = held.as_raw_fd();
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        "LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=udptee-listen exec \"$0\" \"$@\"",
+    ])
+    .arg(BIN)
+    .args([
+        "--listen",
+        &listen.to_string(),
+        "--to",
+        &sink.addr.to_string(),
+    ])
+    .args([
+        "--admin",
+        "off",
+        "--stats-interval",
+        "0",
+        "--control-socket",
+        "off",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .die_with_test();
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: dup2 is async-signal-safe; it puts our socket at fd 3 (without CLOEXEC) in the child.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(fd, 3) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let child = cmd.spawn().unwrap();
+    drop(held);
+    let start = std::time::Instant::now();
+    while sink.received() < 500 && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    signal(&child, "-TERM");
+    let (code, err) = stderr_of(child);
+    assert_eq!(sink.received(), 500, "{err}");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("sockets systemd passed"), "{err}");
+    let (seen, _) = sink.finish();
+    let want: Vec<(usize, u64)> = sent.iter().map(|p| fingerprint(p)).collect();
+    assert!(seen == want, "all 500 queued before it started, in order");
+}
+
+#[test]
+fn the_sockets_go_into_the_systemd_fd_store() {
+    let dir = temp_dir("fdstore");
+    let path = dir.join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let sink = Sink::new(false);
+    let listen = free_addr();
+    let child = Command::new(BIN)
+        .args([
+            "--listen",
+            &listen.to_string(),
+            "--to",
+            &sink.addr.to_string(),
+        ])
+        .args(["--admin", "off", "--stats-interval", "0", "--workers", "2"])
+        .args(["--control-socket", "off"])
+        .env("NOTIFY_SOCKET", &path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .die_with_test()
+        .spawn()
+        .unwrap();
+    let mut got = None;
+    for _ in 0..10 {
+        use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+        let mut buf = [0u8; 4096];
+        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 8]);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let Ok(msg) = recvmsg::<()>(
+            notify.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::empty(),
+        ) else {
+            break;
+        };
+        let fds: Vec<i32> = msg
+            .cmsgs()
+            .unwrap()
+            .filter_map(|c| match c {
+                ControlMessageOwned::ScmRights(f) => Some(f),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let text = String::from_utf8_lossy(iov[0].as_ref()).into_owned();
+        if text.contains("FDSTORE=1") {
+            got = Some((text, fds));
+            break;
+        }
+    }
+    signal(&child, "-TERM");
+    let _ = stderr_of(child);
+    let (text, fds) = got.expect("an FDSTORE=1 message");
+    assert!(text.contains("FDNAME=udptee-listen"), "{text}");
+    assert_eq!(fds.len(), 2, "both workers' sockets");
+    for fd in fds {
+        // SAFETY: the kernel installed this descriptor for us with the message.
+        let s = unsafe { <UdpSocket as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        assert_eq!(s.local_addr().unwrap(), listen, "the listen socket itself");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
