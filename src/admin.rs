@@ -398,7 +398,10 @@ pub(crate) fn targets_json(stats: &Stats, only: Option<&str>) -> serde_json::Val
                     "name": name,
                     "state": "active",
                     "addr": t.spec.addr,
-                    "resolved": t.spec.resolved.to_string(),
+                    "resolved": t.spec.unix.as_ref().map_or_else(
+                        || t.spec.resolved.to_string(),
+                        |p| format!("unixgram://{}", p.display()),
+                    ),
                     "enabled": t.spec.enabled,
                     "queue-depth": t.spec.queue_depth,
                     "queue-bytes": t.spec.queue_bytes,

@@ -41,12 +41,14 @@ pub struct Args {
     pub config: Option<PathBuf>,
 
     /// Address to receive on (HOST:PORT: IPv4, IPv6 as `[::1]:8125`, a host name, or `:PORT` for
-    /// every IPv4 address).
+    /// every IPv4 address), or a Unix datagram socket, `unixgram:///var/run/datadog/dsd.socket`
+    /// (a stale socket file is replaced, a live one refused; see --unix-mode).
     #[arg(long, short = 'l', value_name = "ADDR")]
     pub listen: Option<String>,
 
-    /// A receiver to copy every datagram to: [NAME=]HOST:PORT (the name, used in metrics and the
-    /// admin API, defaults to the address as written). Repeat for each target. Replaces the file's
+    /// A receiver to copy every datagram to: [NAME=]HOST:PORT, or [NAME=]unixgram:///PATH for a
+    /// Unix datagram socket (the name, used in metrics and the admin API, defaults to the address
+    /// as written). Repeat for each target. Replaces the file's
     /// `[[target]]` tables when given.
     #[arg(long = "to", short = 't', value_name = "[NAME=]ADDR")]
     pub targets: Vec<String>,
@@ -140,6 +142,14 @@ pub struct Args {
     /// multishot recvmsg, or fail) or mmsg.
     #[arg(long = "io", value_name = "BACKEND", value_enum, default_value_t = IoArg::Auto)]
     pub io: IoArg,
+
+    /// With `--listen unixgram://`: the socket file's permission bits, in octal (who may send).
+    #[arg(long, value_name = "MODE", default_value = "0666", value_parser = parse_mode)]
+    pub unix_mode: u32,
+
+    /// With `--listen unixgram://`: the socket file's owner, USER (and that user's group).
+    #[arg(long, value_name = "USER")]
+    pub unix_owner: Option<String>,
 
     /// Forward only datagrams from these senders (CIDR prefixes or addresses, comma-separated or
     /// repeated: 10.0.0.0/8,127.0.0.1); the rest are counted source_denied and sent nowhere.
@@ -473,7 +483,10 @@ impl Invocation {
                 batch => same, queue_depth => same, max_targets => same, admin => same,
                 latency => same, log_level => same,
                 listen => some, sender_cpus => some, histogram_log => some, allow => same,
-                control_socket => some,
+                control_socket => some, unix_owner => some,
+                unix_mode => |v: String| parse_mode(&v).map_err(|_| ConfigError::BadValue {
+                    what: "unix-mode", got: v, expected: "octal permission bits such as 0660",
+                }),
                 admin_token_file => some, user => some,
                 queue_bytes => |v: Size| Ok(v.0), rcvbuf => |v: Size| Ok(v.0),
                 max_datagram => |v: Size| Ok(v.0), sndbuf => |v: Size| Ok(Some(v.0)),
@@ -580,12 +593,20 @@ pub fn target_from_table(
     t: &FileTarget,
     name: Option<&str>,
 ) -> Result<TargetSpec, ConfigError> {
-    let resolved = config.resolver.0.resolve(&t.addr)?;
+    let unix = config::unixgram_path(&t.addr).transpose()?;
+    // A Unix target has no IP address; a placeholder that no rule about addresses applies to.
+    let resolved = match &unix {
+        Some(_) => std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+        None => config.resolver.0.resolve(&t.addr)?,
+    };
     Ok(TargetSpec {
         name: name
             .map(str::to_owned)
             .or_else(|| t.name.clone())
-            .unwrap_or_else(|| t.addr.clone()),
+            .unwrap_or_else(|| match &unix {
+                Some(path) => config::unixgram_name(path),
+                None => t.addr.clone(),
+            }),
         addr: t.addr.clone(),
         resolved,
         enabled: t.enabled.unwrap_or(true),
@@ -594,6 +615,7 @@ pub fn target_from_table(
         sndbuf_bytes: t.sndbuf.or(config.sndbuf_bytes),
         lines: t.line_settings(),
         parity: t.parity.unwrap_or(false),
+        unix,
     })
 }
 
@@ -627,8 +649,26 @@ impl TryFrom<&Args> for Config {
 
     fn try_from(args: &Args) -> Result<Self, ConfigError> {
         let listen = args.listen.as_deref().ok_or(ConfigError::NoListen)?;
-        let listen = config::resolve(listen)?;
+        let unix = config::unixgram_path(listen).transpose()?;
+        let listen = match &unix {
+            Some(_) => std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+            None => config::resolve(listen)?,
+        };
         let mut config = Self::new(listen, Vec::new());
+        if let Some(path) = unix {
+            let owner = args
+                .unix_owner
+                .as_deref()
+                .map(crate::privileges::RunAs::lookup)
+                .transpose()
+                .map_err(ConfigError::User)?
+                .map(|r| (r.uid, r.gid));
+            config.listen_unix = Some(config::UnixListen {
+                path,
+                mode: args.unix_mode,
+                owner,
+            });
+        }
         config.worker_cpus = match &args.cpus {
             Some(list) => config::parse_cpus("--cpus", list)?
                 .into_iter()
@@ -708,6 +748,14 @@ impl TryFrom<&Args> for Config {
             .collect::<Result<Vec<_>, ConfigError>>()?;
         Ok(config)
     }
+}
+
+/// Parses an octal permission mode (`0660`, `666`).
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s:?}: expected octal permission bits such as 0660"))
 }
 
 /// Parses `on`/`off` (and `true`/`false`).

@@ -105,7 +105,9 @@ pub fn run(config: &Config, loader: Option<control::Loader>) -> Result<Snapshot,
         fwd.stats().target_names().len()
     ));
     // Under systemd, the sockets outlive this process: a restart finds them with their queue.
-    handover::store_in_systemd(fwd.listen_sockets());
+    if config.listen_unix.is_none() {
+        handover::store_in_systemd(fwd.listen_sockets());
+    }
     let handovers = fwd.handovers().clone();
     let mut handover = None;
     let watchdog = systemd.watchdog_interval().map_or_else(never, tick);
@@ -232,8 +234,11 @@ fn log_start(config: &Config, fwd: &Forwarder) {
     let state = fwd.socket_state();
     let uring = fwd.stats().backend() == "uring";
     tracing::info!(
-        listen = %fwd.local_addr(),
-        targets = ?config.targets.iter().map(|t| format!("{}={}", t.name, t.resolved)).collect::<Vec<_>>(),
+        listen = %config.listen_unix.as_ref().map_or_else(|| fwd.local_addr().to_string(), |u| format!("unixgram://{}", u.path.display())),
+        targets = ?config.targets.iter().map(|t| match &t.unix {
+            Some(p) => format!("{}=unixgram://{}", t.name, p.display()),
+            None => format!("{}={}", t.name, t.resolved),
+        }).collect::<Vec<_>>(),
         workers = config.worker_cpus.len(),
         io = fwd.stats().backend(),
         batch = config.batch,

@@ -75,6 +75,8 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     pub allow: Option<Vec<String>>,
     pub control_socket: Option<String>,
+    pub unix_mode: Option<String>,
+    pub unix_owner: Option<String>,
     /// `[[target]]` tables.
     #[serde(rename = "target")]
     pub targets: Option<Vec<FileTarget>>,

@@ -85,6 +85,39 @@ pub struct TargetSpec {
     pub lines: crate::statsd::filter::LineSettings,
     /// Digest what is sent for `GET /parity` even without line settings (those always do).
     pub parity: bool,
+    /// A Unix datagram socket target (`unixgram:///path`); `resolved` is then a placeholder.
+    pub unix: Option<PathBuf>,
+}
+
+/// The scheme of Unix datagram socket addresses: `unixgram:///var/run/datadog/dsd.socket`.
+pub const UNIXGRAM: &str = "unixgram://";
+
+/// The path of a `unixgram:///path` address, if it is one; the path must be absolute.
+pub fn unixgram_path(addr: &str) -> Option<Result<PathBuf, ConfigError>> {
+    let rest = addr.strip_prefix(UNIXGRAM)?;
+    let path = PathBuf::from(rest);
+    Some(
+        if path.is_absolute() && path.file_name().is_some() && rest.len() < 108 {
+            Ok(path)
+        } else {
+            Err(ConfigError::BadValue {
+                what: "unixgram address",
+                got: addr.chars().take(200).collect(),
+                expected: "unixgram:///ABSOLUTE/PATH (under 108 bytes)",
+            })
+        },
+    )
+}
+
+/// The default name of a Unix socket target: `unixgram:` and the path with `/` as `.`.
+pub fn unixgram_name(path: &std::path::Path) -> String {
+    let p = path.to_string_lossy();
+    let name: String = p
+        .trim_start_matches('/')
+        .chars()
+        .map(|c| if c == '/' { '.' } else { c })
+        .collect();
+    format!("unixgram:{name}")
 }
 
 impl TargetSpec {
@@ -100,6 +133,7 @@ impl TargetSpec {
             sndbuf_bytes: None,
             lines: crate::statsd::filter::LineSettings::default(),
             parity: false,
+            unix: None,
         }
     }
 
@@ -111,11 +145,12 @@ impl TargetSpec {
             && self.queue_depth == other.queue_depth
             && self.queue_bytes == other.queue_bytes
             && self.sndbuf_bytes == other.sndbuf_bytes
+            && self.unix == other.unix
     }
 
     /// True when the address names a host (looked up again every resolve interval).
     pub fn is_host_name(&self) -> bool {
-        self.addr.parse::<SocketAddr>().is_err()
+        self.unix.is_none() && self.addr.parse::<SocketAddr>().is_err()
     }
 }
 
@@ -206,6 +241,19 @@ pub struct Config {
     pub control_socket: Option<PathBuf>,
     /// `--takeover`: take the listen sockets from the udptee on `control_socket` instead of binding.
     pub takeover: bool,
+    /// `--listen unixgram:///path`: receive on a Unix datagram socket (`listen` is then unused).
+    pub listen_unix: Option<UnixListen>,
+}
+
+/// A Unix datagram listen socket (DogStatsD's `dsd.socket`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnixListen {
+    /// The socket file; a stale one from an earlier run is replaced, a live one refused.
+    pub path: PathBuf,
+    /// Its permission bits (`--unix-mode`, octal): who may send.
+    pub mode: u32,
+    /// Its owner, when set (`--unix-owner`).
+    pub owner: Option<(u32, u32)>,
 }
 
 impl Config {
@@ -239,6 +287,7 @@ impl Config {
             allow: Vec::new(),
             control_socket: None,
             takeover: false,
+            listen_unix: None,
         }
     }
 
@@ -324,10 +373,20 @@ impl Config {
         if let Some(r) = &self.record {
             r.validate().map_err(ConfigError::Record)?;
         }
+        if self.listen_unix.is_some() && !self.allow.is_empty() {
+            return Err(ConfigError::Allow(
+                "filters UDP senders by address; a unixgram listener's senders have none (use --unix-mode and --unix-owner)".into(),
+            ));
+        }
         if self.targets.is_empty() {
             return Err(ConfigError::NoTargets);
         }
-        validate_targets(self.listen, &self.targets, self.max_targets)
+        validate_targets(
+            self.listen,
+            self.listen_unix.as_ref().map(|u| u.path.as_path()),
+            &self.targets,
+            self.max_targets,
+        )
     }
 }
 
@@ -339,6 +398,7 @@ pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// on reload and by the admin API, so each refuses the same things with the same words.
 pub fn validate_targets(
     listen: SocketAddr,
+    listen_unix: Option<&std::path::Path>,
     targets: &[TargetSpec],
     max_targets: usize,
 ) -> Result<(), ConfigError> {
@@ -364,6 +424,25 @@ pub fn validate_targets(
             MIN_QUEUE_BYTES,
             MAX_QUEUE_BYTES,
         )?;
+        if let Some(path) = &a.unix {
+            if let Some(b) = targets[..i].iter().find(|b| b.name == a.name) {
+                return Err(ConfigError::DuplicateName {
+                    name: b.name.clone(),
+                });
+            }
+            if let Some(b) = targets[..i].iter().find(|b| b.unix.as_ref() == Some(path)) {
+                return Err(ConfigError::DuplicateName {
+                    name: format!("{} and {} (both {})", b.name, a.name, path.display()),
+                });
+            }
+            if listen_unix == Some(path.as_path()) {
+                return Err(ConfigError::Loop {
+                    target: a.name.clone(),
+                    listen,
+                });
+            }
+            continue;
+        }
         if a.resolved.port() == 0 {
             return Err(ConfigError::PortZero {
                 target: a.name.clone(),

@@ -54,6 +54,11 @@ fn count_sent(counters: &TargetCounters, pool: &BufPool, sent: &[BufId], latency
 fn count_send_error(target: &TargetCore, counters: &TargetCounters, e: &io::Error) {
     let kind = SendErrorKind::of(e);
     counters.add_send_error(kind);
+    if let Some(path) = &target.unix {
+        // The receiver went away or restarted on a new socket: connect to whatever is there now,
+        // so the next copy finds it (the watch thread also does, once a second).
+        let _ = socket::reconnect_unix(&target.socket, path);
+    }
     if let Some(count) = target.errors.hit(1) {
         tracing::warn!(target_name = %target.name, addr = %target.addr, error = %e, reason = kind.as_str(), count,
             "send to target failed; copies dropped (send_error), count since the last such warning");
@@ -126,6 +131,15 @@ pub enum StartError {
     /// `--user` could not be applied.
     #[error("{0}")]
     Privileges(String),
+    /// A unixgram listen socket could not be created.
+    #[error("binding unixgram://{}: {source}", path.display())]
+    BindUnix {
+        /// The socket path.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
     /// `--takeover` failed or was refused.
     #[error("{0}")]
     Takeover(String),
@@ -279,6 +293,8 @@ pub struct Forwarder {
     handovers: crossbeam_channel::Receiver<crate::handover::Handover>,
     /// Workers read their socket dry at stop, unless it was handed over (the new udptee reads it).
     drain_socket: Arc<AtomicBool>,
+    /// A unixgram listener's socket file and its inode, removed at stop if it is still ours.
+    unix_file: Option<(std::path::PathBuf, u64)>,
     stopped: bool,
 }
 
@@ -311,6 +327,14 @@ const AUTO_PREFERS_URING: bool = false;
 /// is io_uring. Returns no rings for recvmmsg. `auto` logs its choice and why once; `uring` fails
 /// with the reason instead.
 fn choose_backend(config: &Config, sockets: &[UdpSocket]) -> Result<Vec<UringRecv>, StartError> {
+    if config.listen_unix.is_some() {
+        if config.io_backend == IoBackend::Uring {
+            return Err(StartError::Backend {
+                reason: "a unixgram listener receives with recvmmsg only".into(),
+            });
+        }
+        return Ok(Vec::new());
+    }
     let required = match config.io_backend {
         IoBackend::Mmsg => return Ok(Vec::new()),
         IoBackend::Auto => false,
@@ -376,53 +400,79 @@ impl Forwarder {
         } else {
             Vec::new()
         };
-        let (listen_lock, (sockets, local_addr, socket_state), taken) = match taken {
-            Some(mut t) => {
-                let group = socket::adopt_group(
-                    std::mem::take(&mut t.sockets),
-                    config.listen,
-                    config.rcvbuf_bytes,
-                    config.latency,
-                )
-                .map_err(bind_error)?;
-                let lock = crate::net::lock::ListenLock::from_sockets(std::mem::take(&mut t.locks));
-                tracing::info!(
-                    pid = t.pid,
-                    sockets = group.0.len(),
-                    "took the listen sockets over from the running udptee"
-                );
-                (lock, group, Some(t))
-            }
-            None if !inherited.is_empty() => {
-                let n = inherited.len();
-                let (lock, group) = crate::net::lock::bind_locked(config.listen, || {
-                    socket::adopt_group(
-                        inherited,
-                        config.listen,
-                        config.rcvbuf_bytes,
-                        config.latency,
-                    )
-                })
-                .map_err(bind_error)?;
-                tracing::info!(
-                    sockets = n,
-                    "listening on the sockets systemd passed (LISTEN_FDS)"
-                );
-                (lock, group, None)
-            }
-            None => {
-                let (lock, group) = crate::net::lock::bind_locked(config.listen, || {
-                    socket::bind_reuseport_group(
-                        config.listen,
+        if config.listen_unix.is_some() && (taken.is_some() || config.takeover) {
+            return Err(StartError::Takeover(
+                "--takeover hands over UDP listen sockets; a unixgram listener is not supported yet"
+                    .into(),
+            ));
+        }
+        let (listen_lock, (sockets, local_addr, socket_state), taken) =
+            match (taken, &config.listen_unix) {
+                (None, Some(u)) => {
+                    let group = socket::bind_unix_group(
+                        u,
                         config.worker_cpus.len(),
                         config.rcvbuf_bytes,
                         config.latency,
                     )
-                })
-                .map_err(bind_error)?;
-                (lock, group, None)
-            }
-        };
+                    .map_err(|source| StartError::BindUnix {
+                        path: u.path.clone(),
+                        source,
+                    })?;
+                    // The live-socket check at bind is this listener's one-instance rule.
+                    (
+                        crate::net::lock::ListenLock::from_sockets(Vec::new()),
+                        group,
+                        None,
+                    )
+                }
+                (Some(mut t), _) => {
+                    let group = socket::adopt_group(
+                        std::mem::take(&mut t.sockets),
+                        config.listen,
+                        config.rcvbuf_bytes,
+                        config.latency,
+                    )
+                    .map_err(bind_error)?;
+                    let lock =
+                        crate::net::lock::ListenLock::from_sockets(std::mem::take(&mut t.locks));
+                    tracing::info!(
+                        pid = t.pid,
+                        sockets = group.0.len(),
+                        "took the listen sockets over from the running udptee"
+                    );
+                    (lock, group, Some(t))
+                }
+                (None, None) if !inherited.is_empty() => {
+                    let n = inherited.len();
+                    let (lock, group) = crate::net::lock::bind_locked(config.listen, || {
+                        socket::adopt_group(
+                            inherited,
+                            config.listen,
+                            config.rcvbuf_bytes,
+                            config.latency,
+                        )
+                    })
+                    .map_err(bind_error)?;
+                    tracing::info!(
+                        sockets = n,
+                        "listening on the sockets systemd passed (LISTEN_FDS)"
+                    );
+                    (lock, group, None)
+                }
+                (None, None) => {
+                    let (lock, group) = crate::net::lock::bind_locked(config.listen, || {
+                        socket::bind_reuseport_group(
+                            config.listen,
+                            config.worker_cpus.len(),
+                            config.rcvbuf_bytes,
+                            config.latency,
+                        )
+                    })
+                    .map_err(bind_error)?;
+                    (lock, group, None)
+                }
+            };
         // One worker per socket: a handed-over group may differ from --workers.
         let mut config = config.clone();
         if sockets.len() != config.worker_cpus.len() {
@@ -453,6 +503,7 @@ impl Forwarder {
         let registry = Arc::new(TargetRegistry::new(
             SenderSettings {
                 listen: local_addr,
+                listen_unix: config.listen_unix.as_ref().map(|u| u.path.clone()),
                 workers,
                 batch: config.batch,
                 latency: config.latency,
@@ -561,6 +612,12 @@ impl Forwarder {
             control_server: None,
             handovers,
             drain_socket: Arc::clone(&drain_socket),
+            unix_file: config.listen_unix.as_ref().and_then(|u| {
+                use std::os::unix::fs::MetadataExt;
+                std::fs::metadata(&u.path)
+                    .ok()
+                    .map(|m| (u.path.clone(), m.ino()))
+            }),
             stopped: false,
         };
         for (w, (socket, cpu)) in sockets
@@ -705,6 +762,12 @@ impl Forwarder {
         for handle in self.workers.drain(..) {
             if handle.join().is_err() {
                 tracing::error!("a receive worker panicked");
+            }
+        }
+        if let Some((path, ino)) = self.unix_file.take() {
+            use std::os::unix::fs::MetadataExt;
+            if std::fs::metadata(&path).is_ok_and(|m| m.ino() == ino) {
+                let _ = std::fs::remove_file(&path);
             }
         }
         // Everything received is in the recorder's ring now: let it write that and close its file.

@@ -56,6 +56,9 @@ pub(crate) struct TargetCore {
     pub(crate) lines: arc_swap::ArcSwapOption<crate::statsd::filter::LineFilter>,
     /// Digest the lines sent (`parity`), for a target without line settings.
     pub(crate) parity: AtomicBool,
+    /// A Unix datagram target's path: the watch thread connects its socket again while it is down
+    /// (the receiver may start later, or restart and bind the path anew).
+    pub(crate) unix: Option<std::path::PathBuf>,
 }
 
 impl TargetCore {
@@ -188,6 +191,8 @@ pub enum ChangeError {
 #[derive(Debug, Clone)]
 pub(crate) struct SenderSettings {
     pub(crate) listen: SocketAddr,
+    /// `--listen unixgram://`: its path (a target there would be a loop).
+    pub(crate) listen_unix: Option<std::path::PathBuf>,
     pub(crate) workers: usize,
     pub(crate) batch: usize,
     pub(crate) latency: bool,
@@ -379,7 +384,12 @@ impl TargetRegistry {
         if state.stopping {
             return Err(ChangeError::Stopping);
         }
-        validate_targets(self.settings.listen, &specs, self.settings.max_targets)?;
+        validate_targets(
+            self.settings.listen,
+            self.settings.listen_unix.as_deref(),
+            &specs,
+            self.settings.max_targets,
+        )?;
         let old = self.table.load_full();
         let mut change = Change::default();
         let mut built: Vec<Arc<TargetEntry>> = Vec::with_capacity(specs.len());
@@ -492,14 +502,15 @@ impl TargetRegistry {
         state: &mut RegistryState,
         spec: &TargetSpec,
     ) -> Result<(Arc<TargetCore>, JoinHandle<()>), ChangeError> {
-        let socket =
-            socket::connect_target(spec.resolved, spec.sndbuf_bytes).map_err(|source| {
-                ChangeError::Connect {
-                    name: spec.name.clone(),
-                    addr: spec.resolved,
-                    source,
-                }
-            })?;
+        let socket = match &spec.unix {
+            Some(path) => socket::unix_target(path, spec.sndbuf_bytes),
+            None => socket::connect_target(spec.resolved, spec.sndbuf_bytes),
+        }
+        .map_err(|source| ChangeError::Connect {
+            name: spec.name.clone(),
+            addr: spec.resolved,
+            source,
+        })?;
         let ring = ByteRing::try_new(spec.queue_bytes, spec.queue_depth).map_err(|reason| {
             ChangeError::Memory {
                 name: spec.name.clone(),
@@ -520,6 +531,7 @@ impl TargetRegistry {
             sender_alive: AtomicBool::new(true),
             lines: arc_swap::ArcSwapOption::empty(),
             parity: AtomicBool::new(false),
+            unix: spec.unix.clone(),
         });
         let cpu = (!self.settings.sender_cpus.is_empty()).then(|| {
             state.next_cpu += 1;

@@ -37,6 +37,8 @@ struct Seen {
     send_errors: u64,
     forwarded: u64,
     up: Option<bool>,
+    /// A Unix datagram target: whether something listened at its path at the last connect.
+    unix: Option<bool>,
 }
 
 impl Seen {
@@ -50,6 +52,7 @@ impl Seen {
             send_errors: u64::MAX,
             forwarded: 0,
             up: None,
+            unix: None,
         }
     }
 }
@@ -105,6 +108,10 @@ impl Watch {
                     self.seen
                         .insert(name.clone(), Seen::new(t.core.addr, from, counters));
                 }
+            }
+            // A Unix target's receiver may have started, or restarted on a new socket: connect again.
+            if let (Some(path), Some(seen)) = (&t.core.unix, self.seen.get_mut(&name)) {
+                seen.unix = Some(crate::net::socket::reconnect_unix(&t.core.socket, path).is_ok());
             }
             current.push(name);
         }
@@ -187,7 +194,7 @@ fn look(name: &str, seen: &mut Seen, sockets: Option<&[UdpSocketInfo]>) {
             seen.drops = now.iter().map(|s| (s.inode, s.drops)).collect();
             !now.is_empty()
         }
-        None => first || errors == seen.send_errors,
+        None => seen.unix.unwrap_or(first || errors == seen.send_errors),
     };
     seen.forwarded = forwarded;
     seen.counters.receiver().set_state(up, sockets.is_some());

@@ -319,6 +319,7 @@ mod tests {
         let registry = TargetRegistry::new(
             SenderSettings {
                 listen: rx.local_addr().unwrap(),
+                listen_unix: None,
                 workers: 1,
                 batch: 8,
                 latency: false,

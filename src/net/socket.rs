@@ -108,6 +108,56 @@ pub fn bind_reuseport_group(
     Ok((sockets, bound, state))
 }
 
+/// Binds the Unix datagram socket `u` (replacing a stale socket file from an earlier run, refusing
+/// a live one or a file that is not a socket), sets its mode and owner, and returns it `count`
+/// times (one descriptor per worker: they share its queue). A Unix socket has no IP address: the
+/// address returned is a placeholder (`0.0.0.0:0`).
+pub fn bind_unix_group(
+    u: &crate::config::UnixListen,
+    count: usize,
+    rcvbuf_bytes: usize,
+    timestamps: bool,
+) -> io::Result<(Vec<UdpSocket>, SocketAddr, SocketState)> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(&u.path) {
+        if !meta.file_type().is_socket() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "the path exists and is not a socket; refusing to replace it",
+            ));
+        }
+        match std::os::unix::net::UnixDatagram::unbound()?.connect(&u.path) {
+            Ok(()) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "another process receives on this socket",
+                ));
+            }
+            // Nobody behind it: a stale file from an earlier run.
+            Err(_) => std::fs::remove_file(&u.path)?,
+        }
+    }
+    let socket = Socket::new(Domain::UNIX, Type::DGRAM, None)?;
+    socket.bind(&socket2::SockAddr::unix(&u.path)?)?;
+    std::fs::set_permissions(&u.path, std::fs::Permissions::from_mode(u.mode))?;
+    if let Some((uid, gid)) = u.owner {
+        std::os::unix::fs::chown(&u.path, Some(uid), Some(gid))?;
+    }
+    let state = set_rcvbuf(&socket, rcvbuf_bytes)?;
+    sys::setsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)?;
+    if timestamps {
+        sys::setsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
+    }
+    socket.set_read_timeout(Some(WAKE_INTERVAL))?;
+    let first = UdpSocket::from(std::os::fd::OwnedFd::from(socket));
+    let mut sockets = Vec::with_capacity(count);
+    for _ in 1..count {
+        sockets.push(first.try_clone()?);
+    }
+    sockets.insert(0, first);
+    Ok((sockets, SocketAddr::from(([0, 0, 0, 0], 0)), state))
+}
+
 /// Takes over receive sockets bound by someone else (a previous udptee, systemd's socket
 /// activation or its file-descriptor store): each must be a UDP socket bound to `addr` (any port
 /// when `addr`'s is 0, all the same), and is configured as [`bind_reuseport_group`] would have.
@@ -154,6 +204,27 @@ pub fn adopt_group(
         (Some(b), Some(st)) => Ok((sockets, b, st)),
         _ => Err(invalid("no socket was handed over".into())),
     }
+}
+
+/// A socket for a Unix datagram target at `path`, connected when something listens there (else
+/// later: [`reconnect_unix`]). Sends on it block for at most [`WAKE_INTERVAL`], as for UDP: a Unix
+/// receiver that does not read pushes back (it does not drop), which fills only this target's
+/// backlog.
+pub fn unix_target(path: &std::path::Path, sndbuf_bytes: Option<usize>) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::UNIX, Type::DGRAM, None)?;
+    if let Some(bytes) = sndbuf_bytes {
+        socket.set_send_buffer_size(bytes / 2)?;
+    }
+    socket.set_write_timeout(Some(WAKE_INTERVAL))?;
+    let s = UdpSocket::from(std::os::fd::OwnedFd::from(socket));
+    let _ = reconnect_unix(&s, path);
+    Ok(s)
+}
+
+/// Connects a Unix datagram target's socket to `path` (again): true when something listens there.
+pub fn reconnect_unix(socket: &UdpSocket, path: &std::path::Path) -> io::Result<()> {
+    let addr = socket2::SockAddr::unix(path)?;
+    socket2::SockRef::from(socket).connect(&addr)
 }
 
 /// Turns on SO_TIMESTAMPNS (the kernel receive time of each datagram) on a receive socket.
