@@ -351,3 +351,27 @@ fn the_sockets_go_into_the_systemd_fd_store() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn an_idle_udptee_uses_no_cpu() {
+    // A main loop selecting on a channel whose sender is gone spins a core; idle must be idle.
+    for extra in [vec!["--control-socket", "off"], vec![]] {
+        let sink = Sink::new(false);
+        let listen = free_addr();
+        let mut child = udptee(listen, sink.addr, &extra);
+        wait_bound(&mut child, listen);
+        let ticks = |pid: u32| -> u64 {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+            let rest = stat.rsplit_once(')').unwrap().1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+        };
+        let before = ticks(child.id());
+        std::thread::sleep(Duration::from_secs(2));
+        let used = ticks(child.id()) - before;
+        signal(&child, "-TERM");
+        let _ = stderr_of(child);
+        // Clock ticks are 10 ms: 2 s of a spinning thread would be ~200.
+        assert!(used < 20, "{extra:?}: {used} ticks of CPU in 2 s idle");
+    }
+}

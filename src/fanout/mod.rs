@@ -291,6 +291,9 @@ pub struct Forwarder {
     /// Answers `--takeover` on `--control-socket`.
     control_server: Option<crate::handover::ControlServer>,
     handovers: crossbeam_channel::Receiver<crate::handover::Handover>,
+    /// Keeps `handovers` connected whether or not a control server runs (or has finished): a
+    /// disconnected channel would be always ready in the main loop's select and spin it.
+    _handover_tx: crossbeam_channel::Sender<crate::handover::Handover>,
     /// Workers read their socket dry at stop, unless it was handed over (the new udptee reads it).
     drain_socket: Arc<AtomicBool>,
     /// A unixgram listener's socket file and its inode, removed at stop if it is still ours.
@@ -611,6 +614,7 @@ impl Forwarder {
             _listen_lock: listen_lock,
             control_server: None,
             handovers,
+            _handover_tx: handover_tx.clone(),
             drain_socket: Arc::clone(&drain_socket),
             unix_file: config.listen_unix.as_ref().and_then(|u| {
                 use std::os::unix::fs::MetadataExt;
