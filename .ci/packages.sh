@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The real tools the tests use as witnesses: from Debian's packages, iproute2 (ip, tc) for the
 # network-namespace tests, nftables for the fault suite's lossy link (this kernel has no netem),
-# tcpdump (it reads the recorder's pcap files back),
+# tcpdump (it reads the recorder's pcap files back), prometheus (promtool and a real server scraping
+# udptee), chromium (renders the status page headless),
 # systemd (systemd-analyze verify of the shipped unit) and nodejs/npm; from npm, Etsy's statsd daemon (into target/ci-tools, never committed); from PyPI,
 # Datadog's DogStatsD client and kubernetes-validate (the DaemonSet's schema check); from npm also
 # dockerfilelint (dist/Dockerfile). A test whose tool is missing prints why it skips, so a failure here
 # is reported, not fatal.
 set -uo pipefail
-packages=(iproute2 nftables tcpdump)
+packages=(iproute2 nftables tcpdump prometheus chromium)
 command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
 command -v systemd-analyze >/dev/null || packages+=(systemd)
 missing=()

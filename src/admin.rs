@@ -61,6 +61,8 @@ struct App {
     control: Arc<Control>,
     registry: Registry,
     loopback: bool,
+    /// The status page's samples (one a second, by a task on this runtime).
+    history: std::sync::Mutex<crate::status::History>,
 }
 
 /// What to answer: status, content type, body, extra headers.
@@ -70,6 +72,8 @@ pub(crate) struct Answer {
     pub(crate) content_type: &'static str,
     pub(crate) body: String,
     allow: Option<&'static str>,
+    /// The status page's assets: only this listener may be reached from them.
+    csp: bool,
 }
 
 impl Answer {
@@ -79,6 +83,15 @@ impl Answer {
             content_type: "text/plain; charset=utf-8",
             body: body.into(),
             allow: None,
+            csp: false,
+        }
+    }
+
+    fn asset(content_type: &'static str, body: &'static str) -> Self {
+        Self {
+            content_type,
+            csp: true,
+            ..Self::text(200, body)
         }
     }
 
@@ -88,6 +101,7 @@ impl Answer {
             content_type: "application/json",
             body: serde_json::to_string_pretty(value).unwrap_or_default() + "\n",
             allow: None,
+            csp: false,
         }
     }
 
@@ -125,6 +139,9 @@ enum Route {
     Target(String),
     Toggle(String, bool),
     Reload,
+    Page,
+    PageAsset(&'static str, &'static str),
+    Status(Option<String>),
     Record,
     RecordStart,
     RecordStop,
@@ -144,6 +161,10 @@ fn route_of(path_and_query: &str) -> Route {
             .map(|c| c.into_owned())
     });
     match path {
+        "/" => Route::Page,
+        "/status.css" => Route::PageAsset("text/css; charset=utf-8", crate::status::CSS),
+        "/status.js" => Route::PageAsset("text/javascript; charset=utf-8", crate::status::JS),
+        "/status.json" => Route::Status(primary),
         "/metrics" => Route::Metrics,
         "/parity" => Route::Parity(primary),
         "/latency" => Route::Latency,
@@ -221,7 +242,7 @@ impl App {
         match route_of(path) {
             Route::Unknown => Answer::text(
                 404,
-                "not found; try /metrics, /latency, /healthz, /readyz, /targets, /parity, /record, /tap, /-/reload\n",
+                "not found; try /, /status.json, /metrics, /latency, /healthz, /readyz, /targets, /parity, /record, /tap, /-/reload\n",
             ),
             Route::Metrics
             | Route::Latency
@@ -229,6 +250,9 @@ impl App {
             | Route::Readyz
             | Route::Targets
             | Route::Record
+            | Route::Page
+            | Route::PageAsset(..)
+            | Route::Status(_)
             | Route::Tap
             | Route::Parity(_)
                 if !read =>
@@ -259,6 +283,15 @@ impl App {
                 Err(why) => Answer::text(503, format!("not ready: {why}\n")),
             },
             Route::Targets => Answer::json(200, &targets_json(&self.stats, None)),
+            Route::Page => Answer::asset("text/html; charset=utf-8", crate::status::PAGE),
+            Route::PageAsset(content_type, body) => Answer::asset(content_type, body),
+            Route::Status(primary) => {
+                let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+                Answer::json(
+                    200,
+                    &crate::status::status_json(&self.stats, &history, primary.as_deref()),
+                )
+            }
             Route::Record => Answer::json(
                 200,
                 &serde_json::to_value(self.control.recorder().status()).unwrap_or_default(),
@@ -625,6 +658,14 @@ fn respond(answer: Answer) -> Response<Body> {
     if let Some(allow) = answer.allow {
         resp = resp.header(ALLOW, allow);
     }
+    if answer.csp {
+        resp = resp
+            .header(
+                "content-security-policy",
+                "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
+            )
+            .header("x-content-type-options", "nosniff");
+    }
     resp.body(http_body_util::Either::Left(Full::new(Bytes::from(
         answer.body,
     ))))
@@ -646,6 +687,7 @@ impl AdminServer {
             stats,
             control,
             loopback: bound.ip().is_loopback(),
+            history: std::sync::Mutex::new(crate::status::History::new()),
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -694,6 +736,24 @@ async fn accept_loop(
         tracing::error!("admin listener: could not register the socket; admin is off");
         return;
     };
+    // The status page's samples: one snapshot a second, off the data path.
+    let sampler = Arc::clone(&app);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(crate::status::INTERVAL);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            every.tick().await;
+            let app = Arc::clone(&sampler);
+            let _ = tokio::task::spawn_blocking(move || {
+                let snap = app.stats.snapshot();
+                app.history
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .record(&snap, std::time::Instant::now());
+            })
+            .await;
+        }
+    });
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut refused = crate::fanout::ratelimit::RateLimit::new();
     loop {

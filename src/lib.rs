@@ -34,6 +34,7 @@ pub mod privileges;
 pub mod record;
 pub mod replay;
 pub mod statsd;
+pub mod status;
 pub mod tap;
 
 use std::fmt::Write as _;

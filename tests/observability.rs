@@ -205,7 +205,8 @@ fn wrong_paths_and_methods_get_4xx() {
     );
     assert_eq!(http(admin, "HEAD", "/metrics").0, 200);
     assert_eq!(http(admin, "GET", "/nope").0, 404);
-    assert_eq!(http(admin, "GET", "/").0, 404);
+    assert_eq!(http(admin, "GET", "/").0, 200, "the status page");
+    assert_eq!(http(admin, "GET", "/status.html").0, 404);
     let (status, body) = http(admin, "POST", "/metrics");
     assert_eq!(status, 405);
     assert!(

@@ -105,6 +105,11 @@ fn family(
     Ok(())
 }
 
+/// Upper bounds of the latency histogram's buckets, µs: 50 µs to 1 s.
+const LATENCY_BUCKETS_US: [u64; 13] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
+
 fn value_of(kind: MetricType, value: u64, enc: MetricEncoder<'_>) -> fmt::Result {
     match kind {
         MetricType::Counter => ConstCounter::new(value).encode(enc),
@@ -414,6 +419,44 @@ impl Collector for ForwarderCollector {
             "Slots holding a datagram not yet sent or dropped by every target, or armed for receive.",
             Gauge,
             &[(vec![], (pool.capacity() - pool.available()) as u64)],
+        )?;
+        // Latency since start per target (kernel receive to send), as a Prometheus histogram.
+        {
+            let mut metric = enc.encode_descriptor(
+                "udptee_target_latency_seconds",
+                "Time from the kernel's receive timestamp to the send of each copy, since start (--latency on).",
+                None,
+                MetricType::Histogram,
+            )?;
+            for (name, h) in stats.latency() {
+                let count = h.len();
+                // The encoder takes each bucket's own count and accumulates them itself.
+                let mut below = 0;
+                let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_US
+                    .iter()
+                    .map(|&us| (us as f64 / 1e6, h.count_between(0, us)))
+                    .chain(std::iter::once((f64::INFINITY, count)))
+                    .map(|(le, upto)| {
+                        let own = upto.saturating_sub(below);
+                        below = below.max(upto);
+                        (le, own)
+                    })
+                    .collect();
+                let sum = h.mean() * count as f64 / 1e6;
+                let labels: Labels = vec![("target", name)];
+                metric
+                    .encode_family(&labels)?
+                    .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                        sum, count, &buckets, None,
+                    )?;
+            }
+        }
+        family(
+            &mut enc,
+            "udptee_ready",
+            "1 when /readyz would answer ready: the sockets are bound, every worker and every current target's sender runs, no data thread died.",
+            Gauge,
+            &[(vec![], u64::from(stats.ready().is_ok()))],
         )?;
         let rec = stats.recorder().counts();
         family(
