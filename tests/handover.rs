@@ -26,15 +26,7 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 fn udptee(listen: SocketAddr, sink: SocketAddr, extra: &[&str]) -> Child {
-    Command::new(BIN)
-        .args(["--listen", &listen.to_string(), "--to", &sink.to_string()])
-        .args(["--admin", "off", "--stats-interval", "0"])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .die_with_test()
-        .spawn()
-        .unwrap()
+    udptee_child(&listen.to_string(), &sink.to_string(), extra)
 }
 
 fn stderr_of(child: Child) -> (Option<i32>, String) {

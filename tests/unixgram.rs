@@ -7,7 +7,7 @@ mod util;
 
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use udptee::config::{Config, TargetSpec, UnixListen};
@@ -170,17 +170,7 @@ fn a_stale_socket_file_is_replaced_a_live_one_refused_and_the_mode_set() {
     let listen = dir.join("dsd.socket");
     let udp = Sink::new(false);
     let spec = format!("unixgram://{}", listen.display());
-    let start = |extra: &[&str]| {
-        Command::new(BIN)
-            .args(["--listen", &spec, "--to", &udp.addr.to_string()])
-            .args(["--admin", "off", "--stats-interval", "0"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .die_with_test()
-            .spawn()
-            .unwrap()
-    };
+    let start = |extra: &[&str]| udptee_child(&spec, &udp.addr.to_string(), extra);
     // A live receiver owns the path: refused, and the file is left alone.
     let live = UnixDatagram::bind(&listen).unwrap();
     let o = start(&[]).wait_with_output().unwrap();

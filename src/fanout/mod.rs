@@ -488,14 +488,18 @@ impl Forwarder {
         }
         let config = &config;
         let workers = config.worker_cpus.len();
-        let worker_sockets = sockets
-            .iter()
-            .map(UdpSocket::try_clone)
-            .collect::<io::Result<Vec<_>>>()
-            .map_err(|source| StartError::Bind {
-                addr: local_addr,
-                source,
-            })?;
+        // More descriptors of the listen sockets, for reporting, timestamps and hand-over.
+        let clones = || -> Result<Vec<UdpSocket>, StartError> {
+            sockets
+                .iter()
+                .map(UdpSocket::try_clone)
+                .collect::<io::Result<Vec<_>>>()
+                .map_err(|source| StartError::Bind {
+                    addr: local_addr,
+                    source,
+                })
+        };
+        let worker_sockets = clones()?;
 
         let mut urings = choose_backend(config, &sockets)?;
         let pool = Arc::new(allocate_pool(config, !urings.is_empty())?);
@@ -521,15 +525,7 @@ impl Forwarder {
         registry.set_allow(crate::net::allow::AllowList::new(&config.allow));
         // Kernel receive times are read only when something needs them: latency, or a recording
         // (turned on for good at its first start; the cost is one control message per datagram).
-        let stamp_sockets = worker_sockets
-            .iter()
-            .map(UdpSocket::try_clone)
-            .collect::<io::Result<Vec<_>>>()
-            .map_err(|source| StartError::Bind {
-                addr: local_addr,
-                source,
-            })?;
-        let stamp_sockets = Arc::new(stamp_sockets);
+        let stamp_sockets = Arc::new(clones()?);
         let stamps = |sockets: &Arc<Vec<UdpSocket>>| -> Box<dyn Fn() + Send + Sync> {
             let sockets = Arc::clone(sockets);
             Box::new(move || {
@@ -589,12 +585,10 @@ impl Forwarder {
         let running = Arc::new(AtomicBool::new(true));
         let drain_socket = Arc::new(AtomicBool::new(true));
         let (handover_tx, handovers) = crossbeam_channel::bounded(1);
-        let handover_sockets = stats
-            .worker_sockets
-            .iter()
-            .map(|s| s.try_clone().map(std::os::fd::OwnedFd::from))
-            .collect::<io::Result<Vec<_>>>()
-            .map_err(bind_error)?;
+        let handover_sockets: Vec<std::os::fd::OwnedFd> = clones()?
+            .into_iter()
+            .map(std::os::fd::OwnedFd::from)
+            .collect();
         let handover_locks = listen_lock
             .sockets()
             .iter()

@@ -380,6 +380,20 @@ pub fn sample(metrics: &str, series: &str) -> u64 {
         .unwrap()
 }
 
+/// The udptee binary receiving on `listen` (an address, or `unixgram://...`) for `to`, with no admin
+/// listener and no stats line, then `extra`; stderr captured, dying with the test.
+pub fn udptee_child(listen: &str, to: &str, extra: &[&str]) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_udptee"))
+        .args(["--listen", listen, "--to", to])
+        .args(["--admin", "off", "--stats-interval", "0"])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .die_with_test()
+        .spawn()
+        .expect("the udptee binary starts")
+}
+
 /// Child processes that do not outlive a failed test (which would keep cargo waiting on the pipes
 /// they inherited): SIGKILL when the test's thread ends (PR_SET_PDEATHSIG).
 pub trait DieWithTest {
