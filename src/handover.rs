@@ -12,7 +12,7 @@
 //! once bound; a restarted udptee finds them in `LISTEN_FDS` and uses them, as it does sockets from
 //! socket activation (`ListenDatagram=`).
 //!
-//! The protocol is one JSON line each way ([`Request`], [`Reply`]), then `ready`, then the final
+//! The protocol is one JSON line each way (`Request`, `Reply`), then `ready`, then the final
 //! counters ([`Final`]). Nothing here is on the data path.
 #![allow(unsafe_code)]
 

@@ -1,7 +1,7 @@
 //! Live taps: `GET /tap` on the admin listener streams the datagrams flowing through, one line each
 //! (`udptee tap` prints them), from a bounded sample so forwarding never waits for a reader.
 //!
-//! Each tap is an [`Observer`] of [`TAP_BYTES`] published beside the targets: workers copy into it
+//! Each tap is an observer ring of [`TAP_BYTES`] published beside the targets: workers copy into it
 //! and count what does not fit. The streaming task drains it every [`POLL`] into text lines; when the
 //! client reads slower than traffic arrives, the HTTP body, then the ring, fill up, and the datagrams
 //! that find no room are counted and announced in the stream (`# udptee tap: N datagrams not shown`)

@@ -1,9 +1,9 @@
 //! The recorder: every received datagram into pcap files that tcpdump, Wireshark and `udptee replay`
 //! read, on its own thread, never in the way of forwarding.
 //!
-//! Workers copy each batch into the recorder's [`Observer`] ring (bounded by `--record-queue-bytes`);
+//! Workers copy each batch into the recorder's observer ring (bounded by `--record-queue-bytes`);
 //! what does not fit is counted `queue_full` and the worker moves on. The recorder thread takes up to
-//! [`BATCH`] datagrams at a time, optionally keeps only the lines a name filter passes, wraps each in
+//! 256 datagrams at a time, optionally keeps only the lines a name filter passes, wraps each in
 //! synthetic IPv4 or IPv6 and UDP headers with the original source and destination (etherparse),
 //! appends it as a pcap record with the kernel receive time in nanoseconds (pcap-file, link type
 //! RAW) and writes the batch with one `write`. A write that fails (a full disk) is undone by
