@@ -389,8 +389,9 @@ fn serve(
 }
 
 /// Sockets systemd passed (`LISTEN_FDS`: socket activation, or the file-descriptor store), if any:
-/// UDP sockets only; anything else passed is closed.
-pub fn from_systemd() -> Vec<UdpSocket> {
+/// the UDP sockets bound to `listen` (any port when its port is 0), whatever their name; anything
+/// else passed is closed, with a warning.
+pub fn from_systemd(listen: SocketAddr) -> Vec<UdpSocket> {
     let Ok(fds) = sd_notify::listen_fds_with_names(true) else {
         return Vec::new();
     };
@@ -400,20 +401,23 @@ pub fn from_systemd() -> Vec<UdpSocket> {
         // nothing else in the process owns it.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
         let socket = socket2::Socket::from(owned);
-        let udp = socket.r#type().is_ok_and(|t| t == socket2::Type::DGRAM)
-            && socket
-                .local_addr()
-                .ok()
-                .and_then(|a| a.as_socket())
-                .is_some();
-        if udp {
+        let bound = socket
+            .r#type()
+            .is_ok_and(|t| t == socket2::Type::DGRAM)
+            .then(|| socket.local_addr().ok().and_then(|a| a.as_socket()))
+            .flatten();
+        let ours = bound.is_some_and(|b| {
+            let (b, l) = (
+                crate::config::canonical(b),
+                crate::config::canonical(listen),
+            );
+            b.ip() == l.ip() && (l.port() == 0 || b.port() == l.port())
+        });
+        if ours {
             out.push(UdpSocket::from(socket));
         } else {
-            tracing::warn!(
-                fd,
-                name,
-                "systemd passed a descriptor that is not a UDP socket; closed"
-            );
+            tracing::warn!(fd, name, bound = ?bound,
+                "systemd passed a descriptor that is not a UDP socket on the listen address; closed");
         }
     }
     out

@@ -226,10 +226,13 @@ fn sockets_from_systemd_are_used_with_what_was_queued_in_them() {
         c.send_to(p, listen).unwrap();
     }
     let fd = held.as_raw_fd();
+    // A second, unrelated socket passed beside it (another service's): closed, not used.
+    let other = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let other_fd = other.as_raw_fd();
     let mut cmd = Command::new("sh");
     cmd.args([
         "-c",
-        "LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=udptee-listen exec \"$0\" \"$@\"",
+        "LISTEN_PID=$$ LISTEN_FDS=2 LISTEN_FDNAMES=udptee-listen:other exec \"$0\" \"$@\"",
     ])
     .arg(BIN)
     .args([
@@ -254,7 +257,7 @@ fn sockets_from_systemd_are_used_with_what_was_queued_in_them() {
         // SAFETY: dup2 is async-signal-safe; it puts our socket at fd 3 (without CLOEXEC) in the child.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::dup2(fd, 3) == -1 {
+                if libc::dup2(fd, 3) == -1 || libc::dup2(other_fd, 4) == -1 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -272,6 +275,11 @@ fn sockets_from_systemd_are_used_with_what_was_queued_in_them() {
     assert_eq!(sink.received(), 500, "{err}");
     assert_eq!(code, Some(0), "{err}");
     assert!(err.contains("sockets systemd passed"), "{err}");
+    assert!(
+        err.contains("not a UDP socket on the listen address; closed"),
+        "the unrelated socket is left out: {err}"
+    );
+    drop(other);
     let (seen, _) = sink.finish();
     let want: Vec<(usize, u64)> = sent.iter().map(|p| fingerprint(p)).collect();
     assert!(seen == want, "all 500 queued before it started, in order");

@@ -399,7 +399,7 @@ impl Forwarder {
             _ => None,
         };
         let inherited = if taken.is_none() {
-            crate::handover::from_systemd()
+            crate::handover::from_systemd(config.listen)
         } else {
             Vec::new()
         };
