@@ -66,3 +66,21 @@ proptest::proptest! {
         let _ = udptee::replay::capture::for_each_udp_in(&data[..], &mut skipped, |_| Ok(()));
     }
 }
+
+/// The admin-inputs fuzz target's corpus on stable: the tap query and `--allow` parsers return a
+/// value or an error for each, never panic.
+#[test]
+fn admin_inputs_of_any_shape_never_panic() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/admin_inputs");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("the corpus exists") {
+        let text =
+            String::from_utf8_lossy(&std::fs::read(entry.unwrap().path()).unwrap()).into_owned();
+        if let Ok(q) = udptee::tap::TapQuery::parse(&text) {
+            assert_ne!(q.count, Some(0));
+        }
+        let _ = udptee::net::allow::parse_cidrs(&text);
+        n += 1;
+    }
+    assert!(n >= 2, "the seeds are there: {n}");
+}
