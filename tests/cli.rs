@@ -7,7 +7,7 @@ use std::net::UdpSocket;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use util::{Sink, free_addr, signal, spawn_udptee, wait_bound, wait_until};
+use util::{Sink, free_addr, http, signal, spawn_udptee, wait_bound, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_udptee");
 
@@ -640,6 +640,11 @@ fn the_admin_listener_is_bounded() {
     wait_until("the admin listener", Duration::from_secs(10), || {
         std::net::TcpStream::connect(admin).is_ok()
     });
+    // Every thread started (ready), and the status sampler's first turn taken.
+    wait_until("ready", Duration::from_secs(10), || {
+        http(admin, "GET", "/readyz", "", "").0 == 200
+    });
+    std::thread::sleep(Duration::from_millis(1200));
     let pid = child.id();
     let (threads, rss) = threads_and_rss(pid);
 
