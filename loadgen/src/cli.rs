@@ -34,6 +34,16 @@ enum Cmd {
     Bench(BenchArgs),
     /// The baseline forwarder: one thread, recvmmsg then sendmmsg to each target, no queues.
     Relay(RelayArgs),
+    /// A SCHED_IDLE busy loop (pin it with taskset): how much of its CPU nothing else wanted, for
+    /// measuring what a core spends on work /proc does not show (softirq); prints a JSON report.
+    Spin(SpinArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+struct SpinArgs {
+    /// How long to spin.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    duration: Duration,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -288,6 +298,10 @@ impl Cli {
                     out_dir: a.out,
                 };
                 bench::run(&opts, &stop)?;
+            }
+            Cmd::Spin(a) => {
+                let report = crate::spin::spin(a.duration)?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
             }
             Cmd::Relay(a) => {
                 let targets = a

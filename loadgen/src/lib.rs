@@ -13,4 +13,5 @@ pub mod plot;
 pub mod progress;
 pub mod relay;
 pub mod sink;
+pub mod spin;
 pub mod stats;
