@@ -296,14 +296,14 @@ impl App {
                 200,
                 &serde_json::to_value(self.control.recorder().status()).unwrap_or_default(),
             ),
-            Route::RecordStart | Route::RecordStop => {
+            route @ (Route::RecordStart | Route::RecordStop) => {
                 if *method != Method::POST {
                     return Answer::method_not_allowed("POST");
                 }
                 if let Err(a) = self.authorized(auth) {
                     return a;
                 }
-                let r = if matches!(route_of(path), Route::RecordStart) {
+                let r = if matches!(route, Route::RecordStart) {
                     self.control.record_start(body)
                 } else {
                     self.control.recorder().stop()

@@ -227,7 +227,7 @@ impl ControlServer {
     pub fn start(
         path: &Path,
         listen: SocketAddr,
-        sockets: Vec<OwnedFd>,
+        sockets: Arc<[UdpSocket]>,
         locks: Vec<OwnedFd>,
         accepted: crossbeam_channel::Sender<Handover>,
     ) -> Result<Self, String> {
@@ -301,7 +301,7 @@ impl Drop for ControlServer {
 fn serve(
     conn: UnixStream,
     listen: SocketAddr,
-    sockets: &[OwnedFd],
+    sockets: &[UdpSocket],
     locks: &[OwnedFd],
 ) -> Result<Handover, String> {
     conn.set_nonblocking(false)
@@ -341,11 +341,8 @@ fn serve(
     if req.udptee != "takeover" {
         return refuse("not a takeover request".into());
     }
-    let (want, have) = (
-        crate::config::canonical(req.listen),
-        crate::config::canonical(listen),
-    );
-    if want != have && !(want.port() == 0 && want.ip() == have.ip()) {
+    // `listen` is the bound address; a request for port 0 (tests) takes whatever port it has.
+    if !crate::net::socket::serves(listen, req.listen) {
         return refuse(format!(
             "it would listen on {}, this one listens on {listen}",
             req.listen
@@ -361,8 +358,8 @@ fn serve(
     text.push('\n');
     let fds: Vec<RawFd> = sockets
         .iter()
-        .chain(locks)
         .map(AsRawFd::as_raw_fd)
+        .chain(locks.iter().map(AsRawFd::as_raw_fd))
         .collect();
     {
         use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
@@ -406,13 +403,7 @@ pub fn from_systemd(listen: SocketAddr) -> Vec<UdpSocket> {
             .is_ok_and(|t| t == socket2::Type::DGRAM)
             .then(|| socket.local_addr().ok().and_then(|a| a.as_socket()))
             .flatten();
-        let ours = bound.is_some_and(|b| {
-            let (b, l) = (
-                crate::config::canonical(b),
-                crate::config::canonical(listen),
-            );
-            b.ip() == l.ip() && (l.port() == 0 || b.port() == l.port())
-        });
+        let ours = bound.is_some_and(|b| crate::net::socket::serves(b, listen));
         if ours {
             out.push(UdpSocket::from(socket));
         } else {

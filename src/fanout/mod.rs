@@ -154,7 +154,9 @@ pub enum StartError {
 pub struct Stats {
     backend: &'static str,
     pool: Arc<BufPool>,
-    worker_sockets: Vec<UdpSocket>,
+    /// A second descriptor of each listen socket (the workers own the first): for the kernel drop
+    /// counts, turning timestamps on, the fd store and a hand-over.
+    worker_sockets: Arc<[UdpSocket]>,
     worker_counters: Vec<Arc<WorkerCounters>>,
     registry: Arc<TargetRegistry>,
     workers_expected: usize,
@@ -488,18 +490,15 @@ impl Forwarder {
         }
         let config = &config;
         let workers = config.worker_cpus.len();
-        // More descriptors of the listen sockets, for reporting, timestamps and hand-over.
-        let clones = || -> Result<Vec<UdpSocket>, StartError> {
-            sockets
-                .iter()
-                .map(UdpSocket::try_clone)
-                .collect::<io::Result<Vec<_>>>()
-                .map_err(|source| StartError::Bind {
-                    addr: local_addr,
-                    source,
-                })
-        };
-        let worker_sockets = clones()?;
+        let worker_sockets: Arc<[UdpSocket]> = sockets
+            .iter()
+            .map(UdpSocket::try_clone)
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(|source| StartError::Bind {
+                addr: local_addr,
+                source,
+            })?
+            .into();
 
         let mut urings = choose_backend(config, &sockets)?;
         let pool = Arc::new(allocate_pool(config, !urings.is_empty())?);
@@ -525,9 +524,8 @@ impl Forwarder {
         registry.set_allow(crate::net::allow::AllowList::new(&config.allow));
         // Kernel receive times are read only when something needs them: latency, or a recording
         // (turned on for good at its first start; the cost is one control message per datagram).
-        let stamp_sockets = Arc::new(clones()?);
-        let stamps = |sockets: &Arc<Vec<UdpSocket>>| -> Box<dyn Fn() + Send + Sync> {
-            let sockets = Arc::clone(sockets);
+        let stamps = || -> Box<dyn Fn() + Send + Sync> {
+            let sockets = Arc::clone(&worker_sockets);
             Box::new(move || {
                 for s in sockets.iter() {
                     let _ = socket::enable_timestamps(s);
@@ -537,18 +535,18 @@ impl Forwarder {
         let recorder = Arc::new(crate::record::Recorder::new(
             Arc::clone(&registry),
             config.max_datagram,
-            stamps(&stamp_sockets),
+            stamps(),
         ));
         let taps = Arc::new(crate::tap::Taps::new(
             Arc::clone(&registry),
             config.max_datagram,
-            stamps(&stamp_sockets),
+            stamps(),
         ));
         let workers_running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let stats = Arc::new(Stats {
             backend: if urings.is_empty() { "mmsg" } else { "uring" },
             pool: Arc::clone(&pool),
-            worker_sockets,
+            worker_sockets: Arc::clone(&worker_sockets),
             worker_counters: worker_counters.clone(),
             registry: Arc::clone(&registry),
             workers_expected: workers,
@@ -585,10 +583,6 @@ impl Forwarder {
         let running = Arc::new(AtomicBool::new(true));
         let drain_socket = Arc::new(AtomicBool::new(true));
         let (handover_tx, handovers) = crossbeam_channel::bounded(1);
-        let handover_sockets: Vec<std::os::fd::OwnedFd> = clones()?
-            .into_iter()
-            .map(std::os::fd::OwnedFd::from)
-            .collect();
         let handover_locks = listen_lock
             .sockets()
             .iter()
@@ -657,7 +651,7 @@ impl Forwarder {
             match crate::handover::ControlServer::start(
                 path,
                 local_addr,
-                handover_sockets,
+                Arc::clone(&worker_sockets),
                 handover_locks,
                 handover_tx,
             ) {

@@ -143,26 +143,19 @@ impl Observer {
         self.ring.is_empty()
     }
 
-    /// Copies the received datagrams of one batch (the filled slots of `ids`, as `meta` describes
-    /// them, skipping `skip`: the scratch slot, and senders outside `allow`) into the ring. `local`
-    /// is the listen address, the destination when the kernel did not say (a listener bound to one
-    /// address). Worker side.
-    pub(crate) fn push_batch(
+    /// Copies the datagrams of one batch that the worker forwards (`ready`: each slot with what the
+    /// kernel said about it) into the ring. `local` is the listen address, the destination when the
+    /// kernel did not say (a listener bound to one address). Worker side.
+    pub(crate) fn push_batch<'m>(
         &self,
         pool: &BufPool,
-        ids: &[BufId],
-        meta: &[RecvMeta],
-        skip: BufId,
+        ready: impl Iterator<Item = (BufId, &'m RecvMeta)>,
         local: SocketAddr,
-        allow: Option<&crate::net::allow::AllowList>,
     ) {
         let (mut offered, mut dropped) = (0, 0);
         {
             let mut ring = self.ring.producer();
-            for (&id, m) in ids.iter().zip(meta) {
-                if id == skip || m.truncated || allow.is_some_and(|a| !a.permits(m.src)) {
-                    continue;
-                }
+            for (id, m) in ready {
                 offered += 1;
                 let dst = SocketAddr::new(m.dst.unwrap_or(local.ip()), local.port());
                 let peer = encode_peer(m.src, dst);
@@ -235,7 +228,6 @@ mod tests {
     fn a_full_observer_counts_instead_of_waiting() {
         let obs = Observer::try_new("tap", 256).unwrap();
         let pool = BufPool::new(8, 64);
-        let scratch = pool.try_take().unwrap();
         let ids: Vec<BufId> = (0..6).map(|_| pool.try_take().unwrap()).collect();
         for &id in &ids {
             pool.set_meta(id, 40, 1);
@@ -249,7 +241,7 @@ mod tests {
             6
         ];
         let local: SocketAddr = "127.0.0.1:8125".parse().unwrap();
-        obs.push_batch(&pool, &ids, &meta, scratch, local, None);
+        obs.push_batch(&pool, ids.iter().copied().zip(&meta), local);
         // 40 + 40 + 16 = 96 bytes an entry: two fit in 256.
         assert_eq!((obs.offered(), obs.dropped()), (6, 4));
         let mut seen = Vec::new();

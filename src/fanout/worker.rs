@@ -82,6 +82,8 @@ impl RecvWorker {
         let mut spare: Vec<BufId> = Vec::with_capacity(self.batch);
         let mut ids: Vec<BufId> = vec![scratch; self.batch];
         let mut ready: Vec<BufId> = Vec::with_capacity(self.batch);
+        // Where each of `ready` is in the batch, kept only while an observer needs its metadata.
+        let mut ready_at: Vec<usize> = Vec::with_capacity(self.batch);
         let mut meta = vec![RecvMeta::default(); self.batch];
         let mut recv_errors = RateLimit::new();
         // A recorded datagram's destination when the kernel does not say (a non-wildcard listener).
@@ -169,7 +171,9 @@ impl RecvWorker {
             let mut delta = WorkerDelta::default();
             let mut kernel_drops = None;
             ready.clear();
-            for (&id, m) in ids[..n].iter().zip(&meta[..n]) {
+            ready_at.clear();
+            let observed = !current.observers.is_empty();
+            for (i, (&id, m)) in ids[..n].iter().zip(&meta[..n]).enumerate() {
                 delta.received += 1;
                 kernel_drops = m.kernel_drops.or(kernel_drops);
                 if id == scratch {
@@ -184,6 +188,9 @@ impl RecvWorker {
                     delta.bytes += m.len as u64;
                     self.pool.set_meta(id, m.len, m.rx_nanos);
                     ready.push(id);
+                    if observed {
+                        ready_at.push(i);
+                    }
                 }
             }
 
@@ -214,16 +221,10 @@ impl RecvWorker {
                 }
             }
             // The recorder and taps get their copies last: nothing waits for them.
-            if !ready.is_empty() {
+            if !ready_at.is_empty() {
                 for observer in current.observers.iter() {
-                    observer.push_batch(
-                        &self.pool,
-                        &ids[..n],
-                        &meta[..n],
-                        scratch,
-                        local,
-                        current.allow.as_deref(),
-                    );
+                    let batch = ready_at.iter().map(|&i| (ids[i], &meta[i]));
+                    observer.push_batch(&self.pool, batch, local);
                 }
             }
             for &id in &ready {

@@ -55,11 +55,11 @@ fn ensure_free(addr: SocketAddr) -> io::Result<()> {
 }
 
 /// Sets what every receive socket needs once it is bound (or handed over): the receive buffer,
-/// SO_RXQ_OVFL, SO_TIMESTAMPNS when `timestamps`, IP_PKTINFO on a wildcard address, and the read
-/// timeout that lets workers notice shutdown.
+/// SO_RXQ_OVFL, SO_TIMESTAMPNS when `timestamps`, IP_PKTINFO on a wildcard address (`addr`; `None`
+/// for a Unix socket), and the read timeout that lets workers notice shutdown.
 fn configure_receive(
     socket: &Socket,
-    addr: SocketAddr,
+    addr: Option<SocketAddr>,
     rcvbuf_bytes: usize,
     timestamps: bool,
 ) -> io::Result<SocketState> {
@@ -68,7 +68,7 @@ fn configure_receive(
     if timestamps {
         sys::setsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
     }
-    if addr.ip().is_unspecified() {
+    if let Some(addr) = addr.filter(|a| a.ip().is_unspecified()) {
         // A wildcard listener learns each datagram's destination address (recorded captures).
         let (level, name) = match addr {
             SocketAddr::V4(_) => (libc::IPPROTO_IP, libc::IP_PKTINFO),
@@ -96,7 +96,7 @@ pub fn bind_reuseport_group(
     for _ in 0..count {
         let socket = new_udp(addr)?;
         socket.set_reuse_port(true)?;
-        let granted = configure_receive(&socket, addr, rcvbuf_bytes, timestamps)?;
+        let granted = configure_receive(&socket, Some(addr), rcvbuf_bytes, timestamps)?;
         state.get_or_insert(granted);
         socket.bind(&bound.into())?;
         if bound.port() == 0 {
@@ -143,12 +143,7 @@ pub fn bind_unix_group(
     if let Some((uid, gid)) = u.owner {
         std::os::unix::fs::chown(&u.path, Some(uid), Some(gid))?;
     }
-    let state = set_rcvbuf(&socket, rcvbuf_bytes)?;
-    sys::setsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_RXQ_OVFL, 1)?;
-    if timestamps {
-        sys::setsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)?;
-    }
-    socket.set_read_timeout(Some(WAKE_INTERVAL))?;
+    let state = configure_receive(&socket, None, rcvbuf_bytes, timestamps)?;
     let first = UdpSocket::from(std::os::fd::OwnedFd::from(socket));
     let mut sockets = Vec::with_capacity(count);
     for _ in 1..count {
@@ -156,6 +151,17 @@ pub fn bind_unix_group(
     }
     sockets.insert(0, first);
     Ok((sockets, SocketAddr::from(([0, 0, 0, 0], 0)), state))
+}
+
+/// True when a socket bound to `bound` serves the listen address `listen`: the same address in
+/// either spelling (`::ffff:a.b.c.d` is a.b.c.d), and the same port unless `listen`'s is 0 (any).
+/// Handed-over, inherited and requested sockets are all matched by this rule.
+pub fn serves(bound: SocketAddr, listen: SocketAddr) -> bool {
+    let (b, l) = (
+        crate::config::canonical(bound),
+        crate::config::canonical(listen),
+    );
+    b.ip() == l.ip() && (l.port() == 0 || b.port() == l.port())
 }
 
 /// Takes over receive sockets bound by someone else (a previous udptee, systemd's socket
@@ -181,23 +187,13 @@ pub fn adopt_group(
             .local_addr()?
             .as_socket()
             .ok_or_else(|| invalid("a handed-over socket has no address".into()))?;
-        let wanted = SocketAddr::new(
-            addr.ip(),
-            if addr.port() == 0 {
-                local.port()
-            } else {
-                addr.port()
-            },
-        );
-        if crate::config::canonical(local) != crate::config::canonical(wanted)
-            || bound.is_some_and(|b| b != local)
-        {
+        if !serves(local, addr) || bound.is_some_and(|b| b != local) {
             return Err(invalid(format!(
                 "a handed-over socket is bound to {local}, not the listen address {addr}"
             )));
         }
         bound = Some(local);
-        let granted = configure_receive(&socket, local, rcvbuf_bytes, timestamps)?;
+        let granted = configure_receive(&socket, Some(local), rcvbuf_bytes, timestamps)?;
         state.get_or_insert(granted);
     }
     match (bound, state) {
