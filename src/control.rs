@@ -194,22 +194,19 @@ impl Control {
         if want == had {
             return "unchanged";
         }
-        let running = self.recorder.active();
-        if running && had.is_some() {
-            let _ = self.recorder.stop();
-        }
+        // Only a recording the file started is the file's to stop.
+        let stopped = self.recorder.active() && had.is_some() && self.recorder.stop().is_ok();
         match want {
             Some(s) if !self.recorder.active() => match self.recorder.start(s.clone()) {
-                Ok(_) if running => "restarted",
+                Ok(_) if stopped => "restarted",
                 Ok(_) => "started",
                 Err(e) => {
                     tracing::error!(error = %e, "reload: the [record] settings could not start a recording");
                     "stopped"
                 }
             },
-            Some(_) => "unchanged",
-            None if running && had.is_some() => "stopped",
-            None => "unchanged",
+            None if stopped => "stopped",
+            _ => "unchanged",
         }
     }
 
@@ -247,12 +244,8 @@ impl Control {
         let mut s = match (&configured, &b.file) {
             (Some(c), None) => c.clone(),
             (c, Some(file)) => {
-                if file.is_empty()
-                    || file.contains('/')
-                    || file == "."
-                    || file == ".."
-                    || file.starts_with('.')
-                {
+                // Also refuses "." and "..".
+                if file.is_empty() || file.contains('/') || file.starts_with('.') {
                     return Err(RecordError::Invalid(
                         "file: a plain file name (no '/', not starting with '.')".into(),
                     ));
