@@ -3,12 +3,14 @@
 # network-namespace tests, nftables for the fault suite's lossy link (this kernel has no netem),
 # tcpdump (it reads the recorder's pcap files back), prometheus (promtool and a real server scraping
 # udptee), chromium (renders the status page headless),
-# systemd (systemd-analyze verify of the shipped unit) and nodejs/npm; from npm, Etsy's statsd daemon (into target/ci-tools, never committed); from PyPI,
+# systemd (systemd-analyze verify of the shipped unit), clang and libbpf-dev (build.rs compiles the
+# kernel fast path's BPF program with them; without them udptee builds without it and its tests
+# skip), bpftool (the fast-path tests check the TCX link is gone after kill -9) and nodejs/npm; from npm, Etsy's statsd daemon (into target/ci-tools, never committed); from PyPI,
 # Datadog's DogStatsD client and kubernetes-validate (the DaemonSet's schema check); from npm also
 # dockerfilelint (dist/Dockerfile). A test whose tool is missing prints why it skips, so a failure here
 # is reported, not fatal.
 set -uo pipefail
-packages=(iproute2 nftables tcpdump prometheus chromium)
+packages=(iproute2 nftables tcpdump prometheus chromium clang libbpf-dev bpftool)
 command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
 command -v systemd-analyze >/dev/null || packages+=(systemd)
 missing=()

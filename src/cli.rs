@@ -156,6 +156,19 @@ pub struct Args {
     #[arg(long, value_name = "CIDR[,CIDR]")]
     pub allow: Vec<String>,
 
+    /// Kernel fast path: copy datagrams to local targets without line settings inside the kernel
+    /// (a TC ingress program; needs CAP_BPF and CAP_NET_ADMIN), serving the rest from user space.
+    /// auto: use it when it loads, else say why once and serve everything from user space; on: or
+    /// refuse to start. Set at start-up. See docs/tuning.md.
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = crate::fastpath::Mode::Off)]
+    pub fast_path: crate::fastpath::Mode,
+
+    /// Interfaces to attach the fast path to (comma-separated or repeated). Default: lo for a
+    /// loopback listen address, the interfaces holding a specific one, all with an address for a
+    /// wildcard.
+    #[arg(long, value_name = "IFACE[,IFACE]", value_delimiter = ',')]
+    pub fast_path_interfaces: Vec<String>,
+
     /// Where this udptee answers `udptee --takeover` (a Unix stream socket, mode 0600), or "off".
     /// Default: $RUNTIME_DIRECTORY/control.sock, else /run/udptee/control.sock when /run/udptee
     /// exists, else off.
@@ -495,6 +508,10 @@ impl Invocation {
                 io => |v: String| IoArg::from_str(&v, true).map_err(|_| ConfigError::BadValue {
                     what: "io", got: v, expected: "auto, uring or mmsg",
                 }),
+                fast_path => |v: String| crate::fastpath::Mode::from_str(&v, true).map_err(|_| ConfigError::BadValue {
+                    what: "fast-path", got: v, expected: "off, auto or on",
+                }),
+                fast_path_interfaces => same,
                 log_format => |v: String| LogFormat::from_str(&v, true).map_err(|_| ConfigError::BadValue {
                     what: "log-format", got: v, expected: "text or json",
                 }),
@@ -731,6 +748,8 @@ impl TryFrom<&Args> for Config {
         });
         config.record_start = args.record_start;
         config.takeover = args.takeover;
+        config.fast_path = args.fast_path;
+        config.fast_path_interfaces = args.fast_path_interfaces.clone();
         config.control_socket = match args.control_socket.as_deref() {
             Some("off") => None,
             Some(path) => Some(PathBuf::from(path)),

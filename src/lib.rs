@@ -24,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod fanout;
+pub mod fastpath;
 pub mod handover;
 pub mod logging;
 pub mod metrics;

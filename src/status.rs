@@ -201,7 +201,7 @@ pub(crate) fn status_json(
             json!({
                 "name": name,
                 "addr": t.spec.addr,
-                "path": "user",
+                "path": stats.registry().path_of(name),
                 "enabled": t.spec.enabled,
                 "up": s.up,
                 "rate_1s": history.target(name, Duration::from_secs(1)),
@@ -256,6 +256,7 @@ mod tests {
                 ..TargetSnapshot::default()
             }],
             target_names: vec!["t".into()],
+            kernel: None,
         }
     }
 

@@ -275,14 +275,16 @@ fn rotation_by_age_starts_a_new_file_every_interval() {
         record_counts(&fwd).recorded == u64::from(seq)
     });
     fwd.shutdown();
+    // A loaded machine may take a while to drain and stop: a file per started second of that too.
+    let lasted = start.elapsed().as_secs_f64();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     files.sort();
     assert!(
-        (3..=4).contains(&files.len()),
-        "2.5 s at 1 s per file: {files:?}"
+        files.len() >= 3 && files.len() as f64 <= lasted.ceil() + 1.0,
+        "{lasted:.1} s at 1 s per file: {files:?}"
     );
     let total: usize = files.iter().map(|f| read_capture(f).len()).sum();
     assert_eq!(total as u32, seq, "every datagram in exactly one file");

@@ -74,6 +74,8 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     pub log_format: Option<String>,
     pub allow: Option<Vec<String>>,
+    pub fast_path: Option<String>,
+    pub fast_path_interfaces: Option<Vec<String>>,
     pub control_socket: Option<String>,
     pub unix_mode: Option<String>,
     pub unix_owner: Option<String>,

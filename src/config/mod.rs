@@ -243,6 +243,10 @@ pub struct Config {
     pub takeover: bool,
     /// `--listen unixgram:///path`: receive on a Unix datagram socket (`listen` is then unused).
     pub listen_unix: Option<UnixListen>,
+    /// `--fast-path`: copy to local targets in the kernel.
+    pub fast_path: crate::fastpath::Mode,
+    /// `--fast-path-interfaces`: where to attach it (empty: where the listen address receives).
+    pub fast_path_interfaces: Vec<String>,
 }
 
 /// A Unix datagram listen socket (DogStatsD's `dsd.socket`).
@@ -288,6 +292,8 @@ impl Config {
             control_socket: None,
             takeover: false,
             listen_unix: None,
+            fast_path: crate::fastpath::Mode::Off,
+            fast_path_interfaces: Vec::new(),
         }
     }
 

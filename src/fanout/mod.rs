@@ -146,6 +146,9 @@ pub enum StartError {
     /// `--record` could not start.
     #[error("--record: {0}")]
     Record(String),
+    /// `--fast-path on` could not load the kernel path.
+    #[error("{0}")]
+    FastPath(String),
 }
 
 /// The forwarder's shared view for reporting: the stats line, the admin endpoint and SIGUSR1 all read
@@ -206,11 +209,13 @@ impl Stats {
                 counters.set_rcvbuf_overflow(drops);
             }
         }
+        let kernel = self.registry.kernel_snapshot();
         let (target_names, targets) = self.registry.snapshots().into_iter().unzip();
         Snapshot {
             workers: self.worker_counters.iter().map(|c| c.snapshot()).collect(),
             targets,
             target_names,
+            kernel,
         }
     }
 
@@ -522,6 +527,7 @@ impl Forwarder {
         ));
         registry.apply(config.targets.clone())?;
         registry.set_allow(crate::net::allow::AllowList::new(&config.allow));
+        start_fastpath(config, local_addr, &worker_sockets, &registry)?;
         // Kernel receive times are read only when something needs them: latency, or a recording
         // (turned on for good at its first start; the cost is one control message per datagram).
         let stamps = || -> Box<dyn Fn() + Send + Sync> {
@@ -750,6 +756,8 @@ impl Forwarder {
         if std::mem::replace(&mut self.stopped, true) {
             return;
         }
+        // From here on user space serves every target, so the workers' last reads cover them all.
+        self.stats.registry.kernel_pass_all();
         self.running.store(false, Ordering::Relaxed);
         for handle in self.workers.drain(..) {
             if handle.join().is_err() {
@@ -778,7 +786,43 @@ impl Forwarder {
         if let Some(mut admin) = self.admin.take() {
             admin.stop();
         }
+        // The kernel path's last counts are kept; then the program is detached and lo's settings
+        // put back.
+        drop(self.stats.registry.take_fastpath());
     }
+}
+
+/// Loads the kernel fast path as `--fast-path` asks and hands it the target set.
+fn start_fastpath(
+    config: &Config,
+    listen: SocketAddr,
+    sockets: &[UdpSocket],
+    registry: &TargetRegistry,
+) -> Result<(), StartError> {
+    use crate::fastpath::{FastPath, Mode};
+    if config.fast_path == Mode::Off {
+        return Ok(());
+    }
+    let refuse = |why: String| -> Result<(), StartError> {
+        if config.fast_path == Mode::On {
+            return Err(StartError::FastPath(format!("--fast-path on: {why}")));
+        }
+        tracing::warn!(reason = %why, "--fast-path auto: the kernel path is not available; every target is served from user space");
+        Ok(())
+    };
+    if config.listen_unix.is_some() {
+        return refuse("a unixgram listener has no IP traffic to copy".into());
+    }
+    // The workers learn from each datagram's mark which targets the kernel served.
+    if let Err(e) = sockets.iter().try_for_each(socket::enable_rcvmark) {
+        return refuse(format!("SO_RCVMARK (Linux 5.19+) refused: {e}"));
+    }
+    match FastPath::start(config.fast_path, listen, &config.fast_path_interfaces) {
+        Ok(Some(fp)) => registry.set_fastpath(fp),
+        Ok(None) => {}
+        Err(e) => return Err(StartError::FastPath(e)),
+    }
+    Ok(())
 }
 
 impl Drop for Forwarder {

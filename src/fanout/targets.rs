@@ -118,6 +118,8 @@ pub struct TargetTable {
     pub(crate) observers: Box<[Arc<super::observe::Observer>]>,
     /// `--allow`: the senders forwarded for (`None`: everyone).
     pub(crate) allow: Option<Arc<crate::net::allow::AllowList>>,
+    /// With the kernel fast path: which targets it served, by the mark of each datagram.
+    pub(crate) kernel: Option<Arc<crate::fastpath::Book>>,
 }
 
 impl TargetTable {
@@ -217,6 +219,12 @@ struct RegistryState {
     observers: Vec<Arc<super::observe::Observer>>,
     /// Published with every table.
     allow: Option<Arc<crate::net::allow::AllowList>>,
+    /// The kernel fast path, when loaded.
+    fastpath: Option<Arc<crate::fastpath::FastPath>>,
+    /// What the kernel was last told, and the names it serves.
+    plan: crate::fastpath::Plan,
+    /// The kernel path's counters when it was taken out (for the final accounting).
+    last_kernel: Option<crate::fastpath::KernelSnapshot>,
 }
 
 /// The one owner of the target set. See the module docs.
@@ -264,6 +272,9 @@ impl TargetRegistry {
                 stopping: false,
                 observers: Vec::new(),
                 allow: None,
+                fastpath: None,
+                plan: crate::fastpath::Plan::default(),
+                last_kernel: None,
             }),
             settings,
             threads,
@@ -466,9 +477,7 @@ impl TargetRegistry {
         state.senders.extend(started);
         for t in &built {
             if !state.counters.iter().any(|(n, _)| *n == t.spec.name) {
-                state
-                    .counters
-                    .push((t.spec.name.clone(), Arc::clone(&t.core.counters)));
+                keep_counters(state, t.spec.name.clone(), Arc::clone(&t.core.counters));
             }
         }
         state.senders.retain(|h| !h.is_finished());
@@ -479,7 +488,9 @@ impl TargetRegistry {
             targets: built.into(),
             observers: state.observers.clone().into(),
             allow: state.allow.clone(),
+            kernel: state.fastpath.as_ref().map(|f| Arc::clone(f.book())),
         }));
+        self.sync_kernel(state);
         if !change.added.is_empty() || !change.replaced.is_empty() {
             if let Some(w) = self.watcher.get() {
                 w.unpark();
@@ -557,6 +568,7 @@ impl TargetRegistry {
     pub fn snapshots(&self) -> Vec<(String, TargetSnapshot)> {
         let table = self.table.load_full();
         let state = self.lock();
+        self.fold_kernel(&state);
         let mut out: Vec<(String, TargetSnapshot)> = table
             .targets
             .iter()
@@ -603,11 +615,13 @@ impl TargetRegistry {
             let mut state = self.lock();
             state.stopping = true;
             state.observers.clear();
+            self.sync_kernel(&mut state);
             self.table.swap(Arc::new(TargetTable {
                 generation: state.generation + 1,
                 targets: Box::new([]),
                 observers: Box::new([]),
                 allow: None,
+                kernel: state.fastpath.as_ref().map(|f| Arc::clone(f.book())),
             }))
         };
         for t in old.targets.iter() {
@@ -633,7 +647,7 @@ impl TargetRegistry {
             return Err(ChangeError::Stopping);
         }
         state.observers.push(observer);
-        self.republish(&state);
+        self.republish(&mut state);
         Ok(())
     }
 
@@ -645,7 +659,7 @@ impl TargetRegistry {
             let set = self.counters_for(&state, name);
             set.worker(0).add_snapshot(snap);
             if !state.counters.iter().any(|(n, _)| n == name) {
-                state.counters.push((name.clone(), set));
+                keep_counters(&mut state, name.clone(), set);
             }
         }
     }
@@ -658,7 +672,7 @@ impl TargetRegistry {
         }
         state.allow = allow.map(Arc::new);
         if !state.stopping {
-            self.republish(&state);
+            self.republish(&mut state);
         }
     }
 
@@ -668,19 +682,152 @@ impl TargetRegistry {
         let before = state.observers.len();
         state.observers.retain(|o| !Arc::ptr_eq(o, observer));
         if state.observers.len() != before && !state.stopping {
-            self.republish(&state);
+            self.republish(&mut state);
         }
     }
 
     /// The same targets with the current observers (no target change, same generation).
-    fn republish(&self, state: &RegistryState) {
+    fn republish(&self, state: &mut RegistryState) {
         let old = self.table.load_full();
         self.table.store(Arc::new(TargetTable {
             generation: old.generation,
             targets: old.targets.clone(),
             observers: state.observers.clone().into(),
             allow: state.allow.clone(),
+            kernel: state.fastpath.as_ref().map(|f| Arc::clone(f.book())),
         }));
+        self.sync_kernel(state);
+    }
+
+    /// Hands the target set to the kernel fast path from now on.
+    pub(crate) fn set_fastpath(&self, fastpath: Arc<crate::fastpath::FastPath>) {
+        let mut state = self.lock();
+        state.fastpath = Some(fastpath);
+        self.republish(&mut state);
+    }
+
+    /// Tells the kernel path what the published table asks of it: each eligible target (up to
+    /// [`MAX_KERNEL_TARGETS`](crate::fastpath::MAX_KERNEL_TARGETS)) is served there, and the
+    /// original goes up to user space while anything else needs it. Once stopping, nothing.
+    fn sync_kernel(&self, state: &mut RegistryState) {
+        use crate::fastpath::{KernelTarget, LocalAddrs, MAX_KERNEL_TARGETS, Plan, ineligible};
+        let Some(fastpath) = state.fastpath.clone() else {
+            return;
+        };
+        let table = self.table.load_full();
+        let mut plan = Plan::default();
+        let mut user: Vec<(String, &'static str)> = Vec::new();
+        if state.stopping {
+            plan.pass_v4 = true;
+            plan.pass_v6 = true;
+        } else {
+            let local = LocalAddrs::read();
+            for t in table.targets.iter() {
+                let why = if state.allow.is_some() {
+                    Some("--allow is set")
+                } else {
+                    ineligible(&t.spec, t.via_sender, self.settings.listen, &local)
+                };
+                let why = why.or_else(|| {
+                    if t.core.counters.slot().is_none() {
+                        Some("more names than the kernel path counts")
+                    } else if plan.targets.len() >= MAX_KERNEL_TARGETS {
+                        Some("more eligible targets than the kernel path serves")
+                    } else {
+                        None
+                    }
+                });
+                match (why, t.core.counters.slot()) {
+                    (None, Some(slot)) => plan.targets.push(KernelTarget {
+                        name: t.spec.name.clone(),
+                        slot,
+                        addr: t.spec.resolved,
+                    }),
+                    (why, _) => user.push((t.spec.name.clone(), why.unwrap_or("no slot"))),
+                }
+            }
+            let observed = !state.observers.is_empty();
+            let served = |v4: bool| {
+                plan.targets
+                    .iter()
+                    .filter(|k| k.addr.is_ipv4() == v4)
+                    .count()
+            };
+            plan.pass_v4 = observed || served(true) < table.targets.len();
+            plan.pass_v6 = observed || served(false) < table.targets.len();
+        }
+        if plan == state.plan {
+            return;
+        }
+        let before: Vec<String> = state.plan.targets.iter().map(|k| k.name.clone()).collect();
+        match fastpath.publish(&plan) {
+            Ok(()) => {
+                for k in plan.targets.iter().filter(|k| !before.contains(&k.name)) {
+                    tracing::info!(target = %k.name, addr = %k.addr, "served by the kernel fast path");
+                }
+                for (name, why) in user.iter().filter(|(n, _)| before.contains(n)) {
+                    tracing::info!(target = %name, reason = why, "served from user space");
+                }
+                state.plan = plan;
+            }
+            Err(_) => state.plan = Plan::default(),
+        }
+    }
+
+    /// Has the kernel path pass every datagram up (user space serves every target), for good.
+    pub(crate) fn kernel_pass_all(&self) {
+        let mut state = self.lock();
+        if let Some(fp) = &state.fastpath {
+            let plan = crate::fastpath::Plan {
+                targets: Vec::new(),
+                pass_v4: true,
+                pass_v6: true,
+            };
+            if fp.publish(&plan).is_ok() {
+                state.plan = plan;
+            }
+        }
+        state.stopping = true;
+    }
+
+    /// Takes the kernel path out, after keeping its last counts: dropping it detaches the program.
+    pub(crate) fn take_fastpath(&self) -> Option<Arc<crate::fastpath::FastPath>> {
+        let mut state = self.lock();
+        self.fold_kernel(&state);
+        state.plan = crate::fastpath::Plan::default();
+        state.last_kernel = state.fastpath.as_ref().map(|f| f.snapshot());
+        state.fastpath.take()
+    }
+
+    /// `kernel` or `user`: which path serves `name` now.
+    pub fn path_of(&self, name: &str) -> &'static str {
+        if self.lock().plan.targets.iter().any(|k| k.name == name) {
+            "kernel"
+        } else {
+            "user"
+        }
+    }
+
+    /// The kernel path's own counters, when it is loaded.
+    pub fn kernel_snapshot(&self) -> Option<crate::fastpath::KernelSnapshot> {
+        let state = self.lock();
+        match &state.fastpath {
+            Some(fp) => Some(fp.snapshot()),
+            None => state.last_kernel.clone(),
+        }
+    }
+
+    /// Reads the kernel path's per-target counters into each name's counters.
+    fn fold_kernel(&self, state: &RegistryState) {
+        let Some(fp) = &state.fastpath else {
+            return;
+        };
+        let counts = fp.target_counts(state.counters.len());
+        for ((_, set), k) in state.counters.iter().zip(counts) {
+            if k != Default::default() {
+                set.set_kernel(k);
+            }
+        }
     }
 
     /// Ready when every current target's sender runs.
@@ -693,6 +840,16 @@ impl TargetRegistry {
             .map(|t| t.spec.name.clone())
             .collect()
     }
+}
+
+/// Keeps `name`'s counters for good, giving the name its row in the kernel path's counters.
+fn keep_counters(state: &mut RegistryState, name: String, set: Arc<TargetCounterSet>) {
+    if let Ok(slot) = u8::try_from(state.counters.len()) {
+        if usize::from(slot) < crate::fastpath::MAX_SLOTS {
+            set.set_slot(slot);
+        }
+    }
+    state.counters.push((name, set));
 }
 
 /// `udptee-tx:NAME`, cut to the kernel's 15 bytes.

@@ -37,6 +37,21 @@ const ERROR_BACKOFF: Duration = Duration::from_millis(10);
 /// At stop, how long a worker may keep reading what the kernel queued before SIGTERM.
 const STOP_DRAIN: Duration = Duration::from_secs(1);
 
+/// The target bits the kernel fast path already served for one datagram (0 without it).
+#[inline]
+fn served_by_kernel(table: &TargetTable, m: &RecvMeta) -> u64 {
+    table.kernel.as_ref().map_or(0, |b| b.served(m.mark, m.src))
+}
+
+/// Consecutive datagrams of one batch that the kernel served alike.
+struct Run<'a> {
+    ids: &'a [BufId],
+    meta: &'a [RecvMeta],
+    served: u64,
+    scratch: BufId,
+    local: std::net::SocketAddr,
+}
+
 /// One receive thread's state.
 pub(crate) struct RecvWorker {
     pub(crate) index: usize,
@@ -168,69 +183,37 @@ impl RecvWorker {
             }
 
             let current = table.load();
-            let mut delta = WorkerDelta::default();
+            // With the kernel fast path, a datagram's mark says which targets the kernel already
+            // served; the batch is dispatched in runs of datagrams that agree (one run, nearly always).
             let mut kernel_drops = None;
-            ready.clear();
-            ready_at.clear();
-            let observed = !current.observers.is_empty();
-            for (i, (&id, m)) in ids[..n].iter().zip(&meta[..n]).enumerate() {
-                delta.received += 1;
-                kernel_drops = m.kernel_drops.or(kernel_drops);
-                if id == scratch {
-                    delta.pool_exhausted += 1;
-                } else if m.truncated {
-                    delta.truncated += 1;
-                    self.keep_spare(id, &mut spare);
-                } else if current.allow.as_ref().is_some_and(|a| !a.permits(m.src)) {
-                    delta.source_denied += 1;
-                    self.keep_spare(id, &mut spare);
-                } else {
-                    delta.bytes += m.len as u64;
-                    self.pool.set_meta(id, m.len, m.rx_nanos);
-                    ready.push(id);
-                    if observed {
-                        ready_at.push(i);
+            let mut at = 0;
+            while at < n {
+                let served = served_by_kernel(current, &meta[at]);
+                let mut end = at + 1;
+                if current.kernel.is_some() {
+                    while end < n && served_by_kernel(current, &meta[end]) == served {
+                        end += 1;
                     }
-                }
-            }
-
-            for target in current.targets.iter() {
-                let counters = target.core.counters.worker(self.index);
-                // Offered first, outcomes after: a reader's cut never shows more outcomes than offers.
-                counters.add_offered(delta.received);
-                counters.add_truncated(delta.truncated);
-                counters.add_pool_exhausted(delta.pool_exhausted);
-                counters.add_source_denied(delta.source_denied);
-                if ready.is_empty() {
-                    continue;
-                }
-                if !target.spec.enabled {
-                    counters.add_disabled(ready.len() as u64);
-                    continue;
-                }
-                // An empty ring (Acquire) means every earlier copy for this target has been handed
-                // to the kernel, so sending inline now keeps each flow's order. A target with line
-                // settings or parity gets everything through its sender, which does that work.
-                let rest = if !target.via_sender && target.core.ring.is_empty() {
-                    self.send_inline(&mut send, &target.core, counters, &ready)
                 } else {
-                    &ready[..]
-                };
-                if !rest.is_empty() {
-                    self.enqueue(&target.core, counters, rest);
+                    end = n;
                 }
+                let drops = self.dispatch(
+                    current,
+                    Run {
+                        ids: &ids[at..end],
+                        meta: &meta[at..end],
+                        served,
+                        scratch,
+                        local,
+                    },
+                    &mut send,
+                    &mut spare,
+                    &mut ready,
+                    &mut ready_at,
+                );
+                kernel_drops = drops.or(kernel_drops);
+                at = end;
             }
-            // The recorder and taps get their copies last: nothing waits for them.
-            if !ready_at.is_empty() {
-                for observer in current.observers.iter() {
-                    let batch = ready_at.iter().map(|&i| (ids[i], &meta[i]));
-                    observer.push_batch(&self.pool, batch, local);
-                }
-            }
-            for &id in &ready {
-                self.keep_spare(id, &mut spare);
-            }
-            self.counters.add_batch(&delta);
             if let Some(total) = kernel_drops {
                 self.counters.set_rcvbuf_overflow(u64::from(total));
             }
@@ -247,6 +230,87 @@ impl RecvWorker {
         {
             self.pool.put_back(id);
         }
+    }
+
+    /// Hands one run of received datagrams to every target the kernel did not already serve
+    /// (`run.served`), then to the observers; returns the last SO_RXQ_OVFL count seen.
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch(
+        &self,
+        current: &TargetTable,
+        run: Run<'_>,
+        send: &mut MmsgSend,
+        spare: &mut Vec<BufId>,
+        ready: &mut Vec<BufId>,
+        ready_at: &mut Vec<usize>,
+    ) -> Option<u32> {
+        let mut delta = WorkerDelta::default();
+        let mut kernel_drops = None;
+        ready.clear();
+        ready_at.clear();
+        let observed = !current.observers.is_empty();
+        for (i, (&id, m)) in run.ids.iter().zip(run.meta).enumerate() {
+            delta.received += 1;
+            kernel_drops = m.kernel_drops.or(kernel_drops);
+            if id == run.scratch {
+                delta.pool_exhausted += 1;
+            } else if m.truncated {
+                delta.truncated += 1;
+                self.keep_spare(id, spare);
+            } else if current.allow.as_ref().is_some_and(|a| !a.permits(m.src)) {
+                delta.source_denied += 1;
+                self.keep_spare(id, spare);
+            } else {
+                delta.bytes += m.len as u64;
+                self.pool.set_meta(id, m.len, m.rx_nanos);
+                ready.push(id);
+                if observed {
+                    ready_at.push(i);
+                }
+            }
+        }
+
+        for target in current.targets.iter() {
+            if run.served & target.core.counters.slot_bit() != 0 {
+                continue; // the kernel made (and counted) this target's copies
+            }
+            let counters = target.core.counters.worker(self.index);
+            // Offered first, outcomes after: a reader's cut never shows more outcomes than offers.
+            counters.add_offered(delta.received);
+            counters.add_truncated(delta.truncated);
+            counters.add_pool_exhausted(delta.pool_exhausted);
+            counters.add_source_denied(delta.source_denied);
+            if ready.is_empty() {
+                continue;
+            }
+            if !target.spec.enabled {
+                counters.add_disabled(ready.len() as u64);
+                continue;
+            }
+            // An empty ring (Acquire) means every earlier copy for this target has been handed
+            // to the kernel, so sending inline now keeps each flow's order. A target with line
+            // settings or parity gets everything through its sender, which does that work.
+            let rest = if !target.via_sender && target.core.ring.is_empty() {
+                self.send_inline(send, &target.core, counters, ready)
+            } else {
+                &ready[..]
+            };
+            if !rest.is_empty() {
+                self.enqueue(&target.core, counters, rest);
+            }
+        }
+        // The recorder and taps get their copies last: nothing waits for them.
+        if !ready_at.is_empty() {
+            for observer in current.observers.iter() {
+                let batch = ready_at.iter().map(|&i| (run.ids[i], &run.meta[i]));
+                observer.push_batch(&self.pool, batch, run.local);
+            }
+        }
+        for &id in ready.iter() {
+            self.keep_spare(id, spare);
+        }
+        self.counters.add_batch(&delta);
+        kernel_drops
     }
 
     /// Keeps a free slot this worker owns for its next receive (cache-warm), or returns it to the

@@ -29,6 +29,11 @@ pub enum DropReason {
     Disabled,
     /// The sender's address is outside `--allow`: forwarded to no one.
     SourceDenied,
+    /// Kernel fast path: the clone for this target was refused because the receive backlog
+    /// (`net.core.netdev_max_backlog`) was full, as under bursts.
+    BacklogFull,
+    /// Kernel fast path: the clone or its rewrite failed for another reason.
+    CloneError,
     /// Dropped by the kernel before udptee saw it (socket receive buffer full, SO_RXQ_OVFL). Not part of
     /// `received`: udptee never had it.
     RcvbufOverflow,
@@ -36,7 +41,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Reasons that count against a target in the accounting invariant.
-    pub const PER_TARGET: [Self; 7] = [
+    pub const PER_TARGET: [Self; 9] = [
         Self::QueueFull,
         Self::SendError,
         Self::Truncated,
@@ -44,6 +49,8 @@ impl DropReason {
         Self::DrainTimeout,
         Self::Disabled,
         Self::SourceDenied,
+        Self::BacklogFull,
+        Self::CloneError,
     ];
 
     /// The label value (`reason="queue_full"`).
@@ -56,6 +63,8 @@ impl DropReason {
             Self::DrainTimeout => "drain_timeout",
             Self::Disabled => "disabled",
             Self::SourceDenied => "source_denied",
+            Self::BacklogFull => "backlog_full",
+            Self::CloneError => "clone_error",
             Self::RcvbufOverflow => "rcvbuf_overflow",
         }
     }
@@ -141,6 +150,11 @@ pub struct TargetCounters {
     source_denied: AtomicU64,
     /// Datagrams all of whose lines the target's line settings removed (not sent, by design).
     filtered: AtomicU64,
+    /// Kernel fast path outcomes carried from a previous instance (the live ones are read from the
+    /// program at each snapshot).
+    kernel_forwarded: AtomicU64,
+    backlog_full: AtomicU64,
+    clone_error: AtomicU64,
     lines: [AtomicU64; LineOutcome::ALL.len()],
     /// Wrapping sum of the 64-bit hashes of every line sent (the parity digest).
     digest: AtomicU64,
@@ -269,6 +283,9 @@ impl TargetCounters {
         add(&self.disabled, s.disabled);
         add(&self.source_denied, s.source_denied);
         add(&self.filtered, s.filtered);
+        add(&self.kernel_forwarded, s.kernel_forwarded);
+        add(&self.backlog_full, s.backlog_full);
+        add(&self.clone_error, s.clone_error);
         for (c, v) in self.lines.iter().zip(s.lines) {
             add(c, v);
         }
@@ -296,6 +313,9 @@ impl TargetCounters {
             disabled: get(&self.disabled),
             source_denied: get(&self.source_denied),
             filtered: get(&self.filtered),
+            kernel_forwarded: get(&self.kernel_forwarded),
+            backlog_full: get(&self.backlog_full),
+            clone_error: get(&self.clone_error),
             lines: std::array::from_fn(|i| get(&self.lines[i])),
             digest: get(&self.digest),
             ..TargetSnapshot::default()
@@ -311,6 +331,10 @@ impl TargetCounters {
 pub struct TargetCounterSet {
     parts: Box<[TargetCounters]>,
     receiver: ReceiverCounters,
+    /// This name's row in the kernel fast path's counters (set once, when the name is first kept).
+    slot: std::sync::OnceLock<u8>,
+    /// The kernel fast path's totals for this name, refreshed at every snapshot.
+    kernel: std::sync::Mutex<crate::fastpath::KernelTargetCounts>,
 }
 
 /// What udptee sees of a target's receiving socket, written by the watch thread (see
@@ -357,7 +381,30 @@ impl TargetCounterSet {
         Self {
             parts: (0..=workers).map(|_| TargetCounters::default()).collect(),
             receiver: ReceiverCounters::default(),
+            slot: std::sync::OnceLock::new(),
+            kernel: std::sync::Mutex::new(Default::default()),
         }
+    }
+
+    /// Gives this name its row in the kernel path's counters (the first call wins).
+    pub(crate) fn set_slot(&self, slot: u8) {
+        let _ = self.slot.set(slot);
+    }
+
+    /// This name's row in the kernel path's counters, if it has one.
+    pub(crate) fn slot(&self) -> Option<u8> {
+        self.slot.get().copied()
+    }
+
+    /// This name's bit in the kernel path's book (0: none).
+    #[inline]
+    pub(crate) fn slot_bit(&self) -> u64 {
+        self.slot.get().map_or(0, |&s| 1 << s)
+    }
+
+    /// Stores the kernel path's totals for this name (they only grow).
+    pub(crate) fn set_kernel(&self, k: crate::fastpath::KernelTargetCounts) {
+        *self.kernel.lock().unwrap_or_else(|p| p.into_inner()) = k;
     }
 
     /// The receiving socket's view (watch thread).
@@ -389,6 +436,13 @@ impl TargetCounterSet {
             s.offered = 0;
             total.merge(&s);
         }
+        let k = *self.kernel.lock().unwrap_or_else(|p| p.into_inner());
+        total.forwarded += k.copies;
+        total.bytes += k.bytes;
+        total.kernel_forwarded += k.copies;
+        total.backlog_full += k.backlog;
+        total.clone_error += k.error;
+        total.offered += k.copies + k.backlog + k.error;
         for p in self.parts.iter() {
             total.offered += get(&p.offered);
         }
@@ -541,6 +595,12 @@ pub struct TargetSnapshot {
     pub source_denied: u64,
     /// Datagrams all of whose lines the line settings removed (not sent, by design).
     pub filtered: u64,
+    /// Of `forwarded`, the copies the kernel fast path made.
+    pub kernel_forwarded: u64,
+    /// Kernel fast path clones refused by a full receive backlog.
+    pub backlog_full: u64,
+    /// Kernel fast path clones that failed otherwise.
+    pub clone_error: u64,
     /// Lines by [`LineOutcome`] (in `ALL` order); all zero for a passthrough target.
     pub lines: [u64; LineOutcome::ALL.len()],
     /// Parity digest: the wrapping sum of the hashes of every line sent.
@@ -569,6 +629,9 @@ impl TargetSnapshot {
         self.disabled += o.disabled;
         self.source_denied += o.source_denied;
         self.filtered += o.filtered;
+        self.kernel_forwarded += o.kernel_forwarded;
+        self.backlog_full += o.backlog_full;
+        self.clone_error += o.clone_error;
         for (a, b) in self.lines.iter_mut().zip(o.lines) {
             *a += b;
         }
@@ -590,6 +653,9 @@ impl TargetSnapshot {
             disabled: d(self.disabled, before.disabled),
             source_denied: d(self.source_denied, before.source_denied),
             filtered: d(self.filtered, before.filtered),
+            kernel_forwarded: d(self.kernel_forwarded, before.kernel_forwarded),
+            backlog_full: d(self.backlog_full, before.backlog_full),
+            clone_error: d(self.clone_error, before.clone_error),
             lines: std::array::from_fn(|i| d(self.lines[i], before.lines[i])),
             digest: self.digest.wrapping_sub(before.digest),
             receiver_drops: self
@@ -619,6 +685,8 @@ impl TargetSnapshot {
             DropReason::DrainTimeout => self.drain_timeout,
             DropReason::Disabled => self.disabled,
             DropReason::SourceDenied => self.source_denied,
+            DropReason::BacklogFull => self.backlog_full,
+            DropReason::CloneError => self.clone_error,
             DropReason::RcvbufOverflow => 0,
         }
     }
@@ -650,6 +718,8 @@ pub struct Snapshot {
     pub targets: Vec<TargetSnapshot>,
     /// Target names, parallel to `targets`.
     pub target_names: Vec<String>,
+    /// The kernel fast path's own counters, when it is loaded.
+    pub kernel: Option<crate::fastpath::KernelSnapshot>,
 }
 
 impl Snapshot {
@@ -657,9 +727,10 @@ impl Snapshot {
         self.workers.iter().map(f).sum()
     }
 
-    /// Datagrams received over all workers.
+    /// Datagrams received: over all workers, plus those the kernel fast path served whose original
+    /// never reached user space (it became the last copy).
     pub fn received(&self) -> u64 {
-        self.sum(|w| w.received)
+        self.sum(|w| w.received) + self.kernel.as_ref().map_or(0, |k| k.consumed)
     }
 
     /// Bytes received over all workers.
@@ -720,6 +791,18 @@ impl fmt::Display for Snapshot {
             self.sum(|w| w.source_denied),
             self.rcvbuf_overflow()
         )?;
+        if let Some(k) = &self.kernel {
+            let passed: Vec<String> = k.passed.iter().map(|(r, n)| format!("{r} {n}")).collect();
+            writeln!(
+                f,
+                "kernel fast path ({} on {}): handled {} ({} never reached user space); passed up unhandled: {}",
+                k.attach,
+                k.interfaces.join(","),
+                k.handled,
+                k.consumed,
+                passed.join(", ")
+            )?;
+        }
         for (t, s) in self.targets.iter().enumerate() {
             write!(
                 f,
@@ -745,6 +828,13 @@ impl fmt::Display for Snapshot {
             }
             if s.disabled > 0 {
                 write!(f, ", disabled {}", s.disabled)?;
+            }
+            if s.kernel_forwarded > 0 || s.backlog_full > 0 || s.clone_error > 0 {
+                write!(
+                    f,
+                    ", backlog_full {}, clone_error {} (kernel path: {} of the forwarded)",
+                    s.backlog_full, s.clone_error, s.kernel_forwarded
+                )?;
             }
             write!(
                 f,
@@ -798,6 +888,7 @@ mod tests {
             workers: vec![WorkerSnapshot::default()],
             targets: vec![t],
             target_names: vec!["a".into()],
+            kernel: None,
         };
         assert_eq!(s.unaccounted(0), 0);
         assert!(s.to_string().contains("conn_refused=1"), "{s}");

@@ -272,6 +272,57 @@ impl Collector for ForwarderCollector {
         )?;
         family(
             &mut enc,
+            "udptee_target_kernel_forwarded_datagrams",
+            "Of the copies sent to each target, those the kernel fast path made.",
+            Counter,
+            &per_target(&|t| snap.targets[t].kernel_forwarded),
+        )?;
+        let paths: Vec<(Labels, u64)> = (0..names.len())
+            .map(|t| {
+                let path = stats.registry().path_of(&names[t]);
+                (
+                    vec![("target", names[t].clone()), ("path", path.to_owned())],
+                    1,
+                )
+            })
+            .collect();
+        family(
+            &mut enc,
+            "udptee_target_path",
+            "Which path serves each target now: kernel (the fast path) or user (value is always 1).",
+            Gauge,
+            &paths,
+        )?;
+        if let Some(k) = &snap.kernel {
+            family(
+                &mut enc,
+                "udptee_fastpath_handled_datagrams",
+                "Datagrams the kernel fast path copied to its targets.",
+                Counter,
+                &[(vec![], k.handled)],
+            )?;
+            family(
+                &mut enc,
+                "udptee_fastpath_consumed_datagrams",
+                "Of those, datagrams whose original became the last copy (never received by a worker).",
+                Counter,
+                &[(vec![], k.consumed)],
+            )?;
+            let passed: Vec<(Labels, u64)> = k
+                .passed
+                .iter()
+                .map(|(r, n)| (vec![("reason", (*r).to_owned())], *n))
+                .collect();
+            family(
+                &mut enc,
+                "udptee_fastpath_passed_datagrams",
+                "Datagrams the kernel fast path left to user space unhandled, by reason (user space serves every target for them).",
+                Counter,
+                &passed,
+            )?;
+        }
+        family(
+            &mut enc,
             "udptee_target_queued_datagrams",
             "Copies waiting in each target's queue or being sent by its sender.",
             Gauge,

@@ -17,8 +17,9 @@ use crate::pool::ring::Entry;
 use crate::pool::{BufId, BufPool};
 
 /// Control-message room per datagram on 64-bit Linux: SO_RXQ_OVFL needs CMSG_SPACE(4) = 24 bytes,
-/// SCM_TIMESTAMPNS CMSG_SPACE(16) = 32 and IPV6_PKTINFO CMSG_SPACE(20) = 40 (IP_PKTINFO 32); 96 in all.
-pub(crate) const CMSG_BYTES: usize = 96;
+/// SCM_TIMESTAMPNS CMSG_SPACE(16) = 32, IPV6_PKTINFO CMSG_SPACE(20) = 40 (IP_PKTINFO 32) and SO_MARK
+/// (SO_RCVMARK, with the kernel fast path) CMSG_SPACE(4) = 24; 120 in all.
+pub(crate) const CMSG_BYTES: usize = 120;
 
 /// Room for the sender's address: a `sockaddr_in6` is 28 bytes, rounded up to keep what follows aligned.
 pub(crate) const NAME_BYTES: usize = 32;
@@ -43,6 +44,8 @@ pub struct RecvMeta {
     pub src: Option<SocketAddr>,
     /// IP_PKTINFO / IPV6_PKTINFO: the address the datagram was sent to, on a wildcard listener.
     pub dst: Option<IpAddr>,
+    /// SO_RCVMARK: the packet's mark (with the kernel fast path, which targets it already served).
+    pub mark: u32,
 }
 
 /// Decodes a `sockaddr_in` or `sockaddr_in6` of `len` bytes at `name`; other families are `None`.
@@ -233,6 +236,11 @@ pub(crate) fn decode_control(msg: &libc::msghdr, meta: &mut RecvMeta) {
                 meta.rx_nanos = (ts.tv_sec as u64)
                     .saturating_mul(1_000_000_000)
                     .saturating_add(ts.tv_nsec as u64);
+            }
+            (libc::SOL_SOCKET, libc::SO_MARK) if c.cmsg_len as usize >= cmsg_len::<u32>() => {
+                // SAFETY: the kernel put the u32 skb mark here (socket(7), SO_RCVMARK); the length
+                // check guarantees it is inside the message.
+                meta.mark = unsafe { ptr::read_unaligned(data.cast::<u32>()) };
             }
             (libc::IPPROTO_IP, libc::IP_PKTINFO)
                 if c.cmsg_len as usize >= cmsg_len::<libc::in_pktinfo>() =>

@@ -228,6 +228,12 @@ pub fn enable_timestamps(socket: &UdpSocket) -> io::Result<()> {
     sys::setsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, 1)
 }
 
+/// Turns on SO_RCVMARK (Linux 5.19+): each datagram carries its packet mark, which the kernel fast
+/// path sets on the originals it passes up.
+pub fn enable_rcvmark(socket: &UdpSocket) -> io::Result<()> {
+    sys::setsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_RCVMARK, 1)
+}
+
 /// A socket connected to `target`, so sends need no address and ICMP errors come back as ECONNREFUSED.
 /// Sends block for at most [`WAKE_INTERVAL`] when the send buffer is full.
 pub fn connect_target(target: SocketAddr, sndbuf_bytes: Option<usize>) -> io::Result<UdpSocket> {

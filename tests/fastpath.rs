@@ -1,0 +1,592 @@
+//! The kernel fast path (`--fast-path`), in network namespaces the tests create (`util::netns`):
+//! `near` runs udptee with local targets on lo and on its veth address, `far` is a remote host that
+//! sends over the veth and holds a target served from user space. Needs root, iproute2 and a kernel
+//! that lets us load BPF; each test says why it skips otherwise.
+
+mod util;
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use udptee::config::{Config, TargetSpec};
+use udptee::fastpath::{FastPath, Mode};
+use udptee::{Forwarder, Snapshot};
+use util::netns::{self, Net};
+use util::{Sink, fingerprint, payload};
+
+/// A namespace pair with IPv6 on the veth too, where BPF can be loaded; `None` (said why) otherwise.
+fn net_or_skip(tag: u8) -> Option<Net> {
+    let net = match Net::new(tag) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("skipping: {e}");
+            return None;
+        }
+    };
+    for (ns, dev, ip) in [
+        (&net.near, &net.near_dev, v6_of(tag, 1)),
+        (&net.far, &net.far_dev, v6_of(tag, 2)),
+    ] {
+        net.ip(
+            ns,
+            &["addr", "add", &format!("{ip}/64"), "dev", dev, "nodad"],
+        )
+        .expect("an IPv6 address on the veth");
+    }
+    let probe = Net::within(&net.near, || {
+        FastPath::start(Mode::On, "127.0.0.1:9".parse().unwrap(), &[]).map(|_| ())
+    });
+    if let Err(e) = probe {
+        eprintln!("skipping: the kernel fast path cannot load here: {e}");
+        return None;
+    }
+    Some(net)
+}
+
+fn v6_of(tag: u8, host: u8) -> String {
+    format!("fd00:204:{tag}::{host}")
+}
+
+/// Starts a forwarder inside `ns` (its threads, sockets and BPF program live there).
+fn forwarder_in(ns: &str, listen: SocketAddr, targets: Vec<TargetSpec>) -> Forwarder {
+    Net::within(ns, move || {
+        let mut config = Config::new(listen, targets);
+        config.fast_path = Mode::On;
+        config.max_datagram = 65_535;
+        config.stats_interval = Duration::ZERO;
+        config.rcvbuf_bytes = 32 << 20;
+        Forwarder::start(&config).expect("the forwarder starts with --fast-path on")
+    })
+}
+
+fn sink_in(ns: &str, addr: SocketAddr) -> Sink {
+    Net::within(ns, move || Sink::with_rcvbuf(addr, 64 << 20))
+}
+
+fn socket_in(ns: &str, addr: SocketAddr) -> UdpSocket {
+    Net::within(ns, move || UdpSocket::bind(addr).unwrap())
+}
+
+fn wait_until(what: &str, snap: impl Fn() -> String, done: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}:\n{}",
+            snap()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn target(name: &str, addr: SocketAddr) -> TargetSpec {
+    let mut t = TargetSpec::new(name, addr);
+    t.queue_bytes = 16 << 20;
+    t
+}
+
+fn sorted(mut v: Vec<(usize, u64)>) -> Vec<(usize, u64)> {
+    v.sort_unstable();
+    v
+}
+
+fn counters_of<'a>(
+    snap: &'a Snapshot,
+    name: &str,
+) -> &'a udptee::metrics::counters::TargetSnapshot {
+    &snap.targets[snap.index_of(name).expect("the target is reported")]
+}
+
+/// Every datagram, 1 to 65,507 bytes, from a client on lo and one over the veth, reaches each of two
+/// kernel targets (on lo and on the veth address) and a user-space target on the far host exactly
+/// once and byte for byte; the counters equal what each received, and fragments went up counted.
+fn byte_exact(v6: bool, tag: u8) {
+    let Some(net) = net_or_skip(tag) else { return };
+    let near_ip: std::net::IpAddr = if v6 {
+        v6_of(tag, 1).parse().unwrap()
+    } else {
+        net.near_ip.parse().unwrap()
+    };
+    let far_ip: std::net::IpAddr = if v6 {
+        v6_of(tag, 2).parse().unwrap()
+    } else {
+        net.far_ip.parse().unwrap()
+    };
+    let lo = util::loopback(v6);
+    let k_lo = sink_in(&net.near, lo);
+    let k_dev = sink_in(&net.near, SocketAddr::new(near_ip, 0));
+    let user = sink_in(&net.far, SocketAddr::new(far_ip, 0));
+    let wildcard: SocketAddr = if v6 { "[::]:0" } else { "0.0.0.0:0" }.parse().unwrap();
+    let fwd = forwarder_in(
+        &net.near,
+        wildcard,
+        vec![
+            target("k_lo", k_lo.addr),
+            target("k_dev", k_dev.addr),
+            target("user", user.addr),
+        ],
+    );
+    let reg = fwd.registry();
+    assert_eq!(
+        ["k_lo", "k_dev", "user"].map(|n| reg.path_of(n)),
+        ["kernel", "kernel", "user"],
+        "local targets without line settings go to the kernel, a remote one stays in user space"
+    );
+    let port = fwd.local_addr().port();
+    let c_lo = socket_in(&net.near, SocketAddr::new(lo.ip(), 0));
+    let c_far = socket_in(&net.far, SocketAddr::new(far_ip, 0));
+    let sizes = [
+        1usize, 2, 7, 8, 64, 512, 1232, 1400, 1472, 1473, 3000, 9000, 16_384, 32_768, 65_507,
+    ];
+    let sinks = [&k_lo, &k_dev, &user];
+    let mut sent = Vec::new();
+    for round in 0..12u32 {
+        for (i, &size) in sizes.iter().enumerate() {
+            let seq = round * 100 + i as u32;
+            for (stream, (c, to)) in [
+                (&c_lo, SocketAddr::new(lo.ip(), port)),
+                (&c_far, SocketAddr::new(near_ip, port)),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let p = payload(stream as u32, seq, size);
+                c.send_to(&p, to).unwrap();
+                sent.push(fingerprint(&p));
+            }
+        }
+        let n = sent.len();
+        wait_until(
+            "a round to reach every target",
+            || fwd.snapshot().to_string(),
+            || sinks.iter().all(|s| s.received() >= n),
+        );
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let snap = fwd.shutdown();
+    util::assert_accounted(&snap);
+    let k = snap
+        .kernel
+        .clone()
+        .expect("the kernel path reports its counters");
+    for (name, sink) in [("k_lo", k_lo), ("k_dev", k_dev), ("user", user)] {
+        let t = counters_of(&snap, name).clone();
+        let (seen, _) = sink.finish();
+        assert_eq!(
+            seen.len(),
+            sent.len(),
+            "{name}: every datagram exactly once\n{snap}"
+        );
+        assert!(
+            sorted(seen) == sorted(sent.clone()),
+            "{name}: byte for byte"
+        );
+        assert_eq!(
+            t.forwarded,
+            sent.len() as u64,
+            "{name}: forwarded is what it received\n{snap}"
+        );
+        if name == "user" {
+            assert_eq!(t.kernel_forwarded, 0, "{name}: served from user space");
+        } else {
+            assert!(
+                t.kernel_forwarded > sent.len() as u64 / 2,
+                "{name}: most copies made in the kernel\n{snap}"
+            );
+        }
+    }
+    let fragments = k.passed.iter().find(|(r, _)| *r == "fragment").unwrap().1;
+    // Datagrams over the MTU arrive fragmented (the veth's 1500, lo's 65,536): 12 rounds of those.
+    let headers = if v6 { 48 } else { 28 };
+    let big = sizes
+        .iter()
+        .map(|&s| u64::from(s + headers > 1500) + u64::from(s + headers > 65_536))
+        .sum::<u64>()
+        * 12;
+    assert_eq!(
+        fragments, big,
+        "each fragmented datagram went to user space, counted once\n{snap}"
+    );
+    assert!(k.handled > 0 && k.consumed == 0, "{k:?}");
+}
+
+#[test]
+fn kernel_copies_are_byte_exact_over_ipv4_on_lo_and_veth() {
+    byte_exact(false, 41);
+}
+
+#[test]
+fn kernel_copies_are_byte_exact_over_ipv6_on_lo_and_veth() {
+    byte_exact(true, 42);
+}
+
+/// Under steady load, a target moved from the kernel to user space and back (parity turned on and
+/// off: a setting the kernel path does not do) gets every datagram exactly once. (Around a move the
+/// order may change: copies made in the kernel can overtake those still queued in user space.)
+#[test]
+fn a_target_moving_between_paths_under_load_loses_and_repeats_nothing() {
+    let Some(net) = net_or_skip(43) else { return };
+    let moving = sink_in(&net.near, "127.0.0.1:0".parse().unwrap());
+    let steady = sink_in(&net.near, "127.0.0.1:0".parse().unwrap());
+    let fwd = forwarder_in(
+        &net.near,
+        "127.0.0.1:0".parse().unwrap(),
+        vec![target("moving", moving.addr), target("steady", steady.addr)],
+    );
+    let to = fwd.local_addr();
+    let client = socket_in(&net.near, "127.0.0.1:0".parse().unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut seq = 0u32;
+            let start = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                // ~20k/s in bursts of 20 per ms.
+                for _ in 0..20 {
+                    client.send_to(&payload(0, seq, 64), to).unwrap();
+                    seq += 1;
+                }
+                let due = Duration::from_micros(u64::from(seq) * 50);
+                if let Some(wait) = due.checked_sub(start.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            seq
+        })
+    };
+    let reg = Arc::clone(fwd.registry());
+    let mut seen_paths = Vec::new();
+    for _ in 0..4 {
+        for parity in [true, false] {
+            std::thread::sleep(Duration::from_millis(150));
+            let mut spec = target("moving", moving.addr);
+            spec.parity = parity;
+            let r = Arc::clone(&reg);
+            Net::within(&net.near, move || r.put(spec).map(|_| ())).expect("the change applies");
+            seen_paths.push(reg.path_of("moving"));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(150));
+    stop.store(true, Ordering::Relaxed);
+    let total = sender.join().unwrap() as usize;
+    wait_until(
+        "the last datagrams",
+        || fwd.snapshot().to_string(),
+        || moving.received() >= total && steady.received() >= total,
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    let snap = fwd.shutdown();
+    util::assert_accounted(&snap);
+    assert_eq!(
+        seen_paths,
+        ["user", "kernel"].repeat(4),
+        "parity moves the target to user space, and back"
+    );
+    for (name, sink) in [("moving", moving), ("steady", steady)] {
+        let t = counters_of(&snap, name).clone();
+        let (seen, _) = sink.finish();
+        let mut count: HashMap<(usize, u64), usize> = HashMap::new();
+        for f in &seen {
+            *count.entry(*f).or_default() += 1;
+        }
+        let expected: Vec<_> = (0..total as u32)
+            .map(|s| fingerprint(&payload(0, s, 64)))
+            .collect();
+        let missing = expected.iter().filter(|f| !count.contains_key(f)).count();
+        let repeated = count.values().filter(|&&n| n > 1).count();
+        assert_eq!(
+            (missing, repeated, seen.len()),
+            (0, 0, total),
+            "{name}: no gap, no duplicate across 8 moves\n{snap}"
+        );
+        assert_eq!(t.forwarded, total as u64, "{name}: counted as received");
+        assert!(
+            t.kernel_forwarded > 0,
+            "{name}: the kernel served part of it"
+        );
+    }
+    let moved = counters_of(&snap, "moving");
+    assert!(
+        moved.kernel_forwarded < moved.forwarded,
+        "and user space the rest\n{snap}"
+    );
+}
+
+/// The udptee binary in `ns` with `args`, its stderr captured.
+fn udptee_in(ns: &str, args: &[&str]) -> std::process::Child {
+    std::process::Command::new("ip")
+        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_udptee")])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("udptee starts")
+}
+
+/// The ids of the BPF links `pid` holds (its TCX attachments), from /proc/PID/fdinfo.
+fn links_of(pid: u32) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("link_id:").map(|v| v.trim().to_owned()))
+        })
+        .collect()
+}
+
+/// Whether BPF link `id` still exists (`bpftool link show id ID`); `None` without bpftool.
+fn link_exists(id: &str) -> Option<bool> {
+    let out = std::process::Command::new("bpftool")
+        .args(["link", "show", "id", id])
+        .output()
+        .ok()?;
+    Some(out.status.success())
+}
+
+/// Kills the child at the end of a test, passed or not.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sends `n` datagrams to `to` from a fresh socket in `ns`, paced so no buffer overflows.
+fn send_n(ns: &str, to: SocketAddr, n: u32, stream: u32) {
+    Net::within(ns, move || {
+        let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for seq in 0..n {
+            c.send_to(&payload(stream, seq, 100), to).unwrap();
+            if seq % 50 == 49 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    });
+}
+
+/// `kill -9` leaves nothing behind: the TCX link goes with the process, so nobody copies to the
+/// targets any more; a new udptee then copies each datagram exactly once.
+#[test]
+fn kill_9_leaves_no_program_and_a_restart_copies_once() {
+    let Some(net) = net_or_skip(44) else { return };
+    let sink = sink_in(&net.near, "127.0.0.1:0".parse().unwrap());
+    let listen: SocketAddr = "127.0.0.1:18125".parse().unwrap();
+    let args = [
+        "--listen",
+        "127.0.0.1:18125",
+        "--to",
+        &sink.addr.to_string(),
+        "--fast-path",
+        "on",
+        "--admin",
+        "off",
+        "--control-socket",
+        "off",
+    ];
+    let mut first = Reap(udptee_in(&net.near, &args));
+    let wait_copies = |want: usize| {
+        let start = Instant::now();
+        while sink.received() < want {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "copies did not arrive"
+            );
+            send_n(&net.near, listen, 1, 9);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_copies(1);
+    // `ip netns exec` runs udptee in place of itself: the same pid.
+    let links = links_of(first.0.id());
+    assert!(!links.is_empty(), "udptee attached by a BPF link (TCX)");
+    netns::run(&["kill", "-9", &first.0.id().to_string()]).unwrap();
+    first.0.wait().unwrap();
+    for id in &links {
+        if let Some(exists) = link_exists(id) {
+            assert!(!exists, "link {id} went with the process");
+        }
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let before = sink.received();
+    send_n(&net.near, listen, 200, 1);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        sink.received(),
+        before,
+        "with udptee killed, nothing copies to its targets any more"
+    );
+    let mut second = Reap(udptee_in(&net.near, &args));
+    wait_copies(before + 1);
+    std::thread::sleep(Duration::from_millis(100));
+    let base = sink.received();
+    send_n(&net.near, listen, 1000, 2);
+    std::thread::sleep(Duration::from_millis(300));
+    let got = sink.received() - base;
+    netns::run(&["kill", "-TERM", &second.0.id().to_string()]).unwrap();
+    let mut log = String::new();
+    std::io::Read::read_to_string(second.0.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(second.0.wait().unwrap().success(), "{log}");
+    assert_eq!(
+        got, 1000,
+        "a restart copies each datagram once, not twice\n{log}"
+    );
+    assert!(
+        log.contains("(kernel path: "),
+        "the final accounting shows the kernel copies\n{log}"
+    );
+}
+
+/// Without the privilege to load BPF, `on` refuses to start with one clear line, and `auto` says
+/// why once and forwards from user space.
+#[test]
+fn without_privilege_on_refuses_and_auto_falls_back() {
+    if !nix::unistd::Uid::effective().is_root()
+        || std::process::Command::new("setpriv")
+            .arg("--version")
+            .output()
+            .is_err()
+    {
+        eprintln!("skipping: needs root and setpriv to run udptee as an unprivileged user");
+        return;
+    }
+    let sink = Sink::new(false);
+    let listen = util::free_addr();
+    let run = |mode: &str| {
+        std::process::Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+            ])
+            .arg(env!("CARGO_BIN_EXE_udptee"))
+            .args([
+                "--listen",
+                &listen.to_string(),
+                "--to",
+                &sink.addr.to_string(),
+            ])
+            .args([
+                "--fast-path",
+                mode,
+                "--admin",
+                "off",
+                "--control-socket",
+                "off",
+            ])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let out = run("on").wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "on without privilege must not start: {err}"
+    );
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("--fast-path on"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one clear line: {err}");
+    assert!(lines[0].contains("CAP_BPF"), "saying what it needs: {err}");
+
+    let child = run("auto");
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let start = Instant::now();
+    while sink.received() < 10 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "auto did not forward"
+        );
+        client.send_to(b"auto", listen).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    netns::run(&["kill", "-TERM", &child.id().to_string()]).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        err.matches("--fast-path auto: the kernel path is not available")
+            .count(),
+        1,
+        "auto says why, once: {err}"
+    );
+}
+
+/// Packets the program does not handle reach user space and are counted: fragments (served to the
+/// kernel target by user space) and other protocols to the listen address. A target on the listen
+/// port stays in user space; the listen address itself is refused as a loop.
+#[test]
+fn fragments_and_other_protocols_are_counted_and_the_listen_port_is_kept_out() {
+    let Some(net) = net_or_skip(45) else { return };
+    let k = sink_in(&net.near, "127.0.0.1:0".parse().unwrap());
+    let listen: SocketAddr = format!("{}:0", net.near_ip).parse().unwrap();
+    let fwd = forwarder_in(&net.near, listen, vec![target("k", k.addr)]);
+    let to = fwd.local_addr();
+    // A target on another address but the listen port: valid, and never given to the kernel.
+    let same_port: SocketAddr = format!("127.0.0.1:{}", to.port()).parse().unwrap();
+    let same = sink_in(&net.near, same_port);
+    let reg = Arc::clone(fwd.registry());
+    let r = Arc::clone(&reg);
+    Net::within(&net.near, move || {
+        r.put(target("same", same_port)).map(|_| ())
+    })
+    .unwrap();
+    assert_eq!((reg.path_of("k"), reg.path_of("same")), ("kernel", "user"));
+    let r = Arc::clone(&reg);
+    let looped = Net::within(&net.near, move || r.put(target("loop", to)).map(|_| ()));
+    assert!(
+        looped.is_err(),
+        "the listen address itself is a loop and refused"
+    );
+
+    let far_ip: std::net::IpAddr = net.far_ip.parse().unwrap();
+    let near_ip = to.ip();
+    Net::within(&net.far, move || {
+        let c = UdpSocket::bind(SocketAddr::new(far_ip, 0)).unwrap();
+        for seq in 0..5 {
+            c.send_to(&payload(0, seq, 4000), to).unwrap(); // over MTU 1500: fragmented
+            c.send_to(&payload(1, seq, 100), to).unwrap();
+        }
+        let raw = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::RAW,
+            Some(socket2::Protocol::from(253)),
+        )
+        .expect("a raw socket (root)");
+        for _ in 0..3 {
+            raw.send_to(b"not udp", &SocketAddr::new(near_ip, 0).into())
+                .unwrap();
+        }
+    });
+    wait_until(
+        "ten datagrams at both targets",
+        || fwd.snapshot().to_string(),
+        || k.received() >= 10 && same.received() >= 10,
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    let snap = fwd.shutdown();
+    util::assert_accounted(&snap);
+    let kern = snap.kernel.clone().unwrap();
+    let passed: HashMap<&str, u64> = kern.passed.iter().copied().collect();
+    assert_eq!(passed["fragment"], 5, "{snap}");
+    assert_eq!(passed["not_udp"], 3, "{snap}");
+    let t = counters_of(&snap, "k");
+    assert_eq!(
+        (t.forwarded, t.kernel_forwarded),
+        (10, 5),
+        "fragments served by user space\n{snap}"
+    );
+    let (seen_k, _) = k.finish();
+    let (seen_same, _) = same.finish();
+    assert_eq!((seen_k.len(), seen_same.len()), (10, 10));
+}
