@@ -54,7 +54,7 @@ enum reason {
 };
 
 struct ktarget {
-	__u32 ifindex; // the interface whose ingress receives the copy
+	__u32 home;    // the interface holding the address; 0 for a loopback address
 	__u32 addr[4]; // network order; IPv4 in addr[0]
 	__u16 port;    // network order
 	__u8 family;   // 4 or 6
@@ -72,6 +72,7 @@ struct config {
 	__u8 pass_v6;
 	__u8 n;           // targets in use
 	__u8 pad;
+	__u32 lo;         // lo's ifindex
 	struct ktarget t[MAX_KTARGETS];
 };
 
@@ -194,12 +195,93 @@ static __always_inline void tcount(__u32 slot, long ret, __u32 payload)
 		s->error += 1;
 }
 
+// What the per-target callback needs, and what it leaves: too big for the stack, so it lives in a
+// per-CPU scratch slot (a TC program runs to its end on one CPU; the clones it makes are processed
+// later, from the backlog, never inside it).
+struct copy_ctx {
+	struct config local;
+	__u32 addr[4]; // the header's destination now
+	__u16 port;
+	__u8 mac[ETH_ALEN]; // the original's Ethernet destination
+	__u32 ifindex;
+	__u32 payload;
+	int v6;
+	int fam;
+	int pass;
+	int last;
+	int last_round;
+	int mac_zero;
+	int action; // -2: go on; else the program's verdict
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct copy_ctx);
+} scratch SEC(".maps");
+
+// The callback's argument, on the stack (bpf_loop takes a stack pointer).
+struct loop_arg {
+	struct __sk_buff *skb;
+	struct copy_ctx *x;
+};
+
+static long copy_one(__u64 index, void *data)
+{
+	struct loop_arg *arg = data;
+	struct copy_ctx *x = arg->x;
+	__u32 round = index / MAX_KTARGETS;
+	__u32 i = index % MAX_KTARGETS;
+	if (i >= x->local.n || i >= MAX_KTARGETS)
+		return 0;
+	struct ktarget *t = &x->local.t[i];
+	if (t->family != x->fam || (t->home == x->ifindex) != round)
+		return 0;
+	struct __sk_buff *skb = arg->skb;
+	__u32 to_if = round ? x->ifindex : x->local.lo;
+	int err = x->v6 ? rewrite6(skb, x->addr, &x->port, t->addr, t->port)
+			: rewrite4(skb, &x->addr[0], &x->port, t->addr[0], t->port);
+	int want_zero = to_if != x->ifindex;
+	if (!err && want_zero != x->mac_zero) {
+		__u8 zero[ETH_ALEN] = {};
+		err = bpf_skb_store_bytes(skb, 0, want_zero ? zero : x->mac, ETH_ALEN, 0);
+		if (!err)
+			x->mac_zero = want_zero;
+	}
+	if (err) {
+		tcount(t->slot, -1, 0);
+		return 0;
+	}
+	skb->mark = MARK_COPY;
+	int final = !x->pass && (int)i == x->last && (int)round == x->last_round;
+	if (final && to_if == x->ifindex) {
+		// The original is the last copy: the stack delivers it to this target, with the route
+		// it already has.
+		tcount(t->slot, 0, x->payload);
+		count(R_HANDLED);
+		count(R_CONSUMED);
+		x->action = TC_ACT_UNSPEC;
+		return 1;
+	}
+	long ret = bpf_clone_redirect(skb, to_if, BPF_F_INGRESS);
+	tcount(t->slot, ret, x->payload);
+	if (final) {
+		// The last copy went to another interface: the original has served every target.
+		count(R_HANDLED);
+		count(R_CONSUMED);
+		x->action = TC_ACT_SHOT;
+		return 1;
+	}
+	return 0;
+}
+
 SEC("classifier")
 int udptee_fastpath(struct __sk_buff *skb)
 {
 	__u32 zero = 0;
-	if ((skb->mark & MARK_MASK) == MARK_COPY)
-		return TC_ACT_UNSPEC; // the loop guard: one of our own copies
+	if ((skb->mark & MARK_MASK) == MARK_COPY || (skb->mark & MARK_MASK) == MARK_HANDLED)
+		return TC_ACT_UNSPEC; // the loop guard: one of our copies, or handled by another udptee
 
 	__u32 *curp = bpf_map_lookup_elem(&cur, &zero);
 	if (!curp)
@@ -327,79 +409,69 @@ int udptee_fastpath(struct __sk_buff *skb)
 
 	// Copy the configuration, then check that it did not change while we read it: the writer only
 	// rewrites a slot after publishing the other, so an unchanged `cur` means an intact copy.
-	struct config local;
-	__builtin_memcpy(&local, c, sizeof(local));
+	struct copy_ctx *xp = bpf_map_lookup_elem(&scratch, &zero);
+	if (!xp)
+		return TC_ACT_UNSPEC;
+	struct copy_ctx *x = xp;
+	__builtin_memcpy(&x->local, c, sizeof(x->local));
 	barrier();
-	if (local.gen != gen || *(volatile __u32 *)curp != gen) {
+	if (x->local.gen != gen || *(volatile __u32 *)curp != gen) {
 		count(R_BUSY);
 		return TC_ACT_UNSPEC;
 	}
 
-	__u8 fam = v6 ? 6 : 4;
-	__u32 payload = skb->len - (v6 ? UDP6_OFF : UDP4_OFF) - sizeof(struct udphdr);
-	int pass = v6 ? local.pass_v6 : local.pass_v4;
-	int last = -1;
-#pragma unroll
+	struct loop_arg arg = {.skb = skb, .x = x};
+	x->v6 = v6;
+	x->fam = v6 ? 6 : 4;
+	x->payload = skb->len - (v6 ? UDP6_OFF : UDP4_OFF) - sizeof(struct udphdr);
+	x->pass = v6 ? x->local.pass_v6 : x->local.pass_v4;
+	x->ifindex = skb->ifindex;
+	x->addr[0] = addr[0];
+	x->addr[1] = addr[1];
+	x->addr[2] = addr[2];
+	x->addr[3] = addr[3];
+	x->port = port;
+	x->action = -2;
+	x->mac_zero = 0;
+	// Where each copy goes: a target whose address is on the interface the datagram arrived on
+	// gets it there (the same route the original would take); every other one through lo's
+	// ingress, where a local address is delivered whatever the source (with lo's settings, see
+	// src/fastpath/sysctl.rs). Copies into lo go first (round 0), so the original's Ethernet
+	// header changes at most twice, and the last copy can be the original itself when it stays.
+	x->last = -1;
+	x->last_round = -1;
 	for (int i = 0; i < MAX_KTARGETS; i++) {
-		if (i < local.n && local.t[i].family == fam)
-			last = i;
+		if (i >= x->local.n)
+			break;
+		if (x->local.t[i].family != x->fam)
+			continue;
+		int round = x->local.t[i].home == x->ifindex;
+		if (round >= x->last_round) {
+			x->last_round = round;
+			x->last = i;
+		}
 	}
-	if (last < 0 && !pass)
-		return TC_ACT_UNSPEC; // nothing published for this family (cannot happen: kept for the verifier)
-
-	__u32 orig[4] = {addr[0], addr[1], addr[2], addr[3]};
-	__u16 orig_port = port;
-	__u32 ifindex = skb->ifindex;
+	if (x->last < 0)
+		return TC_ACT_UNSPEC; // no kernel target for this family: nothing to copy, nothing to mark
 	// A copy redirected into another interface's ingress (lo, from a veth or NIC) is classified
 	// again by its Ethernet destination: it must carry lo's address (all zeros) or the IP layer
 	// drops it as PACKET_OTHERHOST. The original's is kept to put back.
-	__u8 mac[ETH_ALEN] = {};
-	int mac_changed = 0;
-	if (bpf_skb_load_bytes(skb, 0, mac, ETH_ALEN)) {
+	if (bpf_skb_load_bytes(skb, 0, x->mac, ETH_ALEN)) {
 		count(R_SHORT);
 		return TC_ACT_UNSPEC;
 	}
-	for (int i = 0; i < MAX_KTARGETS; i++) {
-		if (i >= local.n)
-			break;
-		struct ktarget *t = &local.t[i];
-		if (t->family != fam)
-			continue;
-		__u32 to_if = t->ifindex ? t->ifindex : ifindex;
-		int err = v6 ? rewrite6(skb, addr, &port, t->addr, t->port)
-			     : rewrite4(skb, &addr[0], &port, t->addr[0], t->port);
-		if (!err && to_if != ifindex && !mac_changed) {
-			__u8 zero[ETH_ALEN] = {};
-			err = bpf_skb_store_bytes(skb, 0, zero, ETH_ALEN, 0);
-			mac_changed = !err;
-		}
-		if (err) {
-			tcount(t->slot, -1, 0);
-			continue;
-		}
-		skb->mark = MARK_COPY;
-		if (!pass && i == last && to_if == ifindex) {
-			// The original is the last copy: the stack delivers it to this target, with the
-			// route it already has.
-			tcount(t->slot, 0, payload);
-			count(R_HANDLED);
-			count(R_CONSUMED);
-			return TC_ACT_UNSPEC;
-		}
-		long ret = bpf_clone_redirect(skb, to_if, BPF_F_INGRESS);
-		tcount(t->slot, ret, payload);
-		if (!pass && i == last) {
-			// The last copy went to another interface: the original has served every target.
-			count(R_HANDLED);
-			count(R_CONSUMED);
-			return TC_ACT_SHOT;
-		}
-	}
+	// One callback per (round, target), verified once (bpf_loop, 5.17+) rather than unrolled.
+	bpf_loop(2 * MAX_KTARGETS, copy_one, &arg, 0);
+	if (x->action != -2)
+		return x->action;
+
+	__u32 *orig = addr;
+	__u16 orig_port = port;
 	// User space needs the original: restore it and say which generation served it.
-	int err = v6 ? rewrite6(skb, addr, &port, orig, orig_port)
-		     : rewrite4(skb, &addr[0], &port, orig[0], orig_port);
-	if (!err && mac_changed)
-		err = bpf_skb_store_bytes(skb, 0, mac, ETH_ALEN, 0);
+	int err = v6 ? rewrite6(skb, x->addr, &x->port, orig, orig_port)
+		     : rewrite4(skb, &x->addr[0], &x->port, orig[0], orig_port);
+	if (!err && x->mac_zero)
+		err = bpf_skb_store_bytes(skb, 0, x->mac, ETH_ALEN, 0);
 	if (err) {
 		// Cannot happen with a writable skb; a datagram we cannot restore must not reach anyone
 		// under the wrong address, so it is dropped, and counted.

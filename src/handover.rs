@@ -52,7 +52,15 @@ struct Reply {
     sockets: usize,
     locks: usize,
     pid: u32,
+    /// With the kernel fast path: which targets (by name) each recent generation served, so the
+    /// new instance reads the marks of datagrams still queued in the sockets.
+    #[serde(default)]
+    kernel: Vec<crate::fastpath::BookRecord>,
 }
+
+/// What the old instance's kernel fast path does around a hand-over: `true` before the sockets
+/// go (stop copying, return the book), `false` if the new instance then did not start (resume).
+pub type KernelHandover = Arc<dyn Fn(bool) -> Vec<crate::fastpath::BookRecord> + Send + Sync>;
 
 /// The old instance's counters after its drain.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -72,24 +80,29 @@ pub struct Taken {
     pub locks: Vec<UnixDatagram>,
     /// The old instance's pid.
     pub pid: u32,
+    /// The old instance's kernel book (empty without its fast path).
+    pub kernel: Vec<crate::fastpath::BookRecord>,
     conn: UnixStream,
 }
 
 impl Taken {
     /// Tells the old instance to stop; a thread waits for its final counters and hands them to
-    /// `on_final`.
-    pub fn ready(mut self, on_final: impl FnOnce(Final) + Send + 'static) -> std::io::Result<()> {
+    /// `on_final` once it has exited (`None` if it went without sending them).
+    pub fn ready(
+        mut self,
+        on_final: impl FnOnce(Option<Final>) + Send + 'static,
+    ) -> std::io::Result<()> {
         self.conn.write_all(b"ready\n")?;
         self.conn.set_read_timeout(None)?;
         std::thread::Builder::new()
             .name("udptee-handover".into())
             .spawn(move || {
                 let mut line = String::new();
-                if BufReader::new(self.conn).read_line(&mut line).is_ok() {
-                    if let Ok(last) = serde_json::from_str::<Final>(&line) {
-                        on_final(last);
-                    }
-                }
+                let last = BufReader::new(self.conn)
+                    .read_line(&mut line)
+                    .ok()
+                    .and_then(|_| serde_json::from_str::<Final>(&line).ok());
+                on_final(last);
             })
             .map(|_| ())
     }
@@ -162,6 +175,7 @@ pub fn take_over(path: &Path, listen: SocketAddr) -> Result<Option<Taken>, Strin
         sockets,
         locks,
         pid: reply.pid,
+        kernel: reply.kernel,
         conn,
     }))
 }
@@ -230,6 +244,7 @@ impl ControlServer {
         sockets: Arc<[UdpSocket]>,
         locks: Vec<OwnedFd>,
         accepted: crossbeam_channel::Sender<Handover>,
+        kernel: KernelHandover,
     ) -> Result<Self, String> {
         let what = format!("--control-socket {}", path.display());
         if path.exists() {
@@ -257,7 +272,7 @@ impl ControlServer {
                 while !st.load(Ordering::Relaxed) {
                     match listener.accept() {
                         Ok((conn, _)) => {
-                            match serve(conn, listen, &sockets, &locks) {
+                            match serve(conn, listen, &sockets, &locks, &kernel) {
                                 Ok(h) => {
                                     tracing::info!(pid = h.pid, "takeover: the new udptee has the sockets and runs; stopping receiving and draining");
                                     done.store(true, Ordering::Relaxed);
@@ -303,6 +318,7 @@ fn serve(
     listen: SocketAddr,
     sockets: &[UdpSocket],
     locks: &[OwnedFd],
+    kernel: &KernelHandover,
 ) -> Result<Handover, String> {
     conn.set_nonblocking(false)
         .map_err(|e| io_err("control", e))?;
@@ -328,6 +344,7 @@ fn serve(
             sockets: 0,
             locks: 0,
             pid: std::process::id(),
+            kernel: Vec::new(),
         };
         let mut text = serde_json::to_string(&r).unwrap_or_default();
         text.push('\n');
@@ -348,11 +365,18 @@ fn serve(
             req.listen
         ));
     }
+    // From here on this instance's kernel path copies nothing (user space serves every target)
+    // and the new instance learns what the marks already queued in the sockets mean.
     let reply = Reply {
         error: None,
         sockets: sockets.len(),
         locks: locks.len(),
         pid: std::process::id(),
+        kernel: kernel(true),
+    };
+    let resume = |e: String| -> String {
+        kernel(false);
+        e
     };
     let mut text = serde_json::to_string(&reply).map_err(|e| io_err("control", e))?;
     text.push('\n');
@@ -371,16 +395,16 @@ fn serve(
             MsgFlags::empty(),
             None,
         )
-        .map_err(|e| io_err("control: sending the sockets", e))?;
+        .map_err(|e| resume(io_err("control: sending the sockets", e)))?;
     }
     let mut ready = String::new();
     reader
         .read_line(&mut ready)
-        .map_err(|e| io_err("control: waiting for ready", e))?;
+        .map_err(|e| resume(io_err("control: waiting for ready", e)))?;
     if ready.trim() != "ready" {
-        return Err(
+        return Err(resume(
             "the new udptee did not start (it closed the connection); still running".into(),
-        );
+        ));
     }
     Ok(Handover { pid: req.pid, conn })
 }

@@ -590,3 +590,114 @@ fn fragments_and_other_protocols_are_counted_and_the_listen_port_is_kept_out() {
     let (seen_same, _) = same.finish();
     assert_eq!((seen_k.len(), seen_same.len()), (10, 10));
 }
+
+/// `--takeover` with the kernel path on both sides, under load, to a kernel target and a user-space
+/// one: the old instance stops copying before it hands the sockets over (and says what the marks
+/// already queued in them mean), the new one starts copying once the old one has stopped reading
+/// them; each target gets every datagram exactly once.
+#[test]
+fn a_takeover_with_the_kernel_path_copies_each_datagram_once() {
+    let Some(net) = net_or_skip(46) else { return };
+    let k = sink_in(&net.near, "127.0.0.1:0".parse().unwrap());
+    let far_ip: std::net::IpAddr = net.far_ip.parse().unwrap();
+    let u = sink_in(&net.far, SocketAddr::new(far_ip, 0));
+    let dir = std::env::temp_dir().join(format!("udptee-fp-takeover-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ctl = dir.join("control.sock");
+    let listen: SocketAddr = "127.0.0.1:18126".parse().unwrap();
+    let (k_to, u_to) = (format!("k={}", k.addr), format!("u={}", u.addr));
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "--listen",
+            "127.0.0.1:18126",
+            "--to",
+            &k_to,
+            "--to",
+            &u_to,
+            "--fast-path",
+            "on",
+            "--admin",
+            "off",
+            "--control-socket",
+            ctl.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        a.extend(extra.iter().map(|s| (*s).to_owned()));
+        a
+    };
+    let old_args = args(&[]);
+    let old = Reap(udptee_in(
+        &net.near,
+        &old_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    let start = Instant::now();
+    while !ctl.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the control socket"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = socket_in(&net.near, "127.0.0.1:0".parse().unwrap());
+    let sender = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut seq = 0u32;
+            while !stop.load(Ordering::Relaxed) && seq < 20_000 {
+                for _ in 0..20 {
+                    client.send_to(&payload(0, seq, 64), listen).unwrap();
+                    seq += 1;
+                }
+                std::thread::sleep(Duration::from_millis(4));
+            }
+            seq
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let new_args = args(&["--takeover"]);
+    let mut new = Reap(udptee_in(
+        &net.near,
+        &new_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    let mut old = old;
+    let status = old.0.wait().unwrap();
+    assert!(status.success(), "the old udptee hands over and exits 0");
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    let total = sender.join().unwrap() as usize;
+    wait_until(
+        "every datagram at both targets",
+        || format!("k {} u {} of {total}", k.received(), u.received()),
+        || k.received() >= total && u.received() >= total,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    netns::run(&["kill", "-TERM", &new.0.id().to_string()]).unwrap();
+    let mut log = String::new();
+    std::io::Read::read_to_string(new.0.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(new.0.wait().unwrap().success(), "{log}");
+    for (name, sink) in [("k", k), ("u", u)] {
+        let (seen, _) = sink.finish();
+        let mut count: HashMap<(usize, u64), usize> = HashMap::new();
+        for f in &seen {
+            *count.entry(*f).or_default() += 1;
+        }
+        let missing = (0..total as u32)
+            .filter(|&s| !count.contains_key(&fingerprint(&payload(0, s, 64))))
+            .count();
+        let repeated = count.values().filter(|&&n| n > 1).count();
+        assert_eq!(
+            (missing, repeated, seen.len()),
+            (0, 0, total),
+            "{name}: exactly once across the takeover\n{log}"
+        );
+    }
+    assert!(
+        log.contains("(kernel path: "),
+        "the new one copied in the kernel once the old one was gone\n{log}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -527,7 +527,15 @@ impl Forwarder {
         ));
         registry.apply(config.targets.clone())?;
         registry.set_allow(crate::net::allow::AllowList::new(&config.allow));
-        start_fastpath(config, local_addr, &worker_sockets, &registry)?;
+        let seed = taken.as_ref().map(|t| t.kernel.clone()).unwrap_or_default();
+        start_fastpath(
+            config,
+            local_addr,
+            &worker_sockets,
+            &registry,
+            &seed,
+            taken.is_some(),
+        )?;
         // Kernel receive times are read only when something needs them: latency, or a recording
         // (turned on for good at its first start; the cost is one control message per datagram).
         let stamps = || -> Box<dyn Fn() + Send + Sync> {
@@ -660,6 +668,10 @@ impl Forwarder {
                 Arc::clone(&worker_sockets),
                 handover_locks,
                 handover_tx,
+                {
+                    let registry = Arc::clone(&registry);
+                    Arc::new(move |handing| registry.kernel_handover(handing))
+                },
             ) {
                 Ok(server) => fwd.control_server = Some(server),
                 Err(e) if config.takeover => return Err(StartError::Takeover(e)),
@@ -672,11 +684,17 @@ impl Forwarder {
             let registry = Arc::clone(&registry);
             let workers = worker_counters.clone();
             t.ready(move |last| {
-                registry.carry(&last.targets);
-                for (w, s) in workers.iter().zip(&last.workers) {
-                    w.add_snapshot(s);
+                if let Some(last) = last {
+                    registry.carry(&last.targets);
+                    for (w, s) in workers.iter().zip(&last.workers) {
+                        w.add_snapshot(s);
+                    }
+                    tracing::info!("takeover: the previous udptee drained and exited; its counters are carried over");
+                } else {
+                    tracing::warn!("takeover: the previous udptee exited without sending its final counters");
                 }
-                tracing::info!("takeover: the previous udptee drained and exited; its counters are carried over");
+                // Nobody else reads the sockets now: the kernel path may mark datagrams again.
+                registry.kernel_handover(false);
             })
             .map_err(|e| StartError::Takeover(format!("--takeover: telling the old udptee to stop: {e}")))?;
         }
@@ -798,6 +816,8 @@ fn start_fastpath(
     listen: SocketAddr,
     sockets: &[UdpSocket],
     registry: &TargetRegistry,
+    seed: &[crate::fastpath::BookRecord],
+    taking_over: bool,
 ) -> Result<(), StartError> {
     use crate::fastpath::{FastPath, Mode};
     if config.fast_path == Mode::Off {
@@ -818,7 +838,14 @@ fn start_fastpath(
         return refuse(format!("SO_RCVMARK (Linux 5.19+) refused: {e}"));
     }
     match FastPath::start(config.fast_path, listen, &config.fast_path_interfaces) {
-        Ok(Some(fp)) => registry.set_fastpath(fp),
+        Ok(Some(fp)) => {
+            // Taking over: until the old instance has stopped reading the sockets, it could not
+            // read our marks, so the kernel path waits (user space serves every target).
+            if taking_over {
+                registry.kernel_handover(true);
+            }
+            registry.set_fastpath(fp, seed);
+        }
         Ok(None) => {}
         Err(e) => return Err(StartError::FastPath(e)),
     }

@@ -225,6 +225,8 @@ struct RegistryState {
     plan: crate::fastpath::Plan,
     /// The kernel path's counters when it was taken out (for the final accounting).
     last_kernel: Option<crate::fastpath::KernelSnapshot>,
+    /// The sockets were handed to a new instance: the kernel path copies nothing any more.
+    handed_over: bool,
 }
 
 /// The one owner of the target set. See the module docs.
@@ -275,6 +277,7 @@ impl TargetRegistry {
                 fastpath: None,
                 plan: crate::fastpath::Plan::default(),
                 last_kernel: None,
+                handed_over: false,
             }),
             settings,
             threads,
@@ -699,11 +702,57 @@ impl TargetRegistry {
         self.sync_kernel(state);
     }
 
-    /// Hands the target set to the kernel fast path from now on.
-    pub(crate) fn set_fastpath(&self, fastpath: Arc<crate::fastpath::FastPath>) {
+    /// Hands the target set to the kernel fast path from now on. `seed`: the generations of the
+    /// instance these sockets came from, whose marks may still be queued in them.
+    pub(crate) fn set_fastpath(
+        &self,
+        fastpath: Arc<crate::fastpath::FastPath>,
+        seed: &[crate::fastpath::BookRecord],
+    ) {
         let mut state = self.lock();
+        let slots = |names: &[String]| {
+            names
+                .iter()
+                .filter_map(|n| state.counters.iter().find(|(c, _)| c == n))
+                .filter_map(|(_, set)| set.slot())
+                .fold(0u64, |m, s| m | 1 << s)
+        };
+        let entries: Vec<(u32, u64, u64)> = seed
+            .iter()
+            .map(|r| (r.generation, slots(&r.v4), slots(&r.v6)))
+            .collect();
+        fastpath.seed(&entries);
         state.fastpath = Some(fastpath);
         self.republish(&mut state);
+    }
+
+    /// Around a hand-over: `true` stops every kernel copy (user space serves every target, until
+    /// the sockets are gone) and returns the book by name; `false` (the new instance did not
+    /// start) resumes.
+    pub(crate) fn kernel_handover(&self, handing: bool) -> Vec<crate::fastpath::BookRecord> {
+        let mut state = self.lock();
+        state.handed_over = handing;
+        self.sync_kernel(&mut state);
+        let Some(fp) = &state.fastpath else {
+            return Vec::new();
+        };
+        let names = |mask: u64| -> Vec<String> {
+            state
+                .counters
+                .iter()
+                .filter(|(_, set)| set.slot_bit() & mask != 0)
+                .map(|(n, _)| n.clone())
+                .collect()
+        };
+        fp.book()
+            .entries()
+            .into_iter()
+            .map(|(generation, v4, v6)| crate::fastpath::BookRecord {
+                generation,
+                v4: names(v4),
+                v6: names(v6),
+            })
+            .collect()
     }
 
     /// Tells the kernel path what the published table asks of it: each eligible target (up to
@@ -717,17 +766,23 @@ impl TargetRegistry {
         let table = self.table.load_full();
         let mut plan = Plan::default();
         let mut user: Vec<(String, &'static str)> = Vec::new();
-        if state.stopping {
+        if state.stopping || state.handed_over {
             plan.pass_v4 = true;
             plan.pass_v6 = true;
         } else {
             let local = LocalAddrs::read();
+            let mut ipv4_ready = None;
             for t in table.targets.iter() {
                 let why = if state.allow.is_some() {
                     Some("--allow is set")
                 } else {
                     ineligible(&t.spec, t.via_sender, self.settings.listen, &local)
                 };
+                let why = why.or_else(|| {
+                    let v4 = t.spec.resolved.is_ipv4();
+                    (v4 && !*ipv4_ready.get_or_insert_with(|| fastpath.ipv4_ready()))
+                        .then_some("lo's route_localnet and accept_local cannot be set")
+                });
                 let why = why.or_else(|| {
                     if t.core.counters.slot().is_none() {
                         Some("more names than the kernel path counts")
@@ -742,6 +797,7 @@ impl TargetRegistry {
                         name: t.spec.name.clone(),
                         slot,
                         addr: t.spec.resolved,
+                        home: local.home_of(t.spec.resolved.ip()),
                     }),
                     (why, _) => user.push((t.spec.name.clone(), why.unwrap_or("no slot"))),
                 }

@@ -22,7 +22,7 @@ const PROGRAM: &str = "udptee_fastpath";
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 struct KTarget {
-    ifindex: u32,
+    home: u32,
     addr: [u32; 4],
     port: u16,
     family: u8,
@@ -43,6 +43,7 @@ struct Config {
     pass_v6: u8,
     n: u8,
     pad: u8,
+    lo: u32,
     t: [KTarget; MAX_KERNEL_TARGETS],
 }
 
@@ -56,7 +57,7 @@ struct TStat {
     bytes: u64,
 }
 
-const _: () = assert!(size_of::<Config>() == 224 && size_of::<TStat>() == 32);
+const _: () = assert!(size_of::<Config>() == 228 && size_of::<TStat>() == 32);
 
 // SAFETY: plain `repr(C)` structs of integers with no padding the program could see as
 // uninitialised (every field is written; `Default` zeroes them), as aya's `Pod` requires.
@@ -179,6 +180,7 @@ impl Loaded {
             port: self.listen.port().to_be(),
             pass_v4: u8::from(plan.pass_v4),
             pass_v6: u8::from(plan.pass_v6),
+            lo: self.lo,
             ..Config::default()
         };
         match self.listen {
@@ -205,7 +207,7 @@ impl Loaded {
                 .zip(plan.targets.iter().take(MAX_KERNEL_TARGETS))
         {
             *k = KTarget {
-                ifindex: self.lo,
+                home: t.home,
                 addr: addr_words(t.addr.ip()),
                 port: t.addr.port().to_be(),
                 family: if t.addr.is_ipv4() { 4 } else { 6 },
@@ -222,6 +224,11 @@ impl Loaded {
             .map_err(|e| format!("publishing the kernel path's configuration: {e}"))?;
         self.generation = next;
         Ok(())
+    }
+
+    /// Our next generation follows `generation` (another instance's last).
+    pub(super) fn continue_after(&mut self, generation: u32) {
+        self.generation = self.generation.max(generation);
     }
 
     /// Stops every copy: the program passes everything up unmarked.

@@ -115,6 +115,21 @@ impl Book {
         e.generation.store(generation, Ordering::Release);
     }
 
+    /// Every generation recorded: (generation, IPv4 slots, IPv6 slots).
+    pub(crate) fn entries(&self) -> Vec<(u32, u64, u64)> {
+        self.entries
+            .iter()
+            .map(|e| {
+                (
+                    e.generation.load(Ordering::Acquire),
+                    e.v4.load(Ordering::Relaxed),
+                    e.v6.load(Ordering::Relaxed),
+                )
+            })
+            .filter(|&(g, _, _)| g != 0)
+            .collect()
+    }
+
     /// Marked datagrams whose generation was no longer known.
     pub fn stale(&self) -> u64 {
         self.stale.load(Ordering::Relaxed)
@@ -129,6 +144,17 @@ fn is_v4(src: Option<SocketAddr>) -> bool {
     }
 }
 
+/// One generation of another instance's book, by target name: handed over with the sockets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BookRecord {
+    /// The generation (its low 16 bits are in the marks).
+    pub generation: u32,
+    /// The targets it served IPv4 datagrams for.
+    pub v4: Vec<String>,
+    /// The targets it served IPv6 datagrams for.
+    pub v6: Vec<String>,
+}
+
 /// One target the kernel serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct KernelTarget {
@@ -136,6 +162,8 @@ pub(crate) struct KernelTarget {
     /// The target's row in the program's counters (and its bit in the [`Book`]).
     pub(crate) slot: u8,
     pub(crate) addr: SocketAddr,
+    /// The index of the interface holding the address (0 for a loopback address).
+    pub(crate) home: u32,
 }
 
 /// What the kernel is to do after a change.
@@ -204,6 +232,18 @@ impl LocalAddrs {
 
     fn holds(&self, ip: IpAddr) -> bool {
         ip.is_loopback() || self.0.iter().any(|(_, a)| *a == ip)
+    }
+
+    /// The index of the interface holding `ip` (0 for loopback addresses, or when unknown).
+    pub(crate) fn home_of(&self, ip: IpAddr) -> u32 {
+        if ip.is_loopback() {
+            return 0;
+        }
+        self.0
+            .iter()
+            .find(|(_, a)| *a == ip)
+            .and_then(|(n, _)| nix::net::if_::if_nametoindex(n.as_str()).ok())
+            .unwrap_or(0)
     }
 
     /// The interfaces where traffic to `listen` arrives: lo for a loopback address, those that hold
@@ -336,6 +376,21 @@ impl FastPath {
         })
     }
 
+    /// Takes over another instance's generations (already translated to our slots): their marks
+    /// read as they did there, and our own generations continue after theirs.
+    pub(crate) fn seed(&self, entries: &[(u32, u64, u64)]) {
+        for &(g, v4, v6) in entries {
+            self.book.record(g, v4, v6);
+        }
+        #[cfg(udptee_fastpath)]
+        if let Some(max) = entries.iter().map(|e| e.0).max() {
+            self.inner
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .continue_after(max);
+        }
+    }
+
     /// What the workers read for marked datagrams.
     pub(crate) fn book(&self) -> &Arc<Book> {
         &self.book
@@ -344,16 +399,6 @@ impl FastPath {
     /// Serves `plan` from the next datagram on. On failure the kernel path is emptied (every
     /// datagram goes up unmarked and user space serves every target) and the error is returned.
     pub(crate) fn publish(&self, plan: &Plan) -> Result<(), String> {
-        if plan
-            .targets
-            .iter()
-            .any(|t| matches!(t.addr, SocketAddr::V4(_)))
-        {
-            self.sysctls
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .loopback_for_ipv4();
-        }
         let mask = |v4: bool| {
             plan.targets
                 .iter()
@@ -376,6 +421,14 @@ impl FastPath {
             let _ = (v4, v6);
             Err("built without the kernel fast path".into())
         }
+    }
+
+    /// Whether IPv4 targets can be served: lo's settings are (or could now be made) right.
+    pub(crate) fn ipv4_ready(&self) -> bool {
+        self.sysctls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .loopback_for_ipv4()
     }
 
     /// The program's counters for each of `slots`.

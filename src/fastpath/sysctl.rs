@@ -19,16 +19,26 @@ const LOOPBACK_IPV4: [&str; 2] = [
 ];
 
 impl Guard {
-    /// Sets lo's route_localnet and accept_local to 1 (once; each change logged).
-    pub(super) fn loopback_for_ipv4(&mut self) {
+    /// Whether lo's route_localnet and accept_local are 1, setting them if not (each change
+    /// logged; a refusal logged once). Without them IPv4 copies through lo would be dropped by the
+    /// kernel after being counted, so IPv4 targets then stay in user space.
+    pub(super) fn loopback_for_ipv4(&mut self) -> bool {
+        let set = || {
+            LOOPBACK_IPV4
+                .iter()
+                .all(|p| std::fs::read_to_string(p).is_ok_and(|v| v.trim() == "1"))
+        };
+        if set() {
+            return true;
+        }
         if std::mem::replace(&mut self.tried, true) {
-            return;
+            return false;
         }
         for path in LOOPBACK_IPV4 {
             let before = match std::fs::read_to_string(path) {
                 Ok(v) => v.trim().to_owned(),
                 Err(e) => {
-                    tracing::warn!(setting = path, error = %e, "cannot read a setting the kernel path needs; IPv4 copies on lo may be dropped by the kernel");
+                    tracing::warn!(setting = path, error = %e, "cannot read a setting the kernel path needs; IPv4 targets stay in user space");
                     continue;
                 }
             };
@@ -41,10 +51,11 @@ impl Guard {
                     self.changed.push((path, before));
                 }
                 Err(e) => {
-                    tracing::warn!(setting = path, error = %e, "cannot set a setting the kernel path needs; IPv4 copies on lo may be dropped by the kernel")
+                    tracing::warn!(setting = path, error = %e, "cannot set a setting the kernel path needs; IPv4 targets stay in user space")
                 }
             }
         }
+        set()
     }
 }
 
