@@ -50,7 +50,8 @@ enum reason {
 	R_BUSY = 7,       // the configuration changed under the read: served by user space
 	R_SHORT = 8,      // headers not readable
 	R_RESTORE = 9,    // the original could not be restored after copying: dropped, counted
-	R_COUNT = 10,
+	R_MALFORMED = 10, // lengths that do not add up: left to the stack, which drops it
+	R_COUNT = 11,
 };
 
 struct ktarget {
@@ -327,6 +328,7 @@ int udptee_fastpath(struct __sk_buff *skb)
 
 	__u32 addr[4] = {0, 0, 0, 0};
 	__u16 port;
+	int bad_len = 0;
 	if (!v6) {
 		struct iphdr *ip = data + IP_OFF;
 		if (c->v4_addr && ip->daddr != c->v4_addr)
@@ -352,6 +354,9 @@ int udptee_fastpath(struct __sk_buff *skb)
 			count(R_IP_OPTIONS);
 			return TC_ACT_UNSPEC;
 		}
+		__u32 tot = bpf_ntohs(ip->tot_len), ulen = bpf_ntohs(udp->len);
+		bad_len = tot < 28 || IP_OFF + tot > skb->len || ulen < sizeof(struct udphdr) ||
+			  ulen > tot - 20;
 		addr[0] = ip->daddr;
 		port = udp->dest;
 	} else {
@@ -396,6 +401,9 @@ int udptee_fastpath(struct __sk_buff *skb)
 			return TC_ACT_UNSPEC; // a truncated UDP header: the stack drops it
 		if (udp->dest != c->port)
 			return TC_ACT_UNSPEC;
+		__u32 plen = bpf_ntohs(ip6->payload_len), ulen = bpf_ntohs(udp->len);
+		// (A jumbogram's zero lengths count too: rare, and served by user space.)
+		bad_len = UDP6_OFF + plen > skb->len || ulen < sizeof(struct udphdr) || ulen > plen;
 		addr[0] = daddr[0];
 		addr[1] = daddr[1];
 		addr[2] = daddr[2];
@@ -404,6 +412,12 @@ int udptee_fastpath(struct __sk_buff *skb)
 	}
 	if (skb->gso_segs > 1 || skb->gso_size) {
 		count(R_GSO); // the UDP layer splits it; user space serves each part
+		return TC_ACT_UNSPEC;
+	}
+	// The stack drops a datagram whose lengths do not add up, before any socket sees it: so must
+	// we, rather than copy it and count copies nobody gets. It goes up for the stack to drop.
+	if (bad_len) {
+		count(R_MALFORMED);
 		return TC_ACT_UNSPEC;
 	}
 

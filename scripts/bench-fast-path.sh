@@ -96,12 +96,16 @@ measure() {
   wait 2>/dev/null || true
   python3 - "$name" "$run" "$alone" "$loaded" "$rate" "$tmp/send.json" "$tmp"/sink-*.json <<'PY' | tee -a "$results"
 import json, sys
-name, run, alone, loaded, rate = sys.argv[1], sys.argv[2], *map(float, sys.argv[3:6])
-sent = json.load(open(sys.argv[6]))["sent"]
+name, run, alone, loaded, asked = sys.argv[1], sys.argv[2], *map(float, sys.argv[3:6])
+send = json.load(open(sys.argv[6]))
+sent = send["sent"]
+# The cost per datagram at the rate the generator reached (it has a ceiling of its own).
+rate = send.get("achieved_rate") or asked
 received = min(json.load(open(f))["datagrams"] for f in sys.argv[7:(8 if name == "direct" else None)])
 share = 1 - loaded / alone
 loss = 1 - received / sent if sent else 0
-print(f"{name} rate {rate:.0f} run {run}: core share {share:.3f}, {share * 1e6 / rate:.2f} us/datagram; sent {sent}, least received by a target {received} (loss {loss:.4%})")
+short = "" if rate >= asked * 0.98 else f" (asked {asked:.0f}/s: the generator's ceiling)"
+print(f"{name} rate {asked:.0f} run {run}: core share {share:.3f}, {share * 1e6 / rate:.2f} us/datagram at {rate:.0f}/s{short}; sent {sent}, least received by a target {received} (loss {loss:.4%})")
 PY
   rm -f "$tmp"/sink-*.json
 }
@@ -113,11 +117,11 @@ else
   for run in $(seq 1 "$RUNS"); do for r in "${rates[@]}"; do for f in $FORWARDERS; do measure "$f" "$r" "$run"; done; done; done
 fi
 echo "command: TARGET_IP=$TARGET_IP RUNS=$RUNS RATES=$RATES DURATION=$DURATION FWD_CPU=$FWD_CPU GEN_CPU=$GEN_CPU FORWARDERS='$FORWARDERS' MAXRATE=$MAXRATE $0"
-python3 - "$results" "$MAXRATE" <<'PY'
+python3 - "$results" "$MAXRATE" "$((DURATION + 2))" <<'PY'
 import re, statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
-    m = re.match(r"(\S+) rate (\d+) run \d+: core share ([\d.-]+), ([\d.-]+) us/datagram; sent (\d+), least received by a target (\d+)", line)
+    m = re.match(r"(\S+) rate (\d+) run \d+: core share ([\d.-]+), ([\d.-]+) us/datagram at [^;]*; sent (\d+), least received by a target (\d+)", line)
     if m:
         rows.setdefault((m.group(1), int(m.group(2))), []).append(
             (float(m.group(3)), float(m.group(4)), int(m.group(5)), int(m.group(6))))
@@ -128,7 +132,10 @@ if sys.argv[2] == "1":
         if got >= sent * 0.9995:  # loss-free: under 0.05%
             best[name] = rate
     for name in dict.fromkeys(n for n, _ in rows):
-        print(f"{name}: highest loss-free rate (<0.05% lost) {best.get(name, 'none of those tried')}")
+        # Datagrams per core-second where it was loss-free, and where it saturated.
+        secs = float(sys.argv[3])
+        per_core = max((v[0][3] / secs / v[0][0] for (n, _), v in rows.items() if n == name and v[0][0] > 0), default=0)
+        print(f"{name}: highest loss-free rate tried (<0.05% lost) {best.get(name, 'none')}; most datagrams delivered to each target per core-second {per_core:.0f}")
     sys.exit()
 for rate in sorted({r for _, r in rows}):
     base = statistics.median(u for _, u, _, _ in rows.get(("relay", rate), [(0, 0, 0, 0)])) or None

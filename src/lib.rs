@@ -360,12 +360,27 @@ fn stats_line(prev: &Snapshot, now: &Snapshot, elapsed: Duration, cpu: Duration)
             s.send_errors_total(),
             s.queued()
         );
+        if s.kernel_forwarded > 0 || s.backlog_full > 0 || s.clone_error > 0 {
+            let _ = write!(
+                line,
+                ", kernel path: fwd total {}, backlog_full total {}, clone_error total {}",
+                s.kernel_forwarded, s.backlog_full, s.clone_error
+            );
+        }
         if let Some(d) = s.receiver_drops {
             let _ = write!(line, ", receiver_drops total {d}");
         }
         if s.up == Some(false) {
             line.push_str(", DOWN");
         }
+    }
+    if let Some(k) = &now.kernel {
+        let passed: u64 = k.passed.iter().map(|(_, n)| n).sum();
+        let _ = write!(
+            line,
+            " | fast path: handled total {}, passed up unhandled total {passed}",
+            k.handled
+        );
     }
     line
 }

@@ -208,6 +208,7 @@ pub(crate) fn status_json(
                 "rate_60s": history.target(name, Duration::from_secs(60)),
                 "offered": s.offered,
                 "forwarded": s.forwarded,
+                "kernel_forwarded": s.kernel_forwarded,
                 "dropped": dropped,
                 "dropped_total": s.dropped_total(),
                 "receiver_drops": s.receiver_drops,
@@ -239,6 +240,7 @@ pub(crate) fn status_json(
         })).collect::<Vec<_>>(),
         "primary": primary,
         "targets": targets,
+        "fast_path": snap.kernel,
     })
 }
 

@@ -701,3 +701,94 @@ fn a_takeover_with_the_kernel_path_copies_each_datagram_once() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Hand-made IPv4 packets from the far host, as a property over a seeded mix: datagrams whose
+/// lengths do not add up are left to the stack (which drops them) and counted `malformed`, never
+/// copied; IP options go to user space, counted; valid ones, padded ones included, reach the kernel
+/// target exactly once, as the stack would deliver them; the books balance.
+#[test]
+fn hand_made_packets_are_copied_only_when_the_stack_would_deliver_them() {
+    let Some(net) = net_or_skip(47) else { return };
+    let k = sink_in(&net.near, "127.0.0.1:0".parse().unwrap());
+    let listen: SocketAddr = format!("{}:0", net.near_ip).parse().unwrap();
+    let fwd = forwarder_in(&net.near, listen, vec![target("k", k.addr)]);
+    let to = fwd.local_addr();
+    let (src, dst) = (
+        net.far_ip.parse::<std::net::Ipv4Addr>().unwrap(),
+        match to.ip() {
+            std::net::IpAddr::V4(a) => a,
+            std::net::IpAddr::V6(_) => unreachable!(),
+        },
+    );
+    let mut rng = fastrand::Rng::with_seed(0x75d7_ee15);
+    let (mut expected, mut malformed, mut options) = (Vec::new(), 0u64, 0u64);
+    let mut packets = Vec::new();
+    for seq in 0..400u32 {
+        let body = payload(3, seq, rng.usize(8..1200));
+        let kind = rng.u8(0..5);
+        let opts: &[u8] = if kind == 4 { &[1, 1, 1, 0] } else { &[] }; // NOP NOP NOP EOL
+        let ulen: usize = match kind {
+            1 => body.len() + 8 + rng.usize(1..100), // longer than the packet
+            2 => rng.usize(0..8),                    // shorter than its own header
+            3 => 8 + body.len() - rng.usize(1..8),   // shorter than the packet: padding
+            _ => 8 + body.len(),
+        };
+        let mut p = vec![0x40 | (5 + opts.len() / 4) as u8, 0];
+        p.extend_from_slice(&[0, 0, 0, 0, 0, 0, 64, 17, 0, 0]); // length and checksum: the kernel's
+        p.extend_from_slice(&src.octets());
+        p.extend_from_slice(&dst.octets());
+        p.extend_from_slice(opts);
+        p.extend_from_slice(&4321u16.to_be_bytes());
+        p.extend_from_slice(&to.port().to_be_bytes());
+        p.extend_from_slice(&(ulen as u16).to_be_bytes());
+        p.extend_from_slice(&[0, 0]); // no UDP checksum (allowed over IPv4)
+        p.extend_from_slice(&body);
+        match kind {
+            1 | 2 => malformed += 1,
+            3 => expected.push(fingerprint(&body[..ulen - 8])),
+            4 => {
+                options += 1;
+                expected.push(fingerprint(&body));
+            }
+            _ => expected.push(fingerprint(&body)),
+        }
+        packets.push(p);
+    }
+    let want = expected.len();
+    Net::within(&net.far, move || {
+        let raw = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::RAW,
+            Some(socket2::Protocol::from(libc::IPPROTO_RAW)),
+        )
+        .expect("a raw socket (root)");
+        let dst: SocketAddr = SocketAddr::new(dst.into(), 0);
+        for (i, p) in packets.iter().enumerate() {
+            raw.send_to(p, &dst.into()).unwrap();
+            if i % 20 == 19 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    });
+    wait_until(
+        "the deliverable datagrams",
+        || fwd.snapshot().to_string(),
+        || k.received() >= want,
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let snap = fwd.shutdown();
+    util::assert_accounted(&snap);
+    let kern = snap.kernel.clone().unwrap();
+    let passed: HashMap<&str, u64> = kern.passed.iter().copied().collect();
+    assert_eq!(
+        (passed["malformed"], passed["ip_options"]),
+        (malformed, options),
+        "{snap}"
+    );
+    let (seen, _) = k.finish();
+    assert!(
+        seen.len() == want && sorted(seen) == sorted(expected),
+        "exactly what the stack delivers, once each\n{snap}"
+    );
+    assert_eq!(counters_of(&snap, "k").forwarded, want as u64, "{snap}");
+}

@@ -2,10 +2,10 @@
 //! targets inside the kernel, so the receiving core pays for one clone per copy instead of a
 //! receive, a copy out and a send per target.
 //!
-//! The registry decides per target which path serves it ([`eligible`]): a UDP target on this host
+//! The registry decides per target which path serves it (`ineligible`): a UDP target on this host
 //! with no line settings, enabled, while no `--allow` list is set, goes to the kernel; every other
 //! one stays in user space, fed from the same datagram. After every published table the registry
-//! hands the kernel a [`Plan`]; [`FastPath::publish`] writes it into the program's double-buffered
+//! hands the kernel a `Plan`; `FastPath::publish` writes it into the program's double-buffered
 //! configuration under a new generation, after recording that generation's served targets in the
 //! [`Book`]. The program marks each original it passes up with the generation that served it, and
 //! the workers read the mark (SO_RCVMARK) and skip exactly the targets the kernel served: each
@@ -14,7 +14,7 @@
 //! by user space, as without the fast path.
 //!
 //! The program's per-CPU counters are folded into each target's counters at every snapshot
-//! ([`FastPath::fold`]): its copies are `forwarded`, its refused clones `backlog_full` or
+//! (`TargetRegistry::snapshots`): its copies are `forwarded`, its refused clones `backlog_full` or
 //! `clone_error` drops, and `offered` grows by both, so `offered = forwarded + drops` still holds.
 
 use std::net::{IpAddr, SocketAddr};
@@ -49,7 +49,7 @@ pub enum Mode {
 }
 
 /// What the program passed to user space unhandled, by reason (the program's `enum reason` from 2).
-pub const PASS_REASONS: [&str; 8] = [
+pub const PASS_REASONS: [&str; 9] = [
     "fragment",
     "ip_options",
     "ipv6_ext",
@@ -58,6 +58,7 @@ pub const PASS_REASONS: [&str; 8] = [
     "config_busy",
     "short",
     "restore_failed",
+    "malformed",
 ];
 
 /// Which targets the kernel served under each recent generation: what a worker reads for a marked

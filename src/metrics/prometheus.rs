@@ -315,6 +315,13 @@ impl Collector for ForwarderCollector {
                 .collect();
             family(
                 &mut enc,
+                "udptee_fastpath_stale_marks",
+                "Datagrams marked by a kernel generation the workers no longer knew (served to every target by user space; should stay 0).",
+                Counter,
+                &[(vec![], k.stale_marks)],
+            )?;
+            family(
+                &mut enc,
                 "udptee_fastpath_passed_datagrams",
                 "Datagrams the kernel fast path left to user space unhandled, by reason (user space serves every target for them).",
                 Counter,
