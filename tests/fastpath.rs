@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use udptee::config::{Config, TargetSpec};
+use udptee::config::{Config, IoBackend, TargetSpec};
 use udptee::fastpath::{FastPath, Mode};
 use udptee::{Forwarder, Snapshot};
 use util::netns::{self, Net};
@@ -52,8 +52,19 @@ fn v6_of(tag: u8, host: u8) -> String {
 
 /// Starts a forwarder inside `ns` (its threads, sockets and BPF program live there).
 fn forwarder_in(ns: &str, listen: SocketAddr, targets: Vec<TargetSpec>) -> Forwarder {
+    forwarder_on(ns, listen, targets, IoBackend::Mmsg)
+}
+
+/// [`forwarder_in`] on receive backend `io`.
+fn forwarder_on(
+    ns: &str,
+    listen: SocketAddr,
+    targets: Vec<TargetSpec>,
+    io: IoBackend,
+) -> Forwarder {
     Net::within(ns, move || {
         let mut config = Config::new(listen, targets);
+        config.io_backend = io;
         config.fast_path = Mode::On;
         config.max_datagram = 65_535;
         config.stats_interval = Duration::ZERO;
@@ -103,7 +114,7 @@ fn counters_of<'a>(
 /// Every datagram, 1 to 65,507 bytes, from a client on lo and one over the veth, reaches each of two
 /// kernel targets (on lo and on the veth address) and a user-space target on the far host exactly
 /// once and byte for byte; the counters equal what each received, and fragments went up counted.
-fn byte_exact(v6: bool, tag: u8) {
+fn byte_exact(v6: bool, tag: u8, io: IoBackend) {
     let Some(net) = net_or_skip(tag) else { return };
     let near_ip: std::net::IpAddr = if v6 {
         v6_of(tag, 1).parse().unwrap()
@@ -120,7 +131,7 @@ fn byte_exact(v6: bool, tag: u8) {
     let k_dev = sink_in(&net.near, SocketAddr::new(near_ip, 0));
     let user = sink_in(&net.far, SocketAddr::new(far_ip, 0));
     let wildcard: SocketAddr = if v6 { "[::]:0" } else { "0.0.0.0:0" }.parse().unwrap();
-    let fwd = forwarder_in(
+    let fwd = forwarder_on(
         &net.near,
         wildcard,
         vec![
@@ -128,6 +139,7 @@ fn byte_exact(v6: bool, tag: u8) {
             target("k_dev", k_dev.addr),
             target("user", user.addr),
         ],
+        io,
     );
     let reg = fwd.registry();
     assert_eq!(
@@ -215,12 +227,21 @@ fn byte_exact(v6: bool, tag: u8) {
 
 #[test]
 fn kernel_copies_are_byte_exact_over_ipv4_on_lo_and_veth() {
-    byte_exact(false, 41);
+    byte_exact(false, 41, IoBackend::Mmsg);
 }
 
 #[test]
 fn kernel_copies_are_byte_exact_over_ipv6_on_lo_and_veth() {
-    byte_exact(true, 42);
+    byte_exact(true, 42, IoBackend::Mmsg);
+}
+
+/// The marks reach the workers through io_uring's recvmsg as through recvmmsg.
+#[test]
+fn kernel_copies_are_byte_exact_with_io_uring() {
+    if !util::backends().contains(&IoBackend::Uring) {
+        return; // backends() said why
+    }
+    byte_exact(false, 48, IoBackend::Uring);
 }
 
 /// Under steady load, a target moved from the kernel to user space and back (parity turned on and
