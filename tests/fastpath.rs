@@ -813,3 +813,108 @@ fn hand_made_packets_are_copied_only_when_the_stack_would_deliver_them() {
     );
     assert_eq!(counters_of(&snap, "k").forwarded, want as u64, "{snap}");
 }
+
+/// A firewall rule that rewrites packet marks on the way in (here nftables in prerouting, as some
+/// network plugins do) would make user space copy again what the kernel copied: udptee sees the
+/// marks go missing, turns the kernel path off, and from then on each datagram arrives once.
+#[test]
+fn rewritten_marks_turn_the_kernel_path_off() {
+    let Some(net) = net_or_skip(49) else { return };
+    let k = sink_in(&net.near, "127.0.0.1:0".parse().unwrap());
+    let far_ip: std::net::IpAddr = net.far_ip.parse().unwrap();
+    let u = sink_in(&net.far, SocketAddr::new(far_ip, 0));
+    let fwd = forwarder_in(
+        &net.near,
+        "127.0.0.1:0".parse().unwrap(),
+        vec![target("k", k.addr), target("u", u.addr)],
+    );
+    let to = fwd.local_addr();
+    if std::process::Command::new("nft")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipping: needs nft (nftables) for the mark-rewriting rule");
+        return;
+    }
+    let nft = |args: &[&str]| {
+        let mut all = vec!["ip", "netns", "exec", &net.near, "nft"];
+        all.extend_from_slice(args);
+        netns::run(&all).expect("the nftables rule")
+    };
+    let port = to.port().to_string();
+    nft(&["add", "table", "ip", "udptee_test"]);
+    nft(&[
+        "add",
+        "chain",
+        "ip",
+        "udptee_test",
+        "pre",
+        "{ type filter hook prerouting priority -150; }",
+    ]);
+    nft(&[
+        "add",
+        "rule",
+        "ip",
+        "udptee_test",
+        "pre",
+        "udp",
+        "dport",
+        &port,
+        "meta",
+        "mark",
+        "set",
+        "0x1",
+    ]);
+    let client = socket_in(&net.near, "127.0.0.1:0".parse().unwrap());
+    let start = Instant::now();
+    let mut seq = 0u32;
+    while fwd
+        .snapshot()
+        .kernel
+        .as_ref()
+        .is_some_and(|k| k.off.is_none())
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the lost marks were not noticed:\n{}",
+            fwd.snapshot()
+        );
+        for _ in 0..50 {
+            client.send_to(&payload(0, seq, 64), to).unwrap();
+            seq += 1;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(
+        fwd.registry().path_of("k"),
+        "user",
+        "k is served from user space now"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let base = k.received();
+    for s in 0..2000u32 {
+        client.send_to(&payload(1, s, 64), to).unwrap();
+        if s % 50 == 49 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    wait_until(
+        "the second stream",
+        || fwd.snapshot().to_string(),
+        || k.received() >= base + 2000,
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let snap = fwd.shutdown();
+    util::assert_accounted(&snap);
+    assert_eq!(
+        k.received() - base,
+        2000,
+        "after the switch each datagram once\n{snap}"
+    );
+    assert!(
+        snap.to_string()
+            .contains("turned off while running: marks_lost"),
+        "{snap}"
+    );
+}

@@ -528,6 +528,7 @@ impl Forwarder {
         registry.apply(config.targets.clone())?;
         registry.set_allow(crate::net::allow::AllowList::new(&config.allow));
         let seed = taken.as_ref().map(|t| t.kernel.clone()).unwrap_or_default();
+        registry.watch_marks(worker_counters.clone());
         start_fastpath(
             config,
             local_addr,

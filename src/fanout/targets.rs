@@ -227,6 +227,20 @@ struct RegistryState {
     last_kernel: Option<crate::fastpath::KernelSnapshot>,
     /// The sockets were handed to a new instance: the kernel path copies nothing any more.
     handed_over: bool,
+    /// The marks check (see [`TargetRegistry::check_marks`]).
+    marks: MarkCheck,
+}
+
+/// Whether the kernel path's marks reach the workers: a firewall rewriting packet marks between TC
+/// ingress and the socket would make user space copy again what the kernel copied.
+#[derive(Debug, Default)]
+struct MarkCheck {
+    workers: Vec<Arc<crate::metrics::counters::WorkerCounters>>,
+    /// (originals the program passed up marked, datagrams the workers received, marked ones) at
+    /// the last look.
+    last: (u64, u64, u64),
+    /// The marks were found missing: the kernel path is off for good.
+    lost: bool,
 }
 
 /// The one owner of the target set. See the module docs.
@@ -278,6 +292,7 @@ impl TargetRegistry {
                 plan: crate::fastpath::Plan::default(),
                 last_kernel: None,
                 handed_over: false,
+                marks: MarkCheck::default(),
             }),
             settings,
             threads,
@@ -766,7 +781,7 @@ impl TargetRegistry {
         let table = self.table.load_full();
         let mut plan = Plan::default();
         let mut user: Vec<(String, &'static str)> = Vec::new();
-        if state.stopping || state.handed_over {
+        if state.stopping || state.handed_over || state.marks.lost {
             plan.pass_v4 = true;
             plan.pass_v6 = true;
         } else {
@@ -855,6 +870,48 @@ impl TargetRegistry {
         state.fastpath.take()
     }
 
+    /// The workers whose receipts [`check_marks`](Self::check_marks) compares.
+    pub(crate) fn watch_marks(&self, workers: Vec<Arc<crate::metrics::counters::WorkerCounters>>) {
+        self.lock().marks.workers = workers;
+    }
+
+    /// Once a second (the watch thread): if, since the last look, the program passed at least
+    /// 5,000 originals up marked and the workers received at least half as many datagrams, yet
+    /// under a quarter of those carried a handled mark, something between TC ingress and the
+    /// socket rewrites packet marks and user space is copying again what the kernel copied: the
+    /// kernel path is turned off (every target served from user space), with an error in the log.
+    pub(crate) fn check_marks(&self) {
+        let mut state = self.lock();
+        let Some(fp) = state.fastpath.clone() else {
+            return;
+        };
+        if state.marks.lost || state.handed_over || state.stopping {
+            return;
+        }
+        let k = fp.snapshot();
+        let passed_up = k.handled.saturating_sub(k.consumed);
+        let (received, marked) = state.marks.workers.iter().fold((0, 0), |(r, m), w| {
+            let s = w.snapshot();
+            (r + s.received, m + s.kernel_marked)
+        });
+        let (p0, r0, m0) = std::mem::replace(&mut state.marks.last, (passed_up, received, marked));
+        let (dp, dr, dm) = (
+            passed_up - p0.min(passed_up),
+            received - r0.min(received),
+            marked - m0.min(marked),
+        );
+        if dp >= 5_000 && dr * 2 >= dp && dm * 4 < dr.min(dp) {
+            state.marks.lost = true;
+            tracing::error!(
+                passed_up_marked = dp,
+                received = dr,
+                marked = dm,
+                "the kernel fast path's packet marks do not reach udptee's socket (a firewall rule rewriting marks?): its targets were being copied twice; the kernel path is off, every target is served from user space (docs/operations.md, Privileges)"
+            );
+            self.sync_kernel(&mut state);
+        }
+    }
+
     /// `kernel` or `user`: which path serves `name` now.
     pub fn path_of(&self, name: &str) -> &'static str {
         if self.lock().plan.targets.iter().any(|k| k.name == name) {
@@ -867,10 +924,14 @@ impl TargetRegistry {
     /// The kernel path's own counters, when it is loaded.
     pub fn kernel_snapshot(&self) -> Option<crate::fastpath::KernelSnapshot> {
         let state = self.lock();
-        match &state.fastpath {
+        let mut k = match &state.fastpath {
             Some(fp) => Some(fp.snapshot()),
             None => state.last_kernel.clone(),
+        }?;
+        if state.marks.lost {
+            k.off = Some("marks_lost");
         }
+        Some(k)
     }
 
     /// Reads the kernel path's per-target counters into each name's counters.

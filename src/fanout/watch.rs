@@ -118,6 +118,7 @@ impl Watch {
         self.look_all();
         self.seen.retain(|name, _| current.contains(name));
         self.registry.rotate_parity();
+        self.registry.check_marks();
     }
 
     /// Looks at every target seen so far, asking the kernel once per port.

@@ -309,6 +309,9 @@ impl RecvWorker {
         for &id in ready.iter() {
             self.keep_spare(id, spare);
         }
+        if run.served != 0 {
+            delta.kernel_marked = delta.received;
+        }
         self.counters.add_batch(&delta);
         kernel_drops
     }

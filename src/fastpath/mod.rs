@@ -280,6 +280,8 @@ pub struct KernelSnapshot {
     pub interfaces: Vec<String>,
     /// How it is attached: `tcx` or `netlink`.
     pub attach: &'static str,
+    /// Why the kernel path copies nothing any more, when it was turned off while running.
+    pub off: Option<&'static str>,
 }
 
 /// One target's counters in the program, summed over CPUs.
@@ -462,6 +464,7 @@ impl FastPath {
             stale_marks: self.book.stale(),
             interfaces: self.interfaces.clone(),
             attach: self.attach,
+            off: None,
         }
     }
 }

@@ -463,6 +463,8 @@ pub struct WorkerCounters {
     rcvbuf_overflow: AtomicU64,
     recv_errors: AtomicU64,
     ring_empty: AtomicU64,
+    /// Datagrams that carried the kernel fast path's handled mark.
+    kernel_marked: AtomicU64,
     /// Loop iterations: a worker goes round at least every read timeout, idle or not, so a value
     /// that stops moving means a stuck worker (the systemd watchdog withholds its ping).
     beats: AtomicU64,
@@ -481,6 +483,8 @@ pub struct WorkerDelta {
     pub pool_exhausted: u64,
     /// Datagrams from senders outside `--allow`.
     pub source_denied: u64,
+    /// Datagrams that carried the kernel fast path's handled mark.
+    pub kernel_marked: u64,
 }
 
 impl WorkerCounters {
@@ -496,6 +500,9 @@ impl WorkerCounters {
         add(&self.truncated, d.truncated);
         add(&self.pool_exhausted, d.pool_exhausted);
         add(&self.source_denied, d.source_denied);
+        if d.kernel_marked > 0 {
+            add(&self.kernel_marked, d.kernel_marked);
+        }
     }
 
     /// Adds a previous instance's totals after a takeover (its kernel drop count needs nothing:
@@ -545,6 +552,7 @@ impl WorkerCounters {
             rcvbuf_overflow: get(&self.rcvbuf_overflow),
             recv_errors: get(&self.recv_errors),
             ring_empty: get(&self.ring_empty),
+            kernel_marked: get(&self.kernel_marked),
         }
     }
 }
@@ -568,6 +576,9 @@ pub struct WorkerSnapshot {
     pub recv_errors: u64,
     /// Times the io_uring ran out of provided buffers (receive pressure; 0 with recvmmsg).
     pub ring_empty: u64,
+    /// Datagrams that carried the kernel fast path's handled mark.
+    #[serde(default)]
+    pub kernel_marked: u64,
 }
 
 /// One target's counters at a point in time.
@@ -802,6 +813,9 @@ impl fmt::Display for Snapshot {
                 k.consumed,
                 passed.join(", ")
             )?;
+            if let Some(off) = k.off {
+                writeln!(f, "kernel fast path turned off while running: {off}")?;
+            }
         }
         for (t, s) in self.targets.iter().enumerate() {
             write!(

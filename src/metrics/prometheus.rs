@@ -315,6 +315,16 @@ impl Collector for ForwarderCollector {
                 .collect();
             family(
                 &mut enc,
+                "udptee_fastpath_active",
+                "1 while the kernel fast path copies; 0 once it turned itself off (reason: marks_lost, its packet marks did not reach udptee's socket).",
+                Gauge,
+                &[(
+                    vec![("reason", k.off.unwrap_or("").to_owned())],
+                    u64::from(k.off.is_none()),
+                )],
+            )?;
+            family(
+                &mut enc,
                 "udptee_fastpath_stale_marks",
                 "Datagrams marked by a kernel generation the workers no longer knew (served to every target by user space; should stay 0).",
                 Counter,
