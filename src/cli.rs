@@ -867,6 +867,31 @@ mod tests {
     }
 
     #[test]
+    fn the_fast_path_keys_are_read_and_checked() {
+        let path = file(
+            "listen = \"127.0.0.1:0\"\nfast-path = \"auto\"\nfast-path-interfaces = [\"lo\", \"eth0\"]\n[[target]]\naddr = \"127.0.0.1:9\"\n",
+        );
+        let p = path.to_str().unwrap();
+        let c = parse(&["--config", p]).unwrap();
+        assert_eq!(c.fast_path, crate::fastpath::Mode::Auto);
+        assert_eq!(c.fast_path_interfaces, ["lo", "eth0"]);
+        let c = parse(&["--config", p, "--fast-path", "off"]).unwrap();
+        assert_eq!(c.fast_path, crate::fastpath::Mode::Off, "the flag wins");
+        let c = parse(&["--listen", "127.0.0.1:0", "--to", "127.0.0.1:9"]).unwrap();
+        assert_eq!(c.fast_path, crate::fastpath::Mode::Off, "off by default");
+        let _ = std::fs::remove_file(path);
+        let path = file(
+            "listen = \"127.0.0.1:0\"\nfast-path = \"yes\"\n[[target]]\naddr = \"127.0.0.1:9\"\n",
+        );
+        let e = parse(&["--config", path.to_str().unwrap()]).unwrap_err();
+        assert!(
+            e.contains(":2:") && e.contains("fast-path") && e.contains("off, auto or on"),
+            "{e}"
+        );
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
     fn file_value_errors_name_line_and_key() {
         let path =
             file("listen = \"127.0.0.1:0\"\n\nbatch = 0\n[[target]]\naddr = \"127.0.0.1:9\"\n");

@@ -90,6 +90,11 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     check("drain-timeout", old.drain_timeout != new.drain_timeout);
     check("stats-interval", old.stats_interval != new.stats_interval);
     check("histogram-log", old.histogram_log != new.histogram_log);
+    check("fast-path", old.fast_path != new.fast_path);
+    check(
+        "fast-path-interfaces",
+        old.fast_path_interfaces != new.fast_path_interfaces,
+    );
     v
 }
 

@@ -49,6 +49,17 @@ fn help_documents_every_flag() {
 fn bad_input_is_a_one_line_error_and_nonzero_exit() {
     let cases: &[(&[&str], &str)] = &[
         (&["--listen", "127.0.0.1:0"], "--to"),
+        (
+            &[
+                "--listen",
+                "127.0.0.1:0",
+                "--to",
+                "127.0.0.1:9",
+                "--fast-path",
+                "sometimes",
+            ],
+            "--fast-path",
+        ),
         (&["--listen", "nonsense", "--to", "127.0.0.1:9"], "nonsense"),
         (
             &["--listen", "127.0.0.1:0", "--to", "no-such-host.invalid:9"],
