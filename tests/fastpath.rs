@@ -918,3 +918,80 @@ fn rewritten_marks_turn_the_kernel_path_off() {
         "{snap}"
     );
 }
+
+/// The program run by the kernel itself (BPF_PROG_TEST_RUN) on arbitrary frames, mostly close to a
+/// datagram for the listen port (random header fields, lengths, options, fragments, protocols,
+/// payloads), with two kernel targets and a user-space one: whatever it copies, the frame it lets
+/// go on is the frame it got, byte for byte, and it never drops one.
+#[test]
+fn any_frame_goes_on_exactly_as_it_came() {
+    use proptest::prelude::*;
+    let Some(net) = net_or_skip(50) else { return };
+    let dir = std::env::temp_dir().join(format!("udptee-fp-prop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let user = dir.join("user.sock");
+    let _rx = std::os::unix::net::UnixDatagram::bind(&user).unwrap();
+    let a = sink_in(&net.near, "127.0.0.1:0".parse().unwrap());
+    let b = sink_in(&net.near, "127.0.0.1:0".parse().unwrap());
+    let mut u = TargetSpec::new("user", "127.0.0.1:1".parse().unwrap());
+    u.unix = Some(user.clone());
+    let fwd = forwarder_in(
+        &net.near,
+        "127.0.0.1:0".parse().unwrap(),
+        vec![target("a", a.addr), target("b", b.addr), u],
+    );
+    assert_eq!(fwd.registry().path_of("a"), "kernel");
+    let fp = fwd.registry().fastpath().expect("loaded");
+    let port = fwd.local_addr().port();
+
+    // A frame: Ethernet, then an IPv4 header and UDP, each field usually right, sometimes not.
+    let frame = (
+        prop::bool::weighted(0.9),                 // IPv4 (else a random ethertype)
+        prop_oneof![8 => Just(5u8), 2 => 5u8..16], // IHL
+        prop::bool::weighted(0.85),                // UDP (else another protocol)
+        prop_oneof![8 => Just(0u16), 1 => Just(0x2000u16), 1 => any::<u16>()], // flags/offset
+        prop::bool::weighted(0.85),                // to the listen port
+        prop_oneof![8 => Just(None), 2 => any::<u16>().prop_map(Some)], // a wrong UDP length
+        prop::collection::vec(any::<u8>(), 0..300), // payload
+        any::<[u8; 12]>(),                         // MAC addresses
+    );
+    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases: 512,
+        failure_persistence: None,
+        ..Default::default()
+    });
+    let result = runner.run(&frame, |(v4, ihl, udp, frag, ours, bad_len, body, macs)| {
+        let mut f = macs.to_vec();
+        f.extend_from_slice(if v4 { &[0x08, 0x00] } else { &[0x88, 0xb5] });
+        let opts = usize::from(ihl - 5) * 4;
+        let tot = 20 + opts + 8 + body.len();
+        f.push(0x40 | ihl);
+        f.push(0);
+        f.extend_from_slice(&(tot as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(&frag.to_be_bytes());
+        f.extend_from_slice(&[64, if udp { 17 } else { 6 }, 0, 0]);
+        f.extend_from_slice(&[127, 0, 0, 1, 127, 0, 0, 1]);
+        f.extend(std::iter::repeat_n(1u8, opts)); // NOPs
+        f.extend_from_slice(&4321u16.to_be_bytes());
+        f.extend_from_slice(&(if ours { port } else { port ^ 1 }).to_be_bytes());
+        let ulen = bad_len.unwrap_or((8 + body.len()) as u16);
+        f.extend_from_slice(&ulen.to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(&body);
+        let (verdict, out) = fp.test_run(&f).expect("the test run");
+        prop_assert_eq!(verdict, -1, "every frame goes on (TC_ACT_UNSPEC)");
+        prop_assert!(out == f, "the frame goes on as it came");
+        Ok(())
+    });
+    let snap = fwd.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = result {
+        panic!("{e}\n{snap}");
+    }
+    let k = snap.kernel.expect("counters");
+    assert!(
+        k.handled > 0 && k.passed.iter().any(|(r, n)| *r == "malformed" && *n > 0),
+        "the mix reached both the copying path and the checks: {k:?}"
+    );
+}

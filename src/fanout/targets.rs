@@ -921,6 +921,12 @@ impl TargetRegistry {
         }
     }
 
+    /// The kernel path, when it is loaded (tests run its program on made-up packets).
+    #[doc(hidden)]
+    pub fn fastpath(&self) -> Option<Arc<crate::fastpath::FastPath>> {
+        self.lock().fastpath.clone()
+    }
+
     /// The kernel path's own counters, when it is loaded.
     pub fn kernel_snapshot(&self) -> Option<crate::fastpath::KernelSnapshot> {
         let state = self.lock();

@@ -226,6 +226,27 @@ impl Loaded {
         Ok(())
     }
 
+    /// Runs the program once on `packet` (BPF_PROG_TEST_RUN): its verdict and the packet after it.
+    pub(super) fn test_run(&mut self, packet: &[u8]) -> Result<(i32, Vec<u8>), String> {
+        use aya::programs::{TestRun, TestRunOptions};
+        let program: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(PROGRAM)
+            .ok_or("no program")?
+            .try_into()
+            .map_err(|e| format!("{e}"))?;
+        let mut out = vec![0u8; packet.len() + 256];
+        let r = program
+            .test_run(TestRunOptions {
+                data_in: Some(packet),
+                data_out: Some(&mut out),
+                ..TestRunOptions::new()
+            })
+            .map_err(|e| error_chain(&e))?;
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value as i32, out))
+    }
+
     /// Our next generation follows `generation` (another instance's last).
     pub(super) fn continue_after(&mut self, generation: u32) {
         self.generation = self.generation.max(generation);

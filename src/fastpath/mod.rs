@@ -394,6 +394,24 @@ impl FastPath {
         }
     }
 
+    /// Runs the program once on `packet`, an Ethernet frame, as if it had arrived on lo
+    /// (BPF_PROG_TEST_RUN): its verdict (-1 continue, 2 drop) and the frame after it. For tests.
+    #[doc(hidden)]
+    pub fn test_run(&self, packet: &[u8]) -> Result<(i32, Vec<u8>), String> {
+        #[cfg(udptee_fastpath)]
+        {
+            self.inner
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .test_run(packet)
+        }
+        #[cfg(not(udptee_fastpath))]
+        {
+            let _ = packet;
+            Err("built without the kernel fast path".into())
+        }
+    }
+
     /// What the workers read for marked datagrams.
     pub(crate) fn book(&self) -> &Arc<Book> {
         &self.book
