@@ -249,6 +249,7 @@ impl LocalAddrs {
 
     /// The interfaces where traffic to `listen` arrives: lo for a loopback address, those that hold
     /// a specific one, every interface with an address for a wildcard.
+    #[cfg_attr(not(udptee_fastpath), allow(dead_code))]
     pub(crate) fn interfaces_for(&self, listen: IpAddr) -> Vec<String> {
         let mut out: Vec<String> = if listen.is_loopback() {
             vec!["lo".into()]
@@ -488,6 +489,7 @@ impl FastPath {
 }
 
 /// `addr`'s words as the program reads them (network order in memory).
+#[cfg_attr(not(udptee_fastpath), allow(dead_code))]
 pub(crate) fn addr_words(ip: IpAddr) -> [u32; 4] {
     match ip {
         IpAddr::V4(v4) => [u32::from_ne_bytes(v4.octets()), 0, 0, 0],
