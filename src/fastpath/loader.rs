@@ -160,7 +160,10 @@ impl Loaded {
                 tstats,
                 stats,
                 listen,
-                generation: 0,
+                // A random start: marks left in sockets by an earlier instance (systemd's fd store
+                // after a drain that timed out) are then unknown here, counted as stale, rather
+                // than read as one of our first generations.
+                generation: fastrand::u32(..),
                 lo,
                 netlink,
             },
@@ -247,9 +250,10 @@ impl Loaded {
         Ok((r.return_value as i32, out))
     }
 
-    /// Our next generation follows `generation` (another instance's last).
+    /// Our next generation follows `generation` (another instance's last), so ours take the
+    /// book's entries after its ones instead of overwriting them.
     pub(super) fn continue_after(&mut self, generation: u32) {
-        self.generation = self.generation.max(generation);
+        self.generation = generation;
     }
 
     /// Stops every copy: the program passes everything up unmarked.
