@@ -37,7 +37,7 @@ fn net_or_skip(tag: u8) -> Option<Net> {
         .expect("an IPv6 address on the veth");
     }
     let probe = Net::within(&net.near, || {
-        FastPath::start(Mode::On, "127.0.0.1:9".parse().unwrap(), &[]).map(|_| ())
+        FastPath::start(Mode::On, Some("127.0.0.1:9".parse().unwrap()), &[], &[]).map(|_| ())
     });
     if let Err(e) = probe {
         eprintln!("skipping: the kernel fast path cannot load here: {e}");

@@ -820,35 +820,21 @@ fn start_fastpath(
     seed: &[crate::fastpath::BookRecord],
     taking_over: bool,
 ) -> Result<(), StartError> {
-    use crate::fastpath::{FastPath, Mode};
-    if config.fast_path == Mode::Off {
-        return Ok(());
-    }
-    let refuse = |why: String| -> Result<(), StartError> {
-        if config.fast_path == Mode::On {
-            return Err(StartError::FastPath(format!("--fast-path on: {why}")));
+    let listen = config.listen_unix.is_none().then_some(listen);
+    let started = crate::fastpath::FastPath::start(
+        config.fast_path,
+        listen,
+        &config.fast_path_interfaces,
+        sockets,
+    )
+    .map_err(StartError::FastPath)?;
+    if let Some(fp) = started {
+        // Taking over: until the old instance has stopped reading the sockets, it could not read
+        // our marks, so the kernel path waits (user space serves every target).
+        if taking_over {
+            registry.kernel_handover(true);
         }
-        tracing::warn!(reason = %why, "--fast-path auto: the kernel path is not available; every target is served from user space");
-        Ok(())
-    };
-    if config.listen_unix.is_some() {
-        return refuse("a unixgram listener has no IP traffic to copy".into());
-    }
-    // The workers learn from each datagram's mark which targets the kernel served.
-    if let Err(e) = sockets.iter().try_for_each(socket::enable_rcvmark) {
-        return refuse(format!("SO_RCVMARK (Linux 5.19+) refused: {e}"));
-    }
-    match FastPath::start(config.fast_path, listen, &config.fast_path_interfaces) {
-        Ok(Some(fp)) => {
-            // Taking over: until the old instance has stopped reading the sockets, it could not
-            // read our marks, so the kernel path waits (user space serves every target).
-            if taking_over {
-                registry.kernel_handover(true);
-            }
-            registry.set_fastpath(fp, seed);
-        }
-        Ok(None) => {}
-        Err(e) => return Err(StartError::FastPath(e)),
+        registry.set_fastpath(fp, seed);
     }
     Ok(())
 }

@@ -848,17 +848,8 @@ impl TargetRegistry {
     /// Has the kernel path pass every datagram up (user space serves every target), for good.
     pub(crate) fn kernel_pass_all(&self) {
         let mut state = self.lock();
-        if let Some(fp) = &state.fastpath {
-            let plan = crate::fastpath::Plan {
-                targets: Vec::new(),
-                pass_v4: true,
-                pass_v6: true,
-            };
-            if fp.publish(&plan).is_ok() {
-                state.plan = plan;
-            }
-        }
         state.stopping = true;
+        self.sync_kernel(&mut state);
     }
 
     /// Takes the kernel path out, after keeping its last counts: dropping it detaches the program.

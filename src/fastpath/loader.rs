@@ -299,8 +299,7 @@ impl Drop for Loaded {
         for iface in self.netlink.drain(..) {
             let _ = tc::qdisc_detach_program(&iface, TcAttachType::Ingress, PROGRAM);
         }
-        // The TCX links go with `ebpf`.
-        let _ = &self.ebpf;
+        // The TCX links go with `ebpf`, dropped after this.
     }
 }
 

@@ -36,8 +36,7 @@ pub const MARK_COPY: u32 = 0x7ee2_0000;
 const MARK_MASK: u32 = 0xffff_0000;
 
 /// `--fast-path`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
     /// Serve every target from user space.
     #[default]
@@ -321,17 +320,29 @@ impl std::fmt::Debug for FastPath {
 
 impl FastPath {
     /// Loads and attaches the program for `listen` (on `interfaces`, or where `listen` receives
-    /// traffic). `Ok(None)` for [`Mode::Off`], and for [`Mode::Auto`] when it cannot load (said once,
-    /// in the log); `Err` with one line for [`Mode::On`].
+    /// traffic), after turning SO_RCVMARK on for the workers' `sockets` (they learn from each
+    /// datagram's mark which targets the kernel served). `listen` is `None` for a unixgram
+    /// listener, which has nothing to copy. `Ok(None)` for [`Mode::Off`], and for [`Mode::Auto`]
+    /// when it cannot load (said once, in the log); `Err` with one line for [`Mode::On`].
     pub fn start(
         mode: Mode,
-        listen: SocketAddr,
+        listen: Option<SocketAddr>,
         interfaces: &[String],
+        sockets: &[std::net::UdpSocket],
     ) -> Result<Option<Arc<Self>>, String> {
         if mode == Mode::Off {
             return Ok(None);
         }
-        match Self::load(listen, interfaces) {
+        let loaded = listen
+            .ok_or_else(|| "a unixgram listener has no IP traffic to copy".to_owned())
+            .and_then(|listen| {
+                sockets
+                    .iter()
+                    .try_for_each(crate::net::socket::enable_rcvmark)
+                    .map_err(|e| format!("SO_RCVMARK (Linux 5.19+) refused: {e}"))?;
+                Self::load(listen, interfaces)
+            });
+        match loaded {
             Ok(fp) => {
                 tracing::info!(
                     interfaces = ?fp.interfaces,
