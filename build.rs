@@ -18,6 +18,15 @@ fn main() {
         }
         Err(why) => why,
     };
+    // Build again once clang or libbpf's headers appear: a change in any directory on PATH (where
+    // clang lands) or under /usr/include (libbpf's headers) reruns this script, so installing
+    // them is enough.
+    println!("cargo::rerun-if-env-changed=PATH");
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path).filter(|d| d.is_absolute() && d.is_dir()) {
+        println!("cargo::rerun-if-changed={}", dir.display());
+    }
+    println!("cargo::rerun-if-changed=/usr/include");
     println!("cargo::rustc-env=UDPTEE_FASTPATH_MISSING={why}");
     println!("cargo::warning=building without the kernel fast path: {why}");
 }
