@@ -66,6 +66,11 @@ struct Gen {
     /// Datagrams per sendmmsg call.
     #[arg(long, default_value_t = 32)]
     batch: usize,
+    /// With --rate, hold datagrams until this many are due and send them together (at most
+    /// --batch): traffic in bursts, as a NIC's interrupt coalescing or clients flushing on a timer
+    /// deliver it. 1 sends each datagram as soon as it is due.
+    #[arg(long, default_value_t = 1)]
+    burst: usize,
     /// CPUs to pin the generator threads to, cpulist syntax (in bench, also the sinks unless --sink-cpus).
     #[arg(long, value_name = "LIST")]
     cpus: Option<String>,
@@ -219,6 +224,7 @@ fn send_opts(to: SocketAddr, rate: Rate, limit: Limit, g: &Gen) -> Result<SendOp
         sockets: g.sockets,
         threads: g.threads,
         batch: g.batch,
+        burst: g.burst,
         cpus: cpus(g.cpus.as_ref())?,
     })
 }

@@ -55,6 +55,8 @@ pub struct SendOpts {
     pub threads: usize,
     /// Datagrams per sendmmsg.
     pub batch: usize,
+    /// With a rate, datagrams held until due together (1..=batch).
+    pub burst: usize,
     /// CPUs to pin sending threads to, round-robin; empty for none.
     pub cpus: Vec<usize>,
 }
@@ -97,6 +99,9 @@ fn now_us() -> u64 {
 pub fn validate(o: &SendOpts) -> Result<()> {
     if o.sockets == 0 || o.threads == 0 || o.batch == 0 || o.batch > 1024 {
         bail!("--sockets and --threads must be at least 1, --batch 1 to 1024");
+    }
+    if o.burst == 0 || o.burst > o.batch {
+        bail!("--burst must be 1 to --batch ({})", o.batch);
     }
     if o.threads > o.sockets {
         bail!(
@@ -248,8 +253,9 @@ fn run_thread(
             Some(r) => {
                 let allowed = (start.elapsed().as_secs_f64() * r) as u64;
                 let due = allowed.saturating_sub(attempted);
-                if due == 0 {
-                    let next = start + Duration::from_secs_f64((attempted + 1) as f64 / r);
+                let want = (o.burst as u64).min(remaining);
+                if due < want {
+                    let next = start + Duration::from_secs_f64((attempted + want) as f64 / r);
                     let wait = next.saturating_duration_since(Instant::now());
                     if wait > SPIN_BELOW {
                         std::thread::sleep(wait - SPIN_BELOW / 2);

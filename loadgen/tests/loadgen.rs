@@ -43,6 +43,7 @@ fn send_to_sink_counts_exactly() {
         sockets: 4,
         threads: 2,
         batch: 32,
+        burst: 1,
         cpus: Vec::new(),
     };
     let sent = generator::send(&opts, &stop, &Progress::default()).unwrap();
@@ -67,6 +68,35 @@ fn send_to_sink_counts_exactly() {
         r.latency_us.count, 20_000,
         "every datagram has a latency sample"
     );
+}
+
+#[test]
+fn bursts_keep_the_count_and_the_rate() {
+    // 1,003 is no multiple of the burst: the tail goes out short rather than never.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sink = sink::start(&sink_opts(), Arc::clone(&stop)).unwrap();
+    let opts = SendOpts {
+        to: sink.addr,
+        rate: Some(10_000.0),
+        limit: Limit::Count(1_003),
+        sizes: (64, 64),
+        format: Format::Statsd,
+        profile: Profile::Fixed,
+        sockets: 1,
+        threads: 1,
+        batch: 32,
+        burst: 16,
+        cpus: Vec::new(),
+    };
+    let sent = generator::send(&opts, &stop, &Progress::default()).unwrap();
+    assert_eq!(sent.sent, 1_003, "--count is exact with --burst");
+    assert!(
+        sent.elapsed_s > 0.09,
+        "bursts are still paced to the rate: {} s for 1,003 at 10k/s",
+        sent.elapsed_s
+    );
+    let r = finish_after(sink, 1_003);
+    assert_eq!((r.datagrams, r.lost, r.duplicates), (1_003, 0, 0), "{r:?}");
 }
 
 #[test]
@@ -264,6 +294,20 @@ fn bad_arguments_are_clear_errors() {
                 "realistic",
             ],
             "realistic",
+        ),
+        (
+            &[
+                "send",
+                "--to",
+                "127.0.0.1:9",
+                "--rate",
+                "1k",
+                "--count",
+                "1",
+                "--burst",
+                "64",
+            ],
+            "--burst",
         ),
         (&["sink", "--listen", "127.0.0.1:99999"], "127.0.0.1:99999"),
         (&["bench", "--fanout", "0", "--count", "1"], "--fanout"),
