@@ -51,7 +51,8 @@ enum reason {
 	R_SHORT = 8,      // headers not readable
 	R_RESTORE = 9,    // the original could not be restored after copying: dropped, counted
 	R_MALFORMED = 10, // lengths that do not add up: left to the stack, which drops it
-	R_COUNT = 11,
+	R_CONSUMED_BYTES = 11, // payload bytes of the R_CONSUMED datagrams
+	R_COUNT = 12,
 };
 
 struct ktarget {
@@ -123,11 +124,16 @@ struct {
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
 
-static __always_inline void count(__u32 reason)
+static __always_inline void count_n(__u32 reason, __u64 n)
 {
 	__u64 *v = bpf_map_lookup_elem(&stats, &reason);
 	if (v)
-		*v += 1;
+		*v += n;
+}
+
+static __always_inline void count(__u32 reason)
+{
+	count_n(reason, 1);
 }
 
 static __always_inline int same6(const __u32 *a, const __u32 *b)
@@ -262,6 +268,7 @@ static long copy_one(__u64 index, void *data)
 		tcount(t->slot, 0, x->payload);
 		count(R_HANDLED);
 		count(R_CONSUMED);
+		count_n(R_CONSUMED_BYTES, x->payload);
 		x->action = TC_ACT_UNSPEC;
 		return 1;
 	}
@@ -271,6 +278,7 @@ static long copy_one(__u64 index, void *data)
 		// The last copy went to another interface: the original has served every target.
 		count(R_HANDLED);
 		count(R_CONSUMED);
+		count_n(R_CONSUMED_BYTES, x->payload);
 		x->action = TC_ACT_SHOT;
 		return 1;
 	}

@@ -815,6 +815,14 @@ fn hand_made_packets_are_copied_only_when_the_stack_would_deliver_them() {
         "exactly what the stack delivers, once each\n{snap}"
     );
     assert_eq!(counters_of(&snap, "k").forwarded, want as u64, "{snap}");
+    // With one target, every original the kernel served was its last copy: no worker saw those,
+    // and the received bytes still count them.
+    assert!(kern.consumed > 0 && kern.consumed_bytes > 0, "{kern:?}");
+    assert_eq!(
+        snap.received_bytes(),
+        counters_of(&snap, "k").bytes,
+        "received bytes include the originals the kernel consumed\n{snap}"
+    );
 }
 
 /// A firewall rule that rewrites packet marks on the way in (here nftables in prerouting, as some

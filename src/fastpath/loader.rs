@@ -282,14 +282,21 @@ impl Loaded {
             .collect()
     }
 
-    /// (handled, consumed, passed by reason).
-    pub(super) fn reasons(&self) -> (u64, u64, [u64; PASS_REASONS.len()]) {
+    /// (handled, consumed, consumed bytes, passed by reason), in the program's `enum reason`
+    /// order: handled, consumed, the pass reasons, consumed bytes.
+    pub(super) fn reasons(&self) -> (u64, u64, u64, [u64; PASS_REASONS.len()]) {
         let sum = |i: u32| {
             self.stats
                 .get(&i, 0)
                 .map_or(0, |v| v.iter().copied().sum::<u64>())
         };
-        (sum(0), sum(1), std::array::from_fn(|i| sum(i as u32 + 2)))
+        let bytes = PASS_REASONS.len() as u32 + 2;
+        (
+            sum(0),
+            sum(1),
+            sum(bytes),
+            std::array::from_fn(|i| sum(i as u32 + 2)),
+        )
     }
 }
 

@@ -272,6 +272,8 @@ pub struct KernelSnapshot {
     pub handled: u64,
     /// Of those, datagrams whose original became the last copy (user space never received them).
     pub consumed: u64,
+    /// Payload bytes of the `consumed` datagrams.
+    pub consumed_bytes: u64,
     /// Datagrams passed up unhandled, by reason ([`PASS_REASONS`]).
     pub passed: Vec<(&'static str, u64)>,
     /// Marked datagrams whose generation the book no longer knew.
@@ -480,16 +482,17 @@ impl FastPath {
     /// The program's own counters.
     pub fn snapshot(&self) -> KernelSnapshot {
         #[cfg(udptee_fastpath)]
-        let (handled, consumed, passed) = self
+        let (handled, consumed, consumed_bytes, passed) = self
             .inner
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .reasons();
         #[cfg(not(udptee_fastpath))]
-        let (handled, consumed, passed) = (0, 0, [0u64; PASS_REASONS.len()]);
+        let (handled, consumed, consumed_bytes, passed) = (0, 0, 0, [0u64; PASS_REASONS.len()]);
         KernelSnapshot {
             handled,
             consumed,
+            consumed_bytes,
             passed: PASS_REASONS.iter().copied().zip(passed).collect(),
             stale_marks: self.book.stale(),
             interfaces: self.interfaces.clone(),

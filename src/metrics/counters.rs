@@ -744,9 +744,10 @@ impl Snapshot {
         self.sum(|w| w.received) + self.kernel.as_ref().map_or(0, |k| k.consumed)
     }
 
-    /// Bytes received over all workers.
+    /// Bytes received: over all workers, plus the payloads of the datagrams the kernel fast path
+    /// served whose original never reached user space.
     pub fn received_bytes(&self) -> u64 {
-        self.sum(|w| w.bytes)
+        self.sum(|w| w.bytes) + self.kernel.as_ref().map_or(0, |k| k.consumed_bytes)
     }
 
     /// Datagrams over `--max-datagram`, all workers.

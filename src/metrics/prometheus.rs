@@ -308,6 +308,13 @@ impl Collector for ForwarderCollector {
                 Counter,
                 &[(vec![], k.consumed)],
             )?;
+            family(
+                &mut enc,
+                "udptee_fastpath_consumed_bytes",
+                "Payload bytes of the datagrams whose original became the last copy.",
+                Counter,
+                &[(vec![], k.consumed_bytes)],
+            )?;
             let passed: Vec<(Labels, u64)> = k
                 .passed
                 .iter()
