@@ -104,10 +104,19 @@ fn loss_and_delay_on_the_path_are_outside_udptee() {
         (1600..=1960).contains(&got),
         "netem lost about 10% on the wire, which only the receiver can see: {got} of 2000"
     );
-    let sent_order: Vec<_> = sent.iter().filter(|f| far_seen.contains(f)).collect();
+    // udptee's own order is the local target's, checked above. The path may swap a few
+    // neighbours: a veth hands each packet to the backlog of the CPU that sends it, and the queue
+    // in front of it is drained from the sender's CPU or from its timer's, so with the suite
+    // running on both cores two backlogs can race. Anything beyond that would be udptee's.
+    let rank: std::collections::HashMap<_, usize> =
+        sent.iter().enumerate().map(|(i, f)| (f, i)).collect();
+    let behind = far_seen
+        .windows(2)
+        .filter(|w| rank[&w[1]] < rank[&w[0]])
+        .count();
     assert!(
-        far_seen.iter().eq(sent_order.into_iter()),
-        "a constant delay does not reorder"
+        behind * 100 <= got,
+        "at most 1% out of order on the path: {behind} of {got}"
     );
     assert_accounted(&snap);
 }
