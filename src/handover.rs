@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::counters::{TargetSnapshot, WorkerSnapshot};
+use crate::metrics::counters::{Snapshot, TargetSnapshot, WorkerSnapshot};
 
 /// Most descriptors one hand-over carries (workers' sockets and two locks).
 const MAX_FDS: usize = 1100;
@@ -69,6 +69,29 @@ pub struct Final {
     pub targets: Vec<(String, TargetSnapshot)>,
     /// Per worker.
     pub workers: Vec<WorkerSnapshot>,
+}
+
+impl Final {
+    /// What a successor carries over from this instance's final snapshot. The originals the kernel
+    /// fast path consumed were received here though no worker read them: they travel as the first
+    /// worker's, so the successor's `received` still covers every datagram its targets were
+    /// offered.
+    pub fn of(summary: &Snapshot) -> Self {
+        let mut workers = summary.workers.clone();
+        if let (Some(k), Some(w)) = (&summary.kernel, workers.first_mut()) {
+            w.received += k.consumed;
+            w.bytes += k.consumed_bytes;
+        }
+        Self {
+            targets: summary
+                .target_names
+                .iter()
+                .cloned()
+                .zip(summary.targets.iter().cloned())
+                .collect(),
+            workers,
+        }
+    }
 }
 
 /// What a takeover got from the old instance.
@@ -456,5 +479,39 @@ pub fn store_in_systemd(sockets: &[UdpSocket]) {
             "listen sockets stored in systemd's file-descriptor store"
         ),
         Err(e) => tracing::warn!(error = %e, "storing the listen sockets in systemd failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_final_counters_carry_what_the_kernel_consumed_as_received() {
+        let worker = |received, bytes| WorkerSnapshot {
+            received,
+            bytes,
+            ..WorkerSnapshot::default()
+        };
+        let summary = Snapshot {
+            workers: vec![worker(10, 100), worker(5, 50)],
+            targets: vec![TargetSnapshot::default()],
+            target_names: vec!["k".into()],
+            kernel: Some(crate::fastpath::KernelSnapshot {
+                consumed: 7,
+                consumed_bytes: 70,
+                ..Default::default()
+            }),
+        };
+        let f = Final::of(&summary);
+        let received: u64 = f.workers.iter().map(|w| w.received).sum();
+        let bytes: u64 = f.workers.iter().map(|w| w.bytes).sum();
+        assert_eq!(
+            (received, bytes),
+            (summary.received(), summary.received_bytes())
+        );
+        assert_eq!((received, bytes), (22, 220));
+        assert_eq!(f.targets.len(), 1);
+        assert_eq!(f.targets[0].0, "k");
     }
 }

@@ -188,15 +188,7 @@ pub fn run(config: &Config, loader: Option<control::Loader>) -> Result<Snapshot,
         tracing::info!("final: {line}");
     }
     if let Some(h) = handover {
-        h.finish(&handover::Final {
-            targets: summary
-                .target_names
-                .iter()
-                .cloned()
-                .zip(summary.targets.iter().cloned())
-                .collect(),
-            workers: summary.workers.clone(),
-        });
+        h.finish(&handover::Final::of(&summary));
     }
     let r = recorder.counts();
     if r.files > 0 {
