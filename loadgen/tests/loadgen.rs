@@ -29,22 +29,34 @@ fn sink_opts() -> SinkOpts {
     }
 }
 
+/// `count` fixed-size statsd datagrams at `rate` from one socket, sent as they fall due.
+fn paced(to: std::net::SocketAddr, rate: f64, count: u64) -> SendOpts {
+    SendOpts {
+        to,
+        rate: Some(rate),
+        limit: Limit::Count(count),
+        sizes: (64, 64),
+        format: Format::Statsd,
+        profile: Profile::Fixed,
+        sockets: 1,
+        threads: 1,
+        batch: 32,
+        burst: 1,
+        cpus: Vec::new(),
+    }
+}
+
 #[test]
 fn send_to_sink_counts_exactly() {
     let stop = Arc::new(AtomicBool::new(false));
     let sink = sink::start(&sink_opts(), Arc::clone(&stop)).unwrap();
     let opts = SendOpts {
-        to: sink.addr,
-        rate: Some(50_000.0),
-        limit: Limit::Count(20_000),
         sizes: (20, 1400),
         format: Format::Dogstatsd,
         profile: Profile::Realistic,
         sockets: 4,
         threads: 2,
-        batch: 32,
-        burst: 1,
-        cpus: Vec::new(),
+        ..paced(sink.addr, 50_000.0, 20_000)
     };
     let sent = generator::send(&opts, &stop, &Progress::default()).unwrap();
     assert_eq!(sent.sent, 20_000, "--count is exact");
@@ -76,17 +88,8 @@ fn bursts_keep_the_count_and_the_rate() {
     let stop = Arc::new(AtomicBool::new(false));
     let sink = sink::start(&sink_opts(), Arc::clone(&stop)).unwrap();
     let opts = SendOpts {
-        to: sink.addr,
-        rate: Some(10_000.0),
-        limit: Limit::Count(1_003),
-        sizes: (64, 64),
-        format: Format::Statsd,
-        profile: Profile::Fixed,
-        sockets: 1,
-        threads: 1,
-        batch: 32,
         burst: 16,
-        cpus: Vec::new(),
+        ..paced(sink.addr, 10_000.0, 1_003)
     };
     let sent = generator::send(&opts, &stop, &Progress::default()).unwrap();
     assert_eq!(sent.sent, 1_003, "--count is exact with --burst");

@@ -887,9 +887,9 @@ impl TargetRegistry {
         });
         let (p0, r0, m0) = std::mem::replace(&mut state.marks.last, (passed_up, received, marked));
         let (dp, dr, dm) = (
-            passed_up - p0.min(passed_up),
-            received - r0.min(received),
-            marked - m0.min(marked),
+            passed_up.saturating_sub(p0),
+            received.saturating_sub(r0),
+            marked.saturating_sub(m0),
         );
         if dp >= 5_000 && dr * 2 >= dp && dm * 4 < dr.min(dp) {
             state.marks.lost = true;
