@@ -380,6 +380,10 @@ fn a_receiver_that_goes_away_is_seen_down_and_its_loss_counted() {
     });
     let before = fwd.snapshot().targets[0].clone();
     send_paced(&fwd, &client, 1, (0..1000).map(|_| 64), 100, &[&witness]);
+    // The witness having everything says nothing of the dead target's queue: let it empty.
+    wait_for(&fwd, "the down target's copies to go out", || {
+        fwd.snapshot().unaccounted(0) == 0
+    });
     let during = fwd.snapshot().targets[0].clone();
     let accepted = during.forwarded - before.forwarded;
     let refused = during.send_errors_total() - before.send_errors_total();
