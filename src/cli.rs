@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
-use crate::config::file::{Dur, FileTarget, Loaded, Size};
+use crate::config::file::{Dur, FileTarget, Loaded, Size, target_from_table};
 use crate::config::{self, Config, ConfigError, TargetSpec, parse_bytes, parse_duration};
 
 /// udptee: copies every UDP datagram that arrives on one address, unchanged, to several receivers.
@@ -603,39 +603,6 @@ pub fn check_log_level(level: &str) -> Result<(), ConfigError> {
     }
 }
 
-/// A target from a `[[target]]` table or an API body, with `config`'s defaults for what it omits.
-/// `name` (the API path) wins over the table's own name.
-pub fn target_from_table(
-    config: &Config,
-    t: &FileTarget,
-    name: Option<&str>,
-) -> Result<TargetSpec, ConfigError> {
-    let unix = config::unixgram_path(&t.addr).transpose()?;
-    // A Unix target has no IP address; a placeholder that no rule about addresses applies to.
-    let resolved = match &unix {
-        Some(_) => std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
-        None => config.resolver.0.resolve(&t.addr)?,
-    };
-    Ok(TargetSpec {
-        name: name
-            .map(str::to_owned)
-            .or_else(|| t.name.clone())
-            .unwrap_or_else(|| match &unix {
-                Some(path) => config::unixgram_name(path),
-                None => t.addr.clone(),
-            }),
-        addr: t.addr.clone(),
-        resolved,
-        enabled: t.enabled.unwrap_or(true),
-        queue_depth: t.queue_depth.unwrap_or(config.queue_depth),
-        queue_bytes: t.queue_bytes.unwrap_or(config.queue_bytes),
-        sndbuf_bytes: t.sndbuf.or(config.sndbuf_bytes),
-        lines: t.line_settings(),
-        parity: t.parity.unwrap_or(false),
-        unix,
-    })
-}
-
 /// Points a validation error at the file line it came from.
 fn locate(file: &Loaded, e: ConfigError) -> ConfigError {
     let (key, value) = e.place();
@@ -753,7 +720,7 @@ impl TryFrom<&Args> for Config {
         config.control_socket = match args.control_socket.as_deref() {
             Some("off") => None,
             Some(path) => Some(PathBuf::from(path)),
-            None => crate::handover::default_path(),
+            None => config::settings::default_control_socket(),
         };
         for list in &args.allow {
             config

@@ -7,8 +7,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::cli::target_from_table;
-use crate::config::file::FileTarget;
+use crate::config::file::{FileTarget, target_from_table};
 use crate::config::{Config, ConfigError, check_name};
 use crate::fanout::targets::{Change, ChangeError, TargetRegistry};
 

@@ -131,17 +131,6 @@ impl Taken {
     }
 }
 
-/// The control socket path: `--control-socket`, else `$RUNTIME_DIRECTORY/control.sock`, else
-/// `/run/udptee/control.sock` when that directory exists.
-pub fn default_path() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("RUNTIME_DIRECTORY") {
-        let dir = dir.to_string_lossy().split(':').next()?.to_owned();
-        return Some(Path::new(&dir).join("control.sock"));
-    }
-    let run = Path::new("/run/udptee");
-    run.is_dir().then(|| run.join("control.sock"))
-}
-
 fn io_err(what: &str, e: impl std::fmt::Display) -> String {
     format!("{what}: {e}")
 }

@@ -9,35 +9,10 @@
 //! Leaving uid 0 clears every capability, permitted and effective, and the saved IDs make it
 //! impossible to get them back.
 
-use nix::unistd::{Gid, Uid, User};
+use nix::unistd::{Gid, Uid};
 
-/// The user to run as, looked up when the configuration is read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunAs {
-    /// The name given.
-    pub name: String,
-    /// Its user ID.
-    pub uid: u32,
-    /// Its primary group ID.
-    pub gid: u32,
-}
+pub use crate::config::RunAs;
 
-impl RunAs {
-    /// Looks `name` up in the user database (a name or a numeric ID).
-    pub fn lookup(name: &str) -> Result<Self, String> {
-        let user = match name.parse::<u32>() {
-            Ok(id) => User::from_uid(Uid::from_raw(id)),
-            Err(_) => User::from_name(name),
-        }
-        .map_err(|e| format!("looking up user {name:?}: {e}"))?
-        .ok_or_else(|| format!("no such user: {name:?}"))?;
-        Ok(Self {
-            name: name.to_owned(),
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
-        })
-    }
-}
 
 /// Becomes `who` for good. Already being that user is fine; any other user needs root.
 pub fn drop_to(who: &RunAs) -> Result<(), String> {

@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use super::Config;
+use super::error::ConfigError;
+use super::target::{TargetSpec, unixgram_name, unixgram_path};
+
 /// A size: an integer of bytes, or a string with a suffix (`"4MiB"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Size(pub usize);
@@ -130,21 +134,21 @@ pub struct FileTarget {
     /// Fraction of names (or lines) kept.
     pub sample: Option<f64>,
     /// `name` or `line`.
-    pub sample_by: Option<crate::statsd::filter::SampleBy>,
+    pub sample_by: Option<super::lines::SampleBy>,
     /// Tags added to this target's copy.
     pub add_tags: Option<Vec<String>>,
     /// Prefix added to this target's metric names.
     pub prefix: Option<String>,
     /// `forward` or `drop` lines that are not statsd.
-    pub malformed: Option<crate::statsd::filter::OnMalformed>,
+    pub malformed: Option<super::lines::OnMalformed>,
     /// Digest what is sent for `GET /parity`.
     pub parity: Option<bool>,
 }
 
 impl FileTarget {
     /// The line settings this table gives.
-    pub fn line_settings(&self) -> crate::statsd::filter::LineSettings {
-        crate::statsd::filter::LineSettings {
+    pub fn line_settings(&self) -> super::lines::LineSettings {
+        super::lines::LineSettings {
             include: self.include.clone().unwrap_or_default(),
             exclude: self.exclude.clone().unwrap_or_default(),
             tags_include: self.tags_include.clone().unwrap_or_default(),
@@ -255,6 +259,39 @@ fn find_value(text: &str, value: &str) -> Option<(usize, usize, String)> {
         let col = l.find(&quoted)?;
         let key = l.split_once('=').map_or("", |(k, _)| k).trim().to_owned();
         Some((i + 1, col + 1, key))
+    })
+}
+
+/// A target from a `[[target]]` table or an API body, with `config`'s defaults for what it omits.
+/// `name` (the API path) wins over the table's own name.
+pub fn target_from_table(
+    config: &Config,
+    t: &FileTarget,
+    name: Option<&str>,
+) -> Result<TargetSpec, ConfigError> {
+    let unix = unixgram_path(&t.addr).transpose()?;
+    // A Unix target has no IP address; a placeholder that no rule about addresses applies to.
+    let resolved = match &unix {
+        Some(_) => std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+        None => config.resolver.0.resolve(&t.addr)?,
+    };
+    Ok(TargetSpec {
+        name: name
+            .map(str::to_owned)
+            .or_else(|| t.name.clone())
+            .unwrap_or_else(|| match &unix {
+                Some(path) => unixgram_name(path),
+                None => t.addr.clone(),
+            }),
+        addr: t.addr.clone(),
+        resolved,
+        enabled: t.enabled.unwrap_or(true),
+        queue_depth: t.queue_depth.unwrap_or(config.queue_depth),
+        queue_bytes: t.queue_bytes.unwrap_or(config.queue_bytes),
+        sndbuf_bytes: t.sndbuf.or(config.sndbuf_bytes),
+        lines: t.line_settings(),
+        parity: t.parity.unwrap_or(false),
+        unix,
     })
 }
 

@@ -35,17 +35,8 @@ pub(crate) const MARK_HANDLED: u32 = 0x7ee1_0000;
 pub const MARK_COPY: u32 = 0x7ee2_0000;
 const MARK_MASK: u32 = 0xffff_0000;
 
-/// `--fast-path`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Mode {
-    /// Serve every target from user space.
-    #[default]
-    Off,
-    /// Use the kernel path when it loads; otherwise say why once and serve everything from user space.
-    Auto,
-    /// Use the kernel path, or refuse to start.
-    On,
-}
+
+pub use crate::config::FastPathMode as Mode;
 
 /// What the program passed to user space unhandled, by reason (the program's `enum reason` from 2).
 pub const PASS_REASONS: [&str; 9] = [

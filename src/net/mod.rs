@@ -15,16 +15,5 @@ pub(crate) mod sys;
 pub mod uring;
 
 pub use socket::{SocketState, socket_drops};
+pub use crate::config::IoBackend;
 
-/// Which receive backend to use (`--io`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum IoBackend {
-    /// Probe io_uring at start-up and use it when it works and measured faster here; otherwise
-    /// recvmmsg, with one log line saying why.
-    #[default]
-    Auto,
-    /// io_uring multishot recvmsg; start-up fails with a clear error if the kernel refuses it.
-    Uring,
-    /// recvmmsg.
-    Mmsg,
-}

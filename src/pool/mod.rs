@@ -42,11 +42,7 @@ impl BufId {
     }
 }
 
-/// Bytes in front of every payload: io_uring's multishot recvmsg writes its 16-byte
-/// `io_uring_recvmsg_out`, the sender's address (32 bytes, `net::mmsg::NAME_BYTES`) and the control
-/// messages (120 bytes, `net::mmsg::CMSG_BYTES`) there, so both backends share one slot layout and
-/// senders always find the payload at the same offset.
-pub const HEADROOM: usize = 168;
+pub use crate::config::HEADROOM;
 
 /// Page size used to pre-fault the pool; a larger real page only means fewer faults were needed.
 const PAGE_BYTES: usize = 4096;

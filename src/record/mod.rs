@@ -30,18 +30,16 @@ use self::file::Files;
 use crate::fanout::observe::{Observed, Observer};
 use crate::fanout::ratelimit::RateLimit;
 use crate::fanout::targets::TargetRegistry;
-use crate::statsd::filter::{LineCounts, LineFilter, LineSettings, Part};
+use crate::statsd::filter::{LineCounts, LineFilter, Part};
 
 /// Datagrams the recorder thread takes per write.
 const BATCH: usize = 256;
 /// Sleep when nothing is queued.
 const IDLE: Duration = Duration::from_millis(20);
-/// Default `--record-queue-bytes`: 8 MiB, about 80 ms at 100k/s of 1 KiB datagrams.
-pub const DEFAULT_QUEUE_BYTES: usize = 8 << 20;
-/// Smallest `--record-max-bytes`: a largest datagram and its headers must fit in a file.
-pub const MIN_FILE_BYTES: u64 = 128 << 10;
-/// Shortest `--record-rotate`.
-pub const MIN_ROTATE: Duration = Duration::from_secs(1);
+pub use crate::config::settings::{
+    DEFAULT_RECORD_QUEUE_BYTES as DEFAULT_QUEUE_BYTES, MIN_RECORD_FILE_BYTES as MIN_FILE_BYTES,
+    MIN_RECORD_ROTATE as MIN_ROTATE, RecordSettings,
+};
 /// Snap length written in the file header: every UDP datagram, whole.
 const SNAPLEN: u32 = 262_144;
 /// How long a stopping recorder waits for workers to move to a table without it.
@@ -51,114 +49,6 @@ const STOP_JOIN: Duration = Duration::from_secs(3);
 /// Pause before a new file after a failed write.
 const RETRY: Duration = Duration::from_secs(1);
 
-/// What and where to record (`--record*` flags, `[record]`, `POST /record/start`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct RecordSettings {
-    /// The file; with rotation, `STEM.NNNNNN.EXT` beside it.
-    pub path: PathBuf,
-    /// Rotate before a file would exceed this many bytes.
-    pub max_bytes: Option<u64>,
-    /// Rotate when a file is this old.
-    #[serde(with = "humantime_serde_opt")]
-    pub rotate: Option<Duration>,
-    /// Keep at most this many rotated files (the oldest are deleted).
-    pub keep: Option<usize>,
-    /// Only lines whose metric name matches one of these globs (none: every line).
-    pub include: Vec<String>,
-    /// Not lines whose metric name matches one of these.
-    pub exclude: Vec<String>,
-    /// Bytes the recorder may fall behind by before it counts `queue_full`.
-    pub queue_bytes: usize,
-}
-
-mod humantime_serde_opt {
-    pub(super) fn serialize<S: serde::Serializer>(
-        v: &Option<std::time::Duration>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
-            None => s.serialize_none(),
-        }
-    }
-}
-
-impl RecordSettings {
-    /// Settings for `path` with the defaults: one file, no filter.
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self {
-            path: path.into(),
-            max_bytes: None,
-            rotate: None,
-            keep: None,
-            include: Vec::new(),
-            exclude: Vec::new(),
-            queue_bytes: DEFAULT_QUEUE_BYTES,
-        }
-    }
-
-    /// Rotating: by size or by age.
-    pub fn rotates(&self) -> bool {
-        self.max_bytes.is_some() || self.rotate.is_some()
-    }
-
-    /// Checks the settings; the error names the flag.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.path.as_os_str().is_empty() || self.path.file_name().is_none() {
-            return Err(format!(
-                "--record {}: expected a file path",
-                self.path.display()
-            ));
-        }
-        if let Some(m) = self.max_bytes {
-            if m < MIN_FILE_BYTES {
-                return Err(format!(
-                    "--record-max-bytes {m}: at least {MIN_FILE_BYTES} (a largest datagram must fit)"
-                ));
-            }
-        }
-        if let Some(r) = self.rotate {
-            if r < MIN_ROTATE {
-                return Err(format!(
-                    "--record-rotate {}: at least 1s",
-                    humantime::format_duration(r)
-                ));
-            }
-        }
-        match self.keep {
-            Some(0) => return Err("--record-keep 0: keep at least 1 file".into()),
-            Some(_) if !self.rotates() => {
-                return Err(
-                    "--record-keep needs --record-max-bytes or --record-rotate (one file is never deleted)"
-                        .into(),
-                );
-            }
-            _ => {}
-        }
-        if !(crate::config::MIN_QUEUE_BYTES..=crate::config::MAX_QUEUE_BYTES)
-            .contains(&self.queue_bytes)
-        {
-            return Err(format!(
-                "--record-queue-bytes {}: expected {} to {}",
-                self.queue_bytes,
-                crate::config::MIN_QUEUE_BYTES,
-                crate::config::MAX_QUEUE_BYTES
-            ));
-        }
-        self.line_settings()
-            .validate()
-            .map_err(|e| format!("--record-{e}"))?;
-        Ok(())
-    }
-
-    fn line_settings(&self) -> LineSettings {
-        LineSettings {
-            include: self.include.clone(),
-            exclude: self.exclude.clone(),
-            ..LineSettings::default()
-        }
-    }
-}
 
 /// Why a recording could not start or stop.
 #[derive(Debug, thiserror::Error)]

@@ -7,122 +7,12 @@
 //! line under one outcome, and adds a 64-bit hash of each line it keeps into an order-independent
 //! digest for the parity ledger.
 
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt as _;
-
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::GlobSet;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::{What, lines, parse};
-
-/// `sample-by`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SampleBy {
-    /// Keep a fixed set of names, chosen by a stable hash: complete series for a subset.
-    #[default]
-    Name,
-    /// Keep each line at random, scaling up `@rate` of counts and samples so totals stay unbiased.
-    Line,
-}
-
-/// `malformed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OnMalformed {
-    /// Forward it unchanged (and count it).
-    #[default]
-    Forward,
-    /// Drop it (and count it).
-    Drop,
-}
-
-/// A target's line settings, as configured.
-#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct LineSettings {
-    /// Name globs to keep (none: every name).
-    pub include: Vec<String>,
-    /// Name globs to drop; wins over `include`.
-    pub exclude: Vec<String>,
-    /// Tag globs of which a line must carry one (none: any line).
-    pub tags_include: Vec<String>,
-    /// Tag globs of which a line must carry none.
-    pub tags_exclude: Vec<String>,
-    /// Fraction kept, in (0, 1].
-    pub sample: Option<f64>,
-    /// How the fraction is chosen.
-    pub sample_by: SampleBy,
-    /// Tags added to every line of this target's copy.
-    pub add_tags: Vec<String>,
-    /// Prefix added to every metric and service check name of this target's copy.
-    pub prefix: String,
-    /// What to do with lines that are not statsd.
-    pub malformed: OnMalformed,
-}
-
-impl LineSettings {
-    /// No line setting at all: the target gets every datagram as received, unparsed.
-    pub fn is_passthrough(&self) -> bool {
-        self.include.is_empty()
-            && self.exclude.is_empty()
-            && self.tags_include.is_empty()
-            && self.tags_exclude.is_empty()
-            && self.sample.is_none()
-            && self.add_tags.is_empty()
-            && self.prefix.is_empty()
-    }
-
-    /// Checks the settings; the error names the key.
-    pub fn validate(&self) -> Result<(), String> {
-        for (key, globs) in [
-            ("include", &self.include),
-            ("exclude", &self.exclude),
-            ("tags-include", &self.tags_include),
-            ("tags-exclude", &self.tags_exclude),
-        ] {
-            glob_set(globs).map_err(|e| format!("{key}: {e}"))?;
-        }
-        if let Some(s) = self.sample {
-            if !(s > 0.0 && s <= 1.0) {
-                return Err(format!("sample {s}: expected a fraction in (0, 1]"));
-            }
-        }
-        for t in &self.add_tags {
-            if t.is_empty() || t.bytes().any(|b| matches!(b, b',' | b'|' | b'\n' | b'#')) {
-                return Err(format!(
-                    "add-tags {t:?}: a tag is non-empty, without ',', '|', '#' or newline"
-                ));
-            }
-        }
-        if self
-            .prefix
-            .bytes()
-            .any(|b| matches!(b, b':' | b'|' | b'\n' | b'@' | b'#'))
-        {
-            return Err(format!(
-                "prefix {:?}: no ':', '|', '@', '#' or newline",
-                self.prefix
-            ));
-        }
-        Ok(())
-    }
-}
-
-fn glob_set(globs: &[String]) -> Result<Option<GlobSet>, String> {
-    if globs.is_empty() {
-        return Ok(None);
-    }
-    let mut b = GlobSetBuilder::new();
-    for g in globs {
-        b.add(Glob::new(g).map_err(|e| format!("{g:?}: {e}"))?);
-    }
-    b.build().map(Some).map_err(|e| e.to_string())
-}
-
-fn matches(set: &GlobSet, bytes: &[u8]) -> bool {
-    set.is_match(OsStr::from_bytes(bytes))
-}
+pub use crate::config::lines::{LineSettings, OnMalformed, SampleBy};
+use crate::config::lines::{glob_set, matches};
 
 /// What happened to the lines of the datagrams a filter saw.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -33,10 +33,7 @@ const _: () = assert!(
 /// user_data of the multishot receive request.
 const RECV: u64 = 1;
 
-/// Buffers a worker keeps in its ring: enough for the kernel to write ahead while the worker sends.
-pub fn ring_entries(batch: usize) -> u16 {
-    (batch * 4).clamp(64, 4096).next_power_of_two() as u16
-}
+pub use crate::config::ring_entries;
 
 /// Reusable io_uring receive state for one worker socket.
 pub struct UringRecv {

@@ -1,0 +1,219 @@
+//! A target as configured ([`TargetSpec`]) and the checks of a target set: names, sizes,
+//! duplicates, the count, and loops back into the listen socket. The same words at start-up, on
+//! reload and from the admin API. Floor 1.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use super::addr::{canonical, local_addresses};
+use super::error::ConfigError;
+use super::limits::*;
+use super::lines::LineSettings;
+use super::parse::check_range;
+
+/// A receiver every datagram is copied to, with its own settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetSpec {
+    /// The target's name: the metric label and the admin API key (`--to NAME=ADDR`; by default the
+    /// address as written).
+    pub name: String,
+    /// The address as written (a literal or `host:port`), looked up again every resolve interval
+    /// when it names a host.
+    pub addr: String,
+    /// The resolved address the sender connects to.
+    pub resolved: SocketAddr,
+    /// `false`: kept in the set with its counters, nothing sent (counted `disabled`).
+    pub enabled: bool,
+    /// Most datagrams queued for this target.
+    pub queue_depth: usize,
+    /// Most bytes queued for this target.
+    pub queue_bytes: usize,
+    /// Send buffer asked for on the target socket; `None` keeps the kernel default.
+    pub sndbuf_bytes: Option<usize>,
+    /// Line settings (filters, sampling, rewrites); passthrough when none is set.
+    pub lines: LineSettings,
+    /// Digest what is sent for `GET /parity` even without line settings (those always do).
+    pub parity: bool,
+    /// A Unix datagram socket target (`unixgram:///path`); `resolved` is then a placeholder.
+    pub unix: Option<PathBuf>,
+}
+
+/// The scheme of Unix datagram socket addresses: `unixgram:///var/run/datadog/dsd.socket`.
+pub const UNIXGRAM: &str = "unixgram://";
+
+/// The path of a `unixgram:///path` address, if it is one; the path must be absolute.
+pub fn unixgram_path(addr: &str) -> Option<Result<PathBuf, ConfigError>> {
+    let rest = addr.strip_prefix(UNIXGRAM)?;
+    let path = PathBuf::from(rest);
+    Some(
+        if path.is_absolute() && path.file_name().is_some() && rest.len() < 108 {
+            Ok(path)
+        } else {
+            Err(ConfigError::BadValue {
+                what: "unixgram address",
+                got: addr.chars().take(200).collect(),
+                expected: "unixgram:///ABSOLUTE/PATH (under 108 bytes)",
+            })
+        },
+    )
+}
+
+/// The default name of a Unix socket target: `unixgram:` and the path with `/` as `.`.
+pub fn unixgram_name(path: &std::path::Path) -> String {
+    let p = path.to_string_lossy();
+    let name: String = p
+        .trim_start_matches('/')
+        .chars()
+        .map(|c| if c == '/' { '.' } else { c })
+        .collect();
+    format!("unixgram:{name}")
+}
+
+impl TargetSpec {
+    /// A target named `name` at the literal address `addr`, with default settings.
+    pub fn new(name: impl Into<String>, addr: SocketAddr) -> Self {
+        Self {
+            name: name.into(),
+            addr: addr.to_string(),
+            resolved: addr,
+            enabled: true,
+            queue_depth: DEFAULT_QUEUE_DEPTH,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
+            sndbuf_bytes: None,
+            lines: LineSettings::default(),
+            parity: false,
+            unix: None,
+        }
+    }
+
+    /// True when `other` can be served by the same socket, backlog and sender (it differs in
+    /// `enabled`, line settings or `parity` at most).
+    pub fn same_incarnation(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.resolved == other.resolved
+            && self.queue_depth == other.queue_depth
+            && self.queue_bytes == other.queue_bytes
+            && self.sndbuf_bytes == other.sndbuf_bytes
+            && self.unix == other.unix
+    }
+
+    /// True when the address names a host (looked up again every resolve interval).
+    pub fn is_host_name(&self) -> bool {
+        self.unix.is_none() && self.addr.parse::<SocketAddr>().is_err()
+    }
+}
+
+/// Checks a target set on its own: names, sizes, duplicates, loops, and the count. Used at start-up,
+/// on reload and by the admin API, so each refuses the same things with the same words.
+pub fn validate_targets(
+    listen: SocketAddr,
+    listen_unix: Option<&std::path::Path>,
+    targets: &[TargetSpec],
+    max_targets: usize,
+) -> Result<(), ConfigError> {
+    if targets.len() > max_targets {
+        return Err(ConfigError::Range {
+            what: "the number of targets (--max-targets)",
+            min: 0,
+            max: max_targets,
+            got: targets.len(),
+        });
+    }
+    let locals = local_addresses();
+    for (i, a) in targets.iter().enumerate() {
+        check_name(&a.name)?;
+        a.lines.validate().map_err(|reason| ConfigError::Lines {
+            target: a.name.clone(),
+            reason,
+        })?;
+        check_range("queue-depth", a.queue_depth, 1, MAX_QUEUE_DEPTH)?;
+        check_range(
+            "queue-bytes",
+            a.queue_bytes,
+            MIN_QUEUE_BYTES,
+            MAX_QUEUE_BYTES,
+        )?;
+        if let Some(path) = &a.unix {
+            if let Some(b) = targets[..i].iter().find(|b| b.name == a.name) {
+                return Err(ConfigError::DuplicateName {
+                    name: b.name.clone(),
+                });
+            }
+            if let Some(b) = targets[..i].iter().find(|b| b.unix.as_ref() == Some(path)) {
+                return Err(ConfigError::DuplicateName {
+                    name: format!("{} and {} (both {})", b.name, a.name, path.display()),
+                });
+            }
+            if listen_unix == Some(path.as_path()) {
+                return Err(ConfigError::Loop {
+                    target: a.name.clone(),
+                    listen,
+                });
+            }
+            continue;
+        }
+        if a.resolved.port() == 0 {
+            return Err(ConfigError::PortZero {
+                target: a.name.clone(),
+            });
+        }
+        if let Some(b) = targets[..i]
+            .iter()
+            .find(|b| canonical(b.resolved) == canonical(a.resolved))
+        {
+            return Err(ConfigError::DuplicateTarget {
+                a: b.name.clone(),
+                b: a.name.clone(),
+                addr: a.resolved,
+            });
+        }
+        if let Some(b) = targets[..i].iter().find(|b| b.name == a.name) {
+            return Err(ConfigError::DuplicateName {
+                name: b.name.clone(),
+            });
+        }
+        if forwards_to_itself(listen, a.resolved, &locals) {
+            return Err(ConfigError::Loop {
+                target: a.name.clone(),
+                listen,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Names are metric labels and URL path segments: letters, digits and `._:-[]`, 1 to 128 bytes.
+pub fn check_name(name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-[]".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Name {
+            name: name.chars().take(MAX_NAME_LEN).collect(),
+        })
+    }
+}
+
+/// True when `target` reaches the listen socket itself, in any spelling: the same address, an
+/// IPv4-mapped IPv6 form of it, any loopback address (the whole 127/8 range) or any of this host's
+/// own addresses when listening on a wildcard, or the wildcard itself. Forwarding there would
+/// multiply every datagram forever.
+fn forwards_to_itself(listen: SocketAddr, target: SocketAddr, locals: &[IpAddr]) -> bool {
+    let (l, t) = (canonical(listen), canonical(target));
+    if l.port() == 0 || l.port() != t.port() {
+        return false;
+    }
+    let (l, t) = (l.ip(), t.ip());
+    let local = |ip: IpAddr| ip.is_loopback() || ip.is_unspecified() || locals.contains(&ip);
+    if l.is_unspecified() {
+        // A wildcard listener receives on every local address of its family (and an IPv6 wildcard,
+        // dual-stack by default, on IPv4 ones too).
+        return local(t) && (l.is_ipv6() || t.is_ipv4());
+    }
+    // A specific address receives only what is sent to it; an unspecified destination means this host.
+    l == t || t.is_unspecified()
+}
