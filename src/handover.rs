@@ -486,7 +486,7 @@ mod tests {
             workers: vec![worker(10, 100), worker(5, 50)],
             targets: vec![TargetSnapshot::default()],
             target_names: vec!["k".into()],
-            kernel: Some(crate::fastpath::KernelSnapshot {
+            kernel: Some(crate::metrics::kernel::KernelSnapshot {
                 consumed: 7,
                 consumed_bytes: 70,
                 ..Default::default()

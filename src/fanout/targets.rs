@@ -224,7 +224,7 @@ struct RegistryState {
     /// What the kernel was last told, and the names it serves.
     plan: crate::fastpath::Plan,
     /// The kernel path's counters when it was taken out (for the final accounting).
-    last_kernel: Option<crate::fastpath::KernelSnapshot>,
+    last_kernel: Option<crate::metrics::kernel::KernelSnapshot>,
     /// The sockets were handed to a new instance: the kernel path copies nothing any more.
     handed_over: bool,
     /// The marks check (see [`TargetRegistry::check_marks`]).
@@ -919,7 +919,7 @@ impl TargetRegistry {
     }
 
     /// The kernel path's own counters, when it is loaded.
-    pub fn kernel_snapshot(&self) -> Option<crate::fastpath::KernelSnapshot> {
+    pub fn kernel_snapshot(&self) -> Option<crate::metrics::kernel::KernelSnapshot> {
         let state = self.lock();
         let mut k = match &state.fastpath {
             Some(fp) => Some(fp.snapshot()),

@@ -14,7 +14,8 @@ use aya::programs::SchedClassifier;
 use aya::programs::tc::{self, TcAttachType};
 use aya::util::KernelVersion;
 
-use super::{KernelTargetCounts, MAX_KERNEL_TARGETS, PASS_REASONS, Plan, addr_words};
+use super::plan::{MAX_KERNEL_TARGETS, PASS_REASONS, Plan, addr_words};
+use crate::metrics::kernel::KernelTargetCounts;
 
 const PROGRAM: &str = "udptee_fastpath";
 

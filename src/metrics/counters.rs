@@ -334,7 +334,7 @@ pub struct TargetCounterSet {
     /// This name's row in the kernel fast path's counters (set once, when the name is first kept).
     slot: std::sync::OnceLock<u8>,
     /// The kernel fast path's totals for this name, refreshed at every snapshot.
-    kernel: std::sync::Mutex<crate::fastpath::KernelTargetCounts>,
+    kernel: std::sync::Mutex<crate::metrics::kernel::KernelTargetCounts>,
 }
 
 /// What udptee sees of a target's receiving socket, written by the watch thread (see
@@ -403,7 +403,7 @@ impl TargetCounterSet {
     }
 
     /// Stores the kernel path's totals for this name (they only grow).
-    pub(crate) fn set_kernel(&self, k: crate::fastpath::KernelTargetCounts) {
+    pub(crate) fn set_kernel(&self, k: crate::metrics::kernel::KernelTargetCounts) {
         *self.kernel.lock().unwrap_or_else(|p| p.into_inner()) = k;
     }
 
@@ -730,7 +730,7 @@ pub struct Snapshot {
     /// Target names, parallel to `targets`.
     pub target_names: Vec<String>,
     /// The kernel fast path's own counters, when it is loaded.
-    pub kernel: Option<crate::fastpath::KernelSnapshot>,
+    pub kernel: Option<crate::metrics::kernel::KernelSnapshot>,
 }
 
 impl Snapshot {
