@@ -13,12 +13,20 @@
 
 use std::io;
 use std::os::fd::AsFd;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
-use super::count_send_error;
-use super::targets::TargetCore;
+use super::account::count_send_error;
+use super::change::{ChangeError, SenderSettings};
+use super::ratelimit::SharedRateLimit;
+use super::target::TargetCore;
+use super::threads::Threads;
+use crate::config::TargetSpec;
+use crate::metrics::counters::TargetCounterSet;
+use crate::net::socket;
+use crate::pool::ring::ByteRing;
 use crate::metrics::counters::{LineOutcome, TargetCounters};
 use crate::metrics::histogram::now_nanos;
 use crate::net::mmsg::MmsgSend;
@@ -296,4 +304,70 @@ impl TargetSender {
             }
         }
     }
+}
+
+impl TargetSender {
+    /// Starts one incarnation of the target `spec`: connects its socket, allocates its backlog
+    /// ring and spawns its sender thread (on `cpu`, if given). A failure leaves nothing running.
+    pub(crate) fn start(
+        spec: &TargetSpec,
+        counters: Arc<TargetCounterSet>,
+        settings: &SenderSettings,
+        threads: &Arc<Threads>,
+        cpu: Option<usize>,
+    ) -> Result<(Arc<TargetCore>, JoinHandle<()>), ChangeError> {
+        let socket = match &spec.unix {
+            Some(path) => socket::unix_target(path, spec.sndbuf_bytes),
+            None => socket::connect_target(spec.resolved, spec.sndbuf_bytes),
+        }
+        .map_err(|source| ChangeError::Connect {
+            name: spec.name.clone(),
+            addr: spec.resolved,
+            source,
+        })?;
+        let ring = ByteRing::try_new(spec.queue_bytes, spec.queue_depth).map_err(|reason| {
+            ChangeError::Memory {
+                name: spec.name.clone(),
+                reason,
+            }
+        })?;
+        let core = Arc::new(TargetCore {
+            name: spec.name.as_str().into(),
+            addr: spec.resolved,
+            socket,
+            ring,
+            counters,
+            errors: SharedRateLimit::new(),
+            closed: AtomicBool::new(false),
+            drain_deadline: OnceLock::new(),
+            retired: AtomicBool::new(false),
+            sender: OnceLock::new(),
+            sender_alive: AtomicBool::new(true),
+            lines: arc_swap::ArcSwapOption::empty(),
+            parity: AtomicBool::new(false),
+            unix: spec.unix.clone(),
+        });
+        let sender = Self {
+            core: Arc::clone(&core),
+            batch: settings.batch,
+            latency: settings.latency,
+        };
+        let handle = threads
+            .spawn(sender_thread_name(&spec.name), cpu, move || sender.run())
+            .map_err(|source| ChangeError::Spawn {
+                name: spec.name.clone(),
+                source,
+            })?;
+        let _ = core.sender.set(handle.thread().clone());
+        Ok((core, handle))
+    }
+}
+
+/// `udptee-tx:NAME`, cut to the kernel's 15 bytes.
+fn sender_thread_name(name: &str) -> String {
+    let mut n = format!("udptee-tx:{name}");
+    while n.len() > 15 {
+        n.pop();
+    }
+    n
 }

@@ -12,205 +12,29 @@
 //! incarnation, so they survive an address change, a re-add, and stay reported after removal.
 //! Not on the hot path, except [`TargetTable`], which workers read.
 
-use std::collections::HashMap;
-use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use super::ratelimit::SharedRateLimit;
+pub(crate) use super::change::SenderSettings;
+pub use super::change::{Change, ChangeError};
+use super::books::Books;
+use super::kernel::{Asks, KernelPath};
+pub(crate) use super::parity::PARITY_INTERVAL;
+use super::parity::ParityWindow;
 use super::sender::TargetSender;
+pub(crate) use super::target::{ProducerGuard, TargetCore, TargetEntry, TargetTable};
 use super::threads::Threads;
 use crate::config::{ConfigError, TargetSpec, validate_targets};
 use crate::metrics::counters::{TargetCounterSet, TargetSnapshot};
-use crate::net::socket;
-use crate::pool::ring::ByteRing;
-
-/// One incarnation of a target: its connected socket, backlog and sender. A new address or new queue
-/// settings make a new incarnation under the same name (and the same counters).
-#[derive(Debug)]
-pub(crate) struct TargetCore {
-    pub(crate) name: Arc<str>,
-    pub(crate) addr: SocketAddr,
-    pub(crate) socket: UdpSocket,
-    pub(crate) ring: ByteRing,
-    pub(crate) counters: Arc<TargetCounterSet>,
-    /// Send-error warnings for this target, shared by every call site (one warning per interval).
-    pub(crate) errors: SharedRateLimit,
-    /// Set when no producer can push any more: the sender drains the ring and exits.
-    pub(crate) closed: AtomicBool,
-    /// Set when the target is removed or the forwarder stops: after it, what is left is dropped as
-    /// `drain_timeout`.
-    pub(crate) drain_deadline: OnceLock<Instant>,
-    /// Set when the target was removed (not at shutdown): its sender logs its final accounting.
-    pub(crate) retired: AtomicBool,
-    /// The sender thread, to wake it after a push.
-    pub(crate) sender: OnceLock<Thread>,
-    /// The sender thread is running.
-    pub(crate) sender_alive: AtomicBool,
-    /// The line filter of the published entry (none: send as received); the sender loads it per
-    /// batch, so a change of line settings applies without a new incarnation.
-    pub(crate) lines: arc_swap::ArcSwapOption<crate::statsd::filter::LineFilter>,
-    /// Digest the lines sent (`parity`), for a target without line settings.
-    pub(crate) parity: AtomicBool,
-    /// A Unix datagram target's path: the watch thread connects its socket again while it is down
-    /// (the receiver may start later, or restart and bind the path anew).
-    pub(crate) unix: Option<std::path::PathBuf>,
-}
-
-impl TargetCore {
-    /// Wakes the sender (after a push, or when closing).
-    pub(crate) fn wake(&self) {
-        if let Some(t) = self.sender.get() {
-            t.unpark();
-        }
-    }
-
-    /// No more pushes will come.
-    fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.wake();
-    }
-}
-
-/// Closes a core's backlog when the last table holding it is gone: by then no worker can push.
-#[derive(Debug)]
-pub(crate) struct ProducerGuard(Arc<TargetCore>);
-
-impl Drop for ProducerGuard {
-    fn drop(&mut self) {
-        self.0.close();
-    }
-}
-
-/// A target as one table publishes it.
-#[derive(Debug)]
-pub(crate) struct TargetEntry {
-    pub(crate) core: Arc<TargetCore>,
-    producers: Arc<ProducerGuard>,
-    pub(crate) spec: TargetSpec,
-    /// Every copy goes through the sender (line settings or parity): workers never send inline.
-    pub(crate) via_sender: bool,
-}
-
-impl TargetEntry {
-    fn new(core: Arc<TargetCore>, producers: Arc<ProducerGuard>, spec: TargetSpec) -> Self {
-        let via_sender = !spec.lines.is_passthrough() || spec.parity;
-        Self {
-            core,
-            producers,
-            spec,
-            via_sender,
-        }
-    }
-}
-
-/// An immutable target set. Workers load it once per batch.
-#[derive(Debug, Default)]
-pub struct TargetTable {
-    /// Increases with every published change.
-    pub generation: u64,
-    pub(crate) targets: Box<[Arc<TargetEntry>]>,
-    /// The recorder's and live taps' copies of every received datagram.
-    pub(crate) observers: Box<[Arc<super::observe::Observer>]>,
-    /// `--allow`: the senders forwarded for (`None`: everyone).
-    pub(crate) allow: Option<Arc<crate::net::allow::AllowList>>,
-    /// With the kernel fast path: which targets it served, by the mark of each datagram.
-    pub(crate) kernel: Option<Arc<crate::fastpath::Book>>,
-}
-
-impl TargetTable {
-    /// Names in table order.
-    pub fn names(&self) -> Vec<String> {
-        self.targets.iter().map(|t| t.spec.name.clone()).collect()
-    }
-}
-
-/// What a change did, for the log, the API response and the reload counter.
-#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Change {
-    /// Targets that joined.
-    pub added: Vec<String>,
-    /// Targets that left (their queues drain in the background).
-    pub removed: Vec<String>,
-    /// Targets whose address or queue settings changed (new socket and sender, same counters).
-    pub replaced: Vec<String>,
-    /// Targets whose `enabled` changed.
-    pub toggled: Vec<String>,
-    /// Targets left exactly as they were.
-    pub unchanged: Vec<String>,
-    /// The generation now published.
-    pub generation: u64,
-}
-
-/// Why a change was refused. Nothing was changed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ChangeError {
-    /// The new set is invalid (duplicate, loop, too many, bad value).
-    #[error(transparent)]
-    Invalid(#[from] ConfigError),
-    /// A new target's socket could not be set up.
-    #[error("connecting to target {name:?} ({addr}): {source}")]
-    Connect {
-        /// The target.
-        name: String,
-        /// Its address.
-        addr: SocketAddr,
-        /// The kernel's answer.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A backlog ring could not be allocated.
-    #[error("target {name:?}: {reason}")]
-    Memory {
-        /// The target.
-        name: String,
-        /// What failed.
-        reason: String,
-    },
-    /// A sender thread could not be started.
-    #[error("starting the sender of target {name:?}: {source}")]
-    Spawn {
-        /// The target.
-        name: String,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// No target of that name.
-    #[error("no target named {0:?}")]
-    NotFound(String),
-    /// The forwarder is stopping.
-    #[error("udptee is shutting down")]
-    Stopping,
-}
-
-/// Settings every target's sender shares; fixed at start-up.
-#[derive(Debug, Clone)]
-pub(crate) struct SenderSettings {
-    pub(crate) listen: SocketAddr,
-    /// `--listen unixgram://`: its path (a target there would be a loop).
-    pub(crate) listen_unix: Option<std::path::PathBuf>,
-    pub(crate) workers: usize,
-    pub(crate) batch: usize,
-    pub(crate) latency: bool,
-    pub(crate) drain_timeout: Duration,
-    pub(crate) sender_cpus: Vec<usize>,
-    pub(crate) max_targets: usize,
-    /// `--max-datagram`: a filtered copy is packed under it.
-    pub(crate) max_datagram: usize,
-}
 
 struct RegistryState {
     generation: u64,
-    /// Counters by name, in first-seen order; kept after removal (reported until restart).
-    counters: Vec<(String, Arc<TargetCounterSet>)>,
-    /// Failed look-ups per name (`--resolve-interval`).
-    resolve_errors: HashMap<String, Arc<AtomicU64>>,
+    /// Counters and failed look-ups by name, kept after removal.
+    books: Books,
     /// Sender threads of every incarnation not yet joined.
     senders: Vec<JoinHandle<()>>,
     next_cpu: usize,
@@ -219,28 +43,8 @@ struct RegistryState {
     observers: Vec<Arc<super::observe::Observer>>,
     /// Published with every table.
     allow: Option<Arc<crate::net::allow::AllowList>>,
-    /// The kernel fast path, when loaded.
-    fastpath: Option<Arc<crate::fastpath::FastPath>>,
-    /// What the kernel was last told, and the names it serves.
-    plan: crate::fastpath::Plan,
-    /// The kernel path's counters when it was taken out (for the final accounting).
-    last_kernel: Option<crate::metrics::kernel::KernelSnapshot>,
-    /// The sockets were handed to a new instance: the kernel path copies nothing any more.
-    handed_over: bool,
-    /// The marks check (see [`TargetRegistry::check_marks`]).
-    marks: MarkCheck,
-}
-
-/// Whether the kernel path's marks reach the workers: a firewall rewriting packet marks between TC
-/// ingress and the socket would make user space copy again what the kernel copied.
-#[derive(Debug, Default)]
-struct MarkCheck {
-    workers: Vec<Arc<crate::metrics::counters::WorkerCounters>>,
-    /// (originals the program passed up marked, datagrams the workers received, marked ones) at
-    /// the last look.
-    last: (u64, u64, u64),
-    /// The marks were found missing: the kernel path is off for good.
-    lost: bool,
+    /// The kernel fast path and what it serves.
+    kernel: KernelPath,
 }
 
 /// The one owner of the target set. See the module docs.
@@ -254,18 +58,6 @@ pub struct TargetRegistry {
     /// The parity ledger's windows (rotated by the watch thread).
     parity: Mutex<ParityWindow>,
 }
-
-/// Every target's counters at the start of the current window, and what happened in the last
-/// complete one.
-#[derive(Debug)]
-struct ParityWindow {
-    started: Instant,
-    at_start: Vec<(String, TargetSnapshot)>,
-    last: Option<(Duration, Vec<(String, TargetSnapshot)>)>,
-}
-
-/// How long one window of the parity ledger lasts.
-pub(crate) const PARITY_INTERVAL: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for TargetRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -281,50 +73,27 @@ impl TargetRegistry {
             table: Arc::new(ArcSwap::from_pointee(TargetTable::default())),
             state: Mutex::new(RegistryState {
                 generation: 0,
-                counters: Vec::new(),
-                resolve_errors: HashMap::new(),
+                books: Books::default(),
                 senders: Vec::new(),
                 next_cpu: 0,
                 stopping: false,
                 observers: Vec::new(),
                 allow: None,
-                fastpath: None,
-                plan: crate::fastpath::Plan::default(),
-                last_kernel: None,
-                handed_over: false,
-                marks: MarkCheck::default(),
+                kernel: KernelPath::default(),
             }),
             settings,
             threads,
             watcher: OnceLock::new(),
-            parity: Mutex::new(ParityWindow {
-                started: Instant::now(),
-                at_start: Vec::new(),
-                last: None,
-            }),
+            parity: Mutex::new(ParityWindow::new()),
         }
     }
 
     /// Closes the parity window when [`PARITY_INTERVAL`] has passed, keeping what happened in it.
     pub(crate) fn rotate_parity(&self) {
         let mut w = self.parity.lock().unwrap_or_else(|p| p.into_inner());
-        if w.started.elapsed() < PARITY_INTERVAL {
-            return;
+        if w.due() {
+            w.rotate(self.snapshots());
         }
-        let now = self.snapshots();
-        let delta = now
-            .iter()
-            .map(|(name, s)| {
-                let before = w.at_start.iter().find(|(n, _)| n == name).map(|(_, b)| b);
-                (
-                    name.clone(),
-                    before.map_or_else(|| s.clone(), |b| s.since(b)),
-                )
-            })
-            .collect();
-        w.last = Some((w.started.elapsed(), delta));
-        w.at_start = now;
-        w.started = Instant::now();
     }
 
     /// The last complete parity window: its length and what happened in it, per target.
@@ -332,8 +101,7 @@ impl TargetRegistry {
         self.parity
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .last
-            .clone()
+            .last()
     }
 
     /// Names the watch thread to wake when targets join.
@@ -458,35 +226,17 @@ impl TargetRegistry {
             built.push(entry);
         }
         // Line filters compile now; a bad one refuses the whole change before anything is published.
-        let mut filters = Vec::with_capacity(built.len());
-        for b in &built {
-            let filter = if b.spec.lines.is_passthrough() {
-                None
-            } else {
-                let f = crate::statsd::filter::LineFilter::new(
-                    &b.spec.lines,
-                    self.settings.max_datagram,
-                )
-                .map_err(|reason| ConfigError::Lines {
-                    target: b.spec.name.clone(),
-                    reason,
-                })?;
-                Some(Arc::new(f))
-            };
-            filters.push(filter);
-        }
+        let filters = built
+            .iter()
+            .map(|b| b.compile_lines(self.settings.max_datagram))
+            .collect::<Result<Vec<_>, ConfigError>>()?;
         for (b, f) in built.iter().zip(filters) {
-            b.core.lines.store(f);
-            b.core.parity.store(b.spec.parity, Ordering::Relaxed);
+            b.install(f);
         }
         for p in old.targets.iter() {
             let kept = built.iter().any(|b| Arc::ptr_eq(&b.core, &p.core));
             if !kept {
-                let _ = p
-                    .core
-                    .drain_deadline
-                    .set(Instant::now() + self.settings.drain_timeout);
-                p.core.retired.store(true, Ordering::Relaxed);
+                p.core.retire(Instant::now() + self.settings.drain_timeout);
                 if !built.iter().any(|b| b.spec.name == p.spec.name) {
                     change.removed.push(p.spec.name.clone());
                 }
@@ -494,8 +244,10 @@ impl TargetRegistry {
         }
         state.senders.extend(started);
         for t in &built {
-            if !state.counters.iter().any(|(n, _)| *n == t.spec.name) {
-                keep_counters(state, t.spec.name.clone(), Arc::clone(&t.core.counters));
+            if !state.books.has(&t.spec.name) {
+                state
+                    .books
+                    .keep(t.spec.name.clone(), Arc::clone(&t.core.counters));
             }
         }
         state.senders.retain(|h| !h.is_finished());
@@ -506,7 +258,7 @@ impl TargetRegistry {
             targets: built.into(),
             observers: state.observers.clone().into(),
             allow: state.allow.clone(),
-            kernel: state.fastpath.as_ref().map(|f| Arc::clone(f.book())),
+            kernel: state.kernel.book(),
         }));
         self.sync_kernel(state);
         if !change.added.is_empty() || !change.replaced.is_empty() {
@@ -517,82 +269,37 @@ impl TargetRegistry {
         Ok(change)
     }
 
-    /// The counters kept for `name`, or a new set; a new one is kept (by the caller) only once the
-    /// change that made it is published, so a refused change leaves no name behind.
-    fn counters_for(&self, state: &RegistryState, name: &str) -> Arc<TargetCounterSet> {
-        state.counters.iter().find(|(n, _)| n == name).map_or_else(
-            || Arc::new(TargetCounterSet::new(self.settings.workers)),
-            |(_, c)| Arc::clone(c),
-        )
-    }
-
+    /// Starts one incarnation of `spec` (socket, backlog, sender), with the counters kept for its
+    /// name and the next sender CPU.
     fn start_core(
         &self,
         state: &mut RegistryState,
         spec: &TargetSpec,
     ) -> Result<(Arc<TargetCore>, JoinHandle<()>), ChangeError> {
-        let socket = match &spec.unix {
-            Some(path) => socket::unix_target(path, spec.sndbuf_bytes),
-            None => socket::connect_target(spec.resolved, spec.sndbuf_bytes),
-        }
-        .map_err(|source| ChangeError::Connect {
-            name: spec.name.clone(),
-            addr: spec.resolved,
-            source,
-        })?;
-        let ring = ByteRing::try_new(spec.queue_bytes, spec.queue_depth).map_err(|reason| {
-            ChangeError::Memory {
-                name: spec.name.clone(),
-                reason,
-            }
-        })?;
-        let core = Arc::new(TargetCore {
-            name: spec.name.as_str().into(),
-            addr: spec.resolved,
-            socket,
-            ring,
-            counters: self.counters_for(state, &spec.name),
-            errors: SharedRateLimit::new(),
-            closed: AtomicBool::new(false),
-            drain_deadline: OnceLock::new(),
-            retired: AtomicBool::new(false),
-            sender: OnceLock::new(),
-            sender_alive: AtomicBool::new(true),
-            lines: arc_swap::ArcSwapOption::empty(),
-            parity: AtomicBool::new(false),
-            unix: spec.unix.clone(),
-        });
         let cpu = (!self.settings.sender_cpus.is_empty()).then(|| {
             state.next_cpu += 1;
             self.settings.sender_cpus[(state.next_cpu - 1) % self.settings.sender_cpus.len()]
         });
-        let sender = TargetSender {
-            core: Arc::clone(&core),
-            batch: self.settings.batch,
-            latency: self.settings.latency,
-        };
-        let handle = self
-            .threads
-            .spawn(sender_thread_name(&spec.name), cpu, move || sender.run())
-            .map_err(|source| ChangeError::Spawn {
-                name: spec.name.clone(),
-                source,
-            })?;
-        let _ = core.sender.set(handle.thread().clone());
-        Ok((core, handle))
+        TargetSender::start(
+            spec,
+            state.books.counters_for(&spec.name, self.settings.workers),
+            &self.settings,
+            &self.threads,
+            cpu,
+        )
     }
 
     /// Every target's counters: the current set in table order, then removed names.
     pub fn snapshots(&self) -> Vec<(String, TargetSnapshot)> {
         let table = self.table.load_full();
         let state = self.lock();
-        self.fold_kernel(&state);
+        state.kernel.fold(state.books.all());
         let mut out: Vec<(String, TargetSnapshot)> = table
             .targets
             .iter()
             .map(|t| (t.spec.name.clone(), t.core.counters.snapshot()))
             .collect();
-        for (name, c) in &state.counters {
+        for (name, c) in state.books.all() {
             if !table.targets.iter().any(|t| &t.spec.name == name) {
                 out.push((name.clone(), c.snapshot()));
             }
@@ -602,28 +309,17 @@ impl TargetRegistry {
 
     /// Names with their counters, in first-seen order (current and removed).
     pub(crate) fn all_counters(&self) -> Vec<(String, Arc<TargetCounterSet>)> {
-        self.lock().counters.clone()
+        self.lock().books.all().to_vec()
     }
 
     /// Counts a failed look-up of `name`'s host.
     pub(crate) fn resolve_error(&self, name: &str) {
-        self.lock()
-            .resolve_errors
-            .entry(name.to_owned())
-            .or_default()
-            .fetch_add(1, Ordering::Relaxed);
+        self.lock().books.resolve_error(name);
     }
 
     /// Failed look-ups per name.
     pub fn resolve_errors(&self) -> Vec<(String, u64)> {
-        let state = self.lock();
-        let mut v: Vec<(String, u64)> = state
-            .resolve_errors
-            .iter()
-            .map(|(n, c)| (n.clone(), c.load(Ordering::Relaxed)))
-            .collect();
-        v.sort();
-        v
+        self.lock().books.resolve_errors()
     }
 
     /// Stops accepting changes, unpublishes every target (workers must have stopped), sets every
@@ -639,7 +335,7 @@ impl TargetRegistry {
                 targets: Box::new([]),
                 observers: Box::new([]),
                 allow: None,
-                kernel: state.fastpath.as_ref().map(|f| Arc::clone(f.book())),
+                kernel: state.kernel.book(),
             }))
         };
         for t in old.targets.iter() {
@@ -672,14 +368,7 @@ impl TargetRegistry {
     /// Adds a previous instance's final counters (a takeover) to the counters of the same names, so
     /// totals stay continuous; names not in the set are kept as removed targets.
     pub(crate) fn carry(&self, targets: &[(String, TargetSnapshot)]) {
-        let mut state = self.lock();
-        for (name, snap) in targets {
-            let set = self.counters_for(&state, name);
-            set.worker(0).add_snapshot(snap);
-            if !state.counters.iter().any(|(n, _)| n == name) {
-                keep_counters(&mut state, name.clone(), set);
-            }
-        }
+        self.lock().books.carry(targets, self.settings.workers);
     }
 
     /// Publishes the senders to forward for (`None`: everyone), from the next batch on.
@@ -712,7 +401,7 @@ impl TargetRegistry {
             targets: old.targets.clone(),
             observers: state.observers.clone().into(),
             allow: state.allow.clone(),
-            kernel: state.fastpath.as_ref().map(|f| Arc::clone(f.book())),
+            kernel: state.kernel.book(),
         }));
         self.sync_kernel(state);
     }
@@ -725,20 +414,9 @@ impl TargetRegistry {
         seed: &[crate::fastpath::BookRecord],
     ) {
         let mut state = self.lock();
-        let slots = |names: &[String]| {
-            names
-                .iter()
-                .filter_map(|n| state.counters.iter().find(|(c, _)| c == n))
-                .filter_map(|(_, set)| set.slot())
-                .fold(0u64, |m, s| m | 1 << s)
-        };
-        let entries: Vec<(u32, u64, u64)> = seed
-            .iter()
-            .map(|r| (r.generation, slots(&r.v4), slots(&r.v6)))
-            .collect();
-        fastpath.seed(&entries);
-        state.fastpath = Some(fastpath);
-        self.republish(&mut state);
+        let state = &mut *state;
+        state.kernel.set(fastpath, seed, state.books.all());
+        self.republish(state);
     }
 
     /// Around a hand-over: `true` stops every kernel copy (user space serves every target, until
@@ -746,103 +424,21 @@ impl TargetRegistry {
     /// start) resumes.
     pub(crate) fn kernel_handover(&self, handing: bool) -> Vec<crate::fastpath::BookRecord> {
         let mut state = self.lock();
-        state.handed_over = handing;
+        state.kernel.set_handed_over(handing);
         self.sync_kernel(&mut state);
-        let Some(fp) = &state.fastpath else {
-            return Vec::new();
-        };
-        let names = |mask: u64| -> Vec<String> {
-            state
-                .counters
-                .iter()
-                .filter(|(_, set)| set.slot_bit() & mask != 0)
-                .map(|(n, _)| n.clone())
-                .collect()
-        };
-        fp.book()
-            .entries()
-            .into_iter()
-            .map(|(generation, v4, v6)| crate::fastpath::BookRecord {
-                generation,
-                v4: names(v4),
-                v6: names(v6),
-            })
-            .collect()
+        state.kernel.records(state.books.all())
     }
 
-    /// Tells the kernel path what the published table asks of it: each eligible target (up to
-    /// [`MAX_KERNEL_TARGETS`](crate::fastpath::MAX_KERNEL_TARGETS)) is served there, and the
-    /// original goes up to user space while anything else needs it. Once stopping, nothing.
+    /// Tells the kernel path what the published table asks of it (see [`KernelPath::sync`]).
     fn sync_kernel(&self, state: &mut RegistryState) {
-        use crate::fastpath::{KernelTarget, LocalAddrs, MAX_KERNEL_TARGETS, Plan, ineligible};
-        let Some(fastpath) = state.fastpath.clone() else {
-            return;
-        };
         let table = self.table.load_full();
-        let mut plan = Plan::default();
-        let mut user: Vec<(String, &'static str)> = Vec::new();
-        if state.stopping || state.handed_over || state.marks.lost {
-            plan.pass_v4 = true;
-            plan.pass_v6 = true;
-        } else {
-            let local = LocalAddrs::read();
-            let mut ipv4_ready = None;
-            for t in table.targets.iter() {
-                let why = if state.allow.is_some() {
-                    Some("--allow is set")
-                } else {
-                    ineligible(&t.spec, t.via_sender, self.settings.listen, &local)
-                };
-                let why = why.or_else(|| {
-                    let v4 = t.spec.resolved.is_ipv4();
-                    (v4 && !*ipv4_ready.get_or_insert_with(|| fastpath.ipv4_ready()))
-                        .then_some("lo's route_localnet and accept_local cannot be set")
-                });
-                let why = why.or_else(|| {
-                    if t.core.counters.slot().is_none() {
-                        Some("more names than the kernel path counts")
-                    } else if plan.targets.len() >= MAX_KERNEL_TARGETS {
-                        Some("more eligible targets than the kernel path serves")
-                    } else {
-                        None
-                    }
-                });
-                match (why, t.core.counters.slot()) {
-                    (None, Some(slot)) => plan.targets.push(KernelTarget {
-                        name: t.spec.name.clone(),
-                        slot,
-                        addr: t.spec.resolved,
-                        home: local.home_of(t.spec.resolved.ip()),
-                    }),
-                    (why, _) => user.push((t.spec.name.clone(), why.unwrap_or("no slot"))),
-                }
-            }
-            let observed = !state.observers.is_empty();
-            let served = |v4: bool| {
-                plan.targets
-                    .iter()
-                    .filter(|k| k.addr.is_ipv4() == v4)
-                    .count()
-            };
-            plan.pass_v4 = observed || served(true) < table.targets.len();
-            plan.pass_v6 = observed || served(false) < table.targets.len();
-        }
-        if plan == state.plan {
-            return;
-        }
-        let before: Vec<String> = state.plan.targets.iter().map(|k| k.name.clone()).collect();
-        match fastpath.publish(&plan) {
-            Ok(()) => {
-                for k in plan.targets.iter().filter(|k| !before.contains(&k.name)) {
-                    tracing::info!(target = %k.name, addr = %k.addr, "served by the kernel fast path");
-                }
-                for (name, why) in user.iter().filter(|(n, _)| before.contains(n)) {
-                    tracing::info!(target = %name, reason = why, "served from user space");
-                }
-                state.plan = plan;
-            }
-            Err(_) => state.plan = Plan::default(),
-        }
+        let asks = Asks {
+            listen: self.settings.listen,
+            stopping: state.stopping,
+            allow: state.allow.is_some(),
+            observed: !state.observers.is_empty(),
+        };
+        state.kernel.sync(&table, asks);
     }
 
     /// Has the kernel path pass every datagram up (user space serves every target), for good.
@@ -855,93 +451,39 @@ impl TargetRegistry {
     /// Takes the kernel path out, after keeping its last counts: dropping it detaches the program.
     pub(crate) fn take_fastpath(&self) -> Option<Arc<crate::fastpath::FastPath>> {
         let mut state = self.lock();
-        self.fold_kernel(&state);
-        state.plan = crate::fastpath::Plan::default();
-        state.last_kernel = state.fastpath.as_ref().map(|f| f.snapshot());
-        state.fastpath.take()
+        let state = &mut *state;
+        state.kernel.take(state.books.all())
     }
 
     /// The workers whose receipts [`check_marks`](Self::check_marks) compares.
     pub(crate) fn watch_marks(&self, workers: Vec<Arc<crate::metrics::counters::WorkerCounters>>) {
-        self.lock().marks.workers = workers;
+        self.lock().kernel.watch_marks(workers);
     }
 
-    /// Once a second (the watch thread): if, since the last look, the program passed at least
-    /// 5,000 originals up marked and the workers received at least half as many datagrams, yet
-    /// under a quarter of those carried a handled mark, something between TC ingress and the
-    /// socket rewrites packet marks and user space is copying again what the kernel copied: the
-    /// kernel path is turned off (every target served from user space), with an error in the log.
+    /// Once a second (the watch thread): turns the kernel path off when its marks do not reach
+    /// the workers (see [`KernelPath::check_marks`]).
     pub(crate) fn check_marks(&self) {
         let mut state = self.lock();
-        let Some(fp) = state.fastpath.clone() else {
-            return;
-        };
-        if state.marks.lost || state.handed_over || state.stopping {
-            return;
-        }
-        let k = fp.snapshot();
-        let passed_up = k.handled.saturating_sub(k.consumed);
-        let (received, marked) = state.marks.workers.iter().fold((0, 0), |(r, m), w| {
-            let s = w.snapshot();
-            (r + s.received, m + s.kernel_marked)
-        });
-        let (p0, r0, m0) = std::mem::replace(&mut state.marks.last, (passed_up, received, marked));
-        let (dp, dr, dm) = (
-            passed_up.saturating_sub(p0),
-            received.saturating_sub(r0),
-            marked.saturating_sub(m0),
-        );
-        if dp >= 5_000 && dr * 2 >= dp && dm * 4 < dr.min(dp) {
-            state.marks.lost = true;
-            tracing::error!(
-                passed_up_marked = dp,
-                received = dr,
-                marked = dm,
-                "the kernel fast path's packet marks do not reach udptee's socket (a firewall rule rewriting marks?): its targets were being copied twice; the kernel path is off, every target is served from user space (docs/operations.md, Privileges)"
-            );
+        let stopping = state.stopping;
+        if state.kernel.check_marks(stopping) {
             self.sync_kernel(&mut state);
         }
     }
 
     /// `kernel` or `user`: which path serves `name` now.
     pub fn path_of(&self, name: &str) -> &'static str {
-        if self.lock().plan.targets.iter().any(|k| k.name == name) {
-            "kernel"
-        } else {
-            "user"
-        }
+        self.lock().kernel.path_of(name)
     }
 
     /// The kernel path, when it is loaded (tests run its program on made-up packets).
     #[doc(hidden)]
     pub fn fastpath(&self) -> Option<Arc<crate::fastpath::FastPath>> {
-        self.lock().fastpath.clone()
+        self.lock().kernel.fastpath()
     }
 
     /// The kernel path's own counters, when it is loaded.
     pub fn kernel_snapshot(&self) -> Option<crate::metrics::kernel::KernelSnapshot> {
-        let state = self.lock();
-        let mut k = match &state.fastpath {
-            Some(fp) => Some(fp.snapshot()),
-            None => state.last_kernel.clone(),
-        }?;
-        if state.marks.lost {
-            k.off = Some("marks_lost");
-        }
-        Some(k)
-    }
-
-    /// Reads the kernel path's per-target counters into each name's counters.
-    fn fold_kernel(&self, state: &RegistryState) {
-        let Some(fp) = &state.fastpath else {
-            return;
-        };
-        let counts = fp.target_counts(state.counters.len());
-        for ((_, set), k) in state.counters.iter().zip(counts) {
-            if k != Default::default() {
-                set.set_kernel(k);
-            }
-        }
+        self.lock().kernel.snapshot()
     }
 
     /// Ready when every current target's sender runs.
@@ -954,23 +496,4 @@ impl TargetRegistry {
             .map(|t| t.spec.name.clone())
             .collect()
     }
-}
-
-/// Keeps `name`'s counters for good, giving the name its row in the kernel path's counters.
-fn keep_counters(state: &mut RegistryState, name: String, set: Arc<TargetCounterSet>) {
-    if let Ok(slot) = u8::try_from(state.counters.len()) {
-        if usize::from(slot) < crate::fastpath::MAX_SLOTS {
-            set.set_slot(slot);
-        }
-    }
-    state.counters.push((name, set));
-}
-
-/// `udptee-tx:NAME`, cut to the kernel's 15 bytes.
-fn sender_thread_name(name: &str) -> String {
-    let mut n = format!("udptee-tx:{name}");
-    while n.len() > 15 {
-        n.pop();
-    }
-    n
 }

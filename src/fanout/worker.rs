@@ -24,8 +24,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use super::ratelimit::RateLimit;
-use super::targets::{TargetCore, TargetTable};
-use super::{count_send_error, count_sent};
+use super::account::{count_send_error, count_sent};
+use super::target::{TargetCore, TargetTable};
 use crate::metrics::counters::{TargetCounters, WorkerCounters, WorkerDelta};
 use crate::net::mmsg::{MmsgRecv, MmsgSend, RecvMeta};
 use crate::net::socket::WAKE_INTERVAL;

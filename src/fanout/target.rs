@@ -1,0 +1,151 @@
+//! A target as the data path sees it: one incarnation's socket, backlog ring, counters and sender
+//! ([`TargetCore`]), the entry a table publishes for it, and the immutable [`TargetTable`] workers
+//! load once per batch. Hot path: workers and senders read these; only the registry builds them.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
+use std::time::Instant;
+
+use super::observe::Observer;
+use super::ratelimit::SharedRateLimit;
+use crate::config::{ConfigError, TargetSpec};
+use crate::fastpath::Book;
+use crate::metrics::counters::TargetCounterSet;
+use crate::net::allow::AllowList;
+use crate::pool::ring::ByteRing;
+use crate::statsd::filter::LineFilter;
+
+/// One incarnation of a target: its connected socket, backlog and sender. A new address or new queue
+/// settings make a new incarnation under the same name (and the same counters).
+#[derive(Debug)]
+pub(crate) struct TargetCore {
+    pub(crate) name: Arc<str>,
+    pub(crate) addr: SocketAddr,
+    pub(crate) socket: UdpSocket,
+    pub(crate) ring: ByteRing,
+    pub(crate) counters: Arc<TargetCounterSet>,
+    /// Send-error warnings for this target, shared by every call site (one warning per interval).
+    pub(crate) errors: SharedRateLimit,
+    /// Set when no producer can push any more: the sender drains the ring and exits.
+    pub(crate) closed: AtomicBool,
+    /// Set when the target is removed or the forwarder stops: after it, what is left is dropped as
+    /// `drain_timeout`.
+    pub(crate) drain_deadline: OnceLock<Instant>,
+    /// Set when the target was removed (not at shutdown): its sender logs its final accounting.
+    pub(crate) retired: AtomicBool,
+    /// The sender thread, to wake it after a push.
+    pub(crate) sender: OnceLock<Thread>,
+    /// The sender thread is running.
+    pub(crate) sender_alive: AtomicBool,
+    /// The line filter of the published entry (none: send as received); the sender loads it per
+    /// batch, so a change of line settings applies without a new incarnation.
+    pub(crate) lines: arc_swap::ArcSwapOption<LineFilter>,
+    /// Digest the lines sent (`parity`), for a target without line settings.
+    pub(crate) parity: AtomicBool,
+    /// A Unix datagram target's path: the watch thread connects its socket again while it is down
+    /// (the receiver may start later, or restart and bind the path anew).
+    pub(crate) unix: Option<std::path::PathBuf>,
+}
+
+impl TargetCore {
+    /// Wakes the sender (after a push, or when closing).
+    pub(crate) fn wake(&self) {
+        if let Some(t) = self.sender.get() {
+            t.unpark();
+        }
+    }
+
+    /// Removed from the set: its sender drains what is left until `deadline`, then logs its final
+    /// accounting.
+    pub(crate) fn retire(&self, deadline: Instant) {
+        let _ = self.drain_deadline.set(deadline);
+        self.retired.store(true, Ordering::Relaxed);
+    }
+
+    /// No more pushes will come.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.wake();
+    }
+}
+
+/// Closes a core's backlog when the last table holding it is gone: by then no worker can push.
+#[derive(Debug)]
+pub(crate) struct ProducerGuard(pub(crate) Arc<TargetCore>);
+
+impl Drop for ProducerGuard {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// A target as one table publishes it.
+#[derive(Debug)]
+pub(crate) struct TargetEntry {
+    pub(crate) core: Arc<TargetCore>,
+    pub(crate) producers: Arc<ProducerGuard>,
+    pub(crate) spec: TargetSpec,
+    /// Every copy goes through the sender (line settings or parity): workers never send inline.
+    pub(crate) via_sender: bool,
+}
+
+impl TargetEntry {
+    pub(crate) fn new(core: Arc<TargetCore>, producers: Arc<ProducerGuard>, spec: TargetSpec) -> Self {
+        let via_sender = !spec.lines.is_passthrough() || spec.parity;
+        Self {
+            core,
+            producers,
+            spec,
+            via_sender,
+        }
+    }
+}
+
+impl TargetEntry {
+    /// Compiles this entry's line filter (none for a target without line settings); a bad one
+    /// refuses the whole change before anything is published.
+    pub(crate) fn compile_lines(
+        &self,
+        max_datagram: usize,
+    ) -> Result<Option<Arc<LineFilter>>, ConfigError> {
+        if self.spec.lines.is_passthrough() {
+            return Ok(None);
+        }
+        LineFilter::new(&self.spec.lines, max_datagram)
+            .map(|f| Some(Arc::new(f)))
+            .map_err(|reason| ConfigError::Lines {
+                target: self.spec.name.clone(),
+                reason,
+            })
+    }
+
+    /// Gives the core what this entry asks of it: the line filter (the sender loads it per batch)
+    /// and whether to digest its lines.
+    pub(crate) fn install(&self, lines: Option<Arc<LineFilter>>) {
+        self.core.lines.store(lines);
+        self.core.parity.store(self.spec.parity, Ordering::Relaxed);
+    }
+}
+
+/// An immutable target set. Workers load it once per batch.
+#[derive(Debug, Default)]
+pub struct TargetTable {
+    /// Increases with every published change.
+    pub generation: u64,
+    pub(crate) targets: Box<[Arc<TargetEntry>]>,
+    /// The recorder's and live taps' copies of every received datagram.
+    pub(crate) observers: Box<[Arc<Observer>]>,
+    /// `--allow`: the senders forwarded for (`None`: everyone).
+    pub(crate) allow: Option<Arc<AllowList>>,
+    /// With the kernel fast path: which targets it served, by the mark of each datagram.
+    pub(crate) kernel: Option<Arc<Book>>,
+}
+
+impl TargetTable {
+    /// Names in table order.
+    pub fn names(&self) -> Vec<String> {
+        self.targets.iter().map(|t| t.spec.name.clone()).collect()
+    }
+}
