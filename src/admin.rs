@@ -26,8 +26,8 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 
 use crate::control::{Control, ControlError};
-use crate::fanout::Stats;
-use crate::metrics::prometheus;
+use crate::report::Stats;
+use crate::report::prometheus;
 
 /// Largest request head (request line and headers) read: 16 KiB.
 pub(crate) const MAX_HEADER_BYTES: usize = 16 << 10;
@@ -62,7 +62,7 @@ struct App {
     registry: Registry,
     loopback: bool,
     /// The status page's samples (one a second, by a task on this runtime).
-    history: std::sync::Mutex<crate::status::History>,
+    history: std::sync::Mutex<crate::report::status::History>,
 }
 
 /// What to answer: status, content type, body, extra headers.
@@ -162,8 +162,10 @@ fn route_of(path_and_query: &str) -> Route {
     });
     match path {
         "/" => Route::Page,
-        "/status.css" => Route::PageAsset("text/css; charset=utf-8", crate::status::CSS),
-        "/status.js" => Route::PageAsset("text/javascript; charset=utf-8", crate::status::JS),
+        "/status.css" => Route::PageAsset("text/css; charset=utf-8", crate::report::status::CSS),
+        "/status.js" => {
+            Route::PageAsset("text/javascript; charset=utf-8", crate::report::status::JS)
+        }
         "/status.json" => Route::Status(primary),
         "/metrics" => Route::Metrics,
         "/parity" => Route::Parity(primary),
@@ -283,13 +285,13 @@ impl App {
                 Err(why) => Answer::text(503, format!("not ready: {why}\n")),
             },
             Route::Targets => Answer::json(200, &targets_json(&self.stats, None)),
-            Route::Page => Answer::asset("text/html; charset=utf-8", crate::status::PAGE),
+            Route::Page => Answer::asset("text/html; charset=utf-8", crate::report::status::PAGE),
             Route::PageAsset(content_type, body) => Answer::asset(content_type, body),
             Route::Status(primary) => {
                 let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
                 Answer::json(
                     200,
-                    &crate::status::status_json(&self.stats, &history, primary.as_deref()),
+                    &crate::report::status::status_json(&self.stats, &history, primary.as_deref()),
                 )
             }
             Route::Record => Answer::json(
@@ -689,7 +691,7 @@ impl AdminServer {
             stats,
             control,
             loopback: bound.ip().is_loopback(),
-            history: std::sync::Mutex::new(crate::status::History::new()),
+            history: std::sync::Mutex::new(crate::report::status::History::new()),
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -741,7 +743,7 @@ async fn accept_loop(
     // The status page's samples: one snapshot a second, off the data path.
     let sampler = Arc::clone(&app);
     tokio::spawn(async move {
-        let mut every = tokio::time::interval(crate::status::INTERVAL);
+        let mut every = tokio::time::interval(crate::report::status::INTERVAL);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             every.tick().await;

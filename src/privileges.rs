@@ -13,7 +13,6 @@ use nix::unistd::{Gid, Uid};
 
 pub use crate::config::RunAs;
 
-
 /// Becomes `who` for good. Already being that user is fine; any other user needs root.
 pub fn drop_to(who: &RunAs) -> Result<(), String> {
     let (uid, gid) = (Uid::from_raw(who.uid), Gid::from_raw(who.gid));

@@ -22,14 +22,18 @@ pub mod parse;
 pub mod settings;
 pub mod target;
 
-pub use self::addr::{Resolve, Resolver, SystemResolver, UnixListen, canonical, local_addresses, resolve};
+pub use self::addr::{
+    Resolve, Resolver, SystemResolver, UnixListen, canonical, local_addresses, resolve,
+};
 pub use self::error::ConfigError;
 pub use self::limits::*;
 pub use self::lines::LineSettings;
+use self::parse::check_range;
 pub use self::parse::{parse_bytes, parse_cpus, parse_duration};
 pub use self::settings::{FastPathMode, IoBackend, RecordSettings, RunAs};
-pub use self::target::{TargetSpec, UNIXGRAM, check_name, unixgram_name, unixgram_path, validate_targets};
-use self::parse::check_range;
+pub use self::target::{
+    TargetSpec, UNIXGRAM, check_name, unixgram_name, unixgram_path, validate_targets,
+};
 
 /// Everything the forwarder needs, validated.
 #[derive(Debug, Clone)]

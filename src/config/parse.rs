@@ -84,7 +84,12 @@ pub fn parse_cpus(flag: &'static str, list: &str) -> Result<Vec<usize>, ConfigEr
 }
 
 /// `got` within `min..=max`, or a range error naming `what`.
-pub(crate) fn check_range(what: &'static str, got: usize, min: usize, max: usize) -> Result<(), ConfigError> {
+pub(crate) fn check_range(
+    what: &'static str,
+    got: usize,
+    min: usize,
+    max: usize,
+) -> Result<(), ConfigError> {
     if got < min || got > max {
         return Err(ConfigError::Range {
             what,

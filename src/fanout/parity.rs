@@ -37,7 +37,11 @@ impl ParityWindow {
         let delta = now
             .iter()
             .map(|(name, s)| {
-                let before = self.at_start.iter().find(|(n, _)| n == name).map(|(_, b)| b);
+                let before = self
+                    .at_start
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, b)| b);
                 (
                     name.clone(),
                     before.map_or_else(|| s.clone(), |b| s.since(b)),

@@ -25,12 +25,12 @@ use super::target::TargetCore;
 use super::threads::Threads;
 use crate::config::TargetSpec;
 use crate::metrics::counters::TargetCounterSet;
-use crate::net::socket;
-use crate::pool::ring::ByteRing;
 use crate::metrics::counters::{LineOutcome, TargetCounters};
 use crate::metrics::histogram::now_nanos;
 use crate::net::mmsg::MmsgSend;
+use crate::net::socket;
 use crate::net::socket::WAKE_INTERVAL;
+use crate::pool::ring::ByteRing;
 use crate::pool::ring::Entry;
 use crate::statsd::filter::{LineCounts, LineFilter, Part};
 

@@ -92,7 +92,11 @@ pub(crate) struct TargetEntry {
 }
 
 impl TargetEntry {
-    pub(crate) fn new(core: Arc<TargetCore>, producers: Arc<ProducerGuard>, spec: TargetSpec) -> Self {
+    pub(crate) fn new(
+        core: Arc<TargetCore>,
+        producers: Arc<ProducerGuard>,
+        spec: TargetSpec,
+    ) -> Self {
         let via_sender = !spec.lines.is_passthrough() || spec.parity;
         Self {
             core,

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
+use super::books::Books;
 pub(crate) use super::change::SenderSettings;
 pub use super::change::{Change, ChangeError};
-use super::books::Books;
 use super::kernel::{Asks, KernelPath};
 pub(crate) use super::parity::PARITY_INTERVAL;
 use super::parity::ParityWindow;
@@ -98,10 +98,7 @@ impl TargetRegistry {
 
     /// The last complete parity window: its length and what happened in it, per target.
     pub fn last_parity_window(&self) -> Option<(Duration, Vec<(String, TargetSnapshot)>)> {
-        self.parity
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .last()
+        self.parity.lock().unwrap_or_else(|p| p.into_inner()).last()
     }
 
     /// Names the watch thread to wake when targets join.

@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use super::ratelimit::RateLimit;
 use super::account::{count_send_error, count_sent};
+use super::ratelimit::RateLimit;
 use super::target::{TargetCore, TargetTable};
 use crate::metrics::counters::{TargetCounters, WorkerCounters, WorkerDelta};
 use crate::net::mmsg::{MmsgRecv, MmsgSend, RecvMeta};

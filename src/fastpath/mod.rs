@@ -31,8 +31,8 @@ mod plan;
 mod sysctl;
 
 pub use self::book::{Book, BookRecord, MARK_COPY};
-pub use self::plan::{MAX_KERNEL_TARGETS, MAX_SLOTS, PASS_REASONS};
 pub(crate) use self::plan::{KernelTarget, LocalAddrs, Plan, ineligible};
+pub use self::plan::{MAX_KERNEL_TARGETS, MAX_SLOTS, PASS_REASONS};
 pub use crate::config::FastPathMode as Mode;
 pub use crate::metrics::kernel::{KernelSnapshot, KernelTargetCounts};
 
@@ -238,4 +238,3 @@ impl FastPath {
         }
     }
 }
-

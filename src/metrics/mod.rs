@@ -5,4 +5,3 @@ pub mod counters;
 pub mod histogram;
 pub mod kernel;
 pub mod proc;
-pub mod prometheus;

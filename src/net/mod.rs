@@ -10,10 +10,10 @@ pub mod allow;
 pub mod diag;
 pub mod lock;
 pub mod mmsg;
+pub mod probe;
 pub mod socket;
 pub(crate) mod sys;
 pub mod uring;
 
-pub use socket::{SocketState, socket_drops};
 pub use crate::config::IoBackend;
-
+pub use socket::{SocketState, socket_drops};

@@ -49,7 +49,6 @@ const STOP_JOIN: Duration = Duration::from_secs(3);
 /// Pause before a new file after a failed write.
 const RETRY: Duration = Duration::from_secs(1);
 
-
 /// Why a recording could not start or stop.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

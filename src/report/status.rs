@@ -11,15 +11,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::fanout::Stats;
 use crate::metrics::counters::{DropReason, Snapshot};
+use crate::report::Stats;
 
 /// The page.
-pub const PAGE: &str = include_str!("../assets/status.html");
+pub const PAGE: &str = include_str!("../../assets/status.html");
 /// Its stylesheet.
-pub const CSS: &str = include_str!("../assets/status.css");
+pub const CSS: &str = include_str!("../../assets/status.css");
 /// Its script.
-pub const JS: &str = include_str!("../assets/status.js");
+pub const JS: &str = include_str!("../../assets/status.js");
 /// Samples kept: one a second for five minutes, and the one before.
 pub const SAMPLES: usize = 301;
 /// How often the sampler runs.

@@ -18,8 +18,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 use crate::control::Control;
-use crate::fanout::Stats;
 use crate::metrics::counters::{DropReason, SendErrorKind};
+use crate::report::Stats;
 
 /// Content type of OpenMetrics text.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
