@@ -4,6 +4,7 @@
 //!
 //! Floor 3 (services over the data path).
 
+pub mod json;
 pub mod line;
 pub mod prometheus;
 pub mod stats;

@@ -178,7 +178,7 @@ pub(crate) fn status_json(
         .or_else(|| table.targets.first().map(|t| t.spec.name.clone()));
     let parity = primary
         .as_deref()
-        .and_then(|p| crate::admin::parity_json(stats, Some(p)).ok());
+        .and_then(|p| crate::report::json::parity_json(stats, Some(p)).ok());
     let targets: Vec<serde_json::Value> = table
         .targets
         .iter()

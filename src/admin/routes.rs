@@ -1,0 +1,418 @@
+//! The admin API's routes and their answers: which request goes where ([`route_of`]), who may
+//! change what (`App::authorized`), and each handler, calling the control verbs (floor 4) and the
+//! report (floor 3). Pure apart from the forwarder's state, so it is tested without sockets; the
+//! listener in `admin/mod.rs` only bounds and carries requests.
+
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::Method;
+use hyper::body::Bytes;
+use prometheus_client::registry::Registry;
+use serde_json::json;
+
+use crate::control::{Control, ControlError};
+use crate::report::Stats;
+use crate::report::json::{parity_json, targets_json};
+use crate::report::prometheus;
+
+/// What a request needs to be answered.
+pub(crate) struct App {
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) control: Arc<Control>,
+    pub(crate) registry: Registry,
+    pub(crate) loopback: bool,
+    /// The status page's samples (one a second, by a task on this runtime).
+    pub(crate) history: std::sync::Mutex<crate::report::status::History>,
+}
+
+/// What to answer: status, content type, body, extra headers.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) content_type: &'static str,
+    pub(crate) body: String,
+    pub(crate) allow: Option<&'static str>,
+    /// The status page's assets: only this listener may be reached from them.
+    pub(crate) csp: bool,
+}
+
+impl Answer {
+    pub(crate) fn text(status: u16, body: impl Into<String>) -> Self {
+        Self {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.into(),
+            allow: None,
+            csp: false,
+        }
+    }
+
+    fn asset(content_type: &'static str, body: &'static str) -> Self {
+        Self {
+            content_type,
+            csp: true,
+            ..Self::text(200, body)
+        }
+    }
+
+    fn json(status: u16, value: &serde_json::Value) -> Self {
+        Self {
+            status,
+            content_type: "application/json",
+            body: serde_json::to_string_pretty(value).unwrap_or_default() + "\n",
+            allow: None,
+            csp: false,
+        }
+    }
+
+    pub(crate) fn error(status: u16, message: &str) -> Self {
+        Self::json(status, &json!({ "error": message }))
+    }
+
+    fn method_not_allowed(allow: &'static str) -> Self {
+        Self {
+            allow: Some(allow),
+            ..Self::text(405, format!("method not allowed; use {allow}\n"))
+        }
+    }
+}
+
+impl From<ControlError> for Answer {
+    fn from(e: ControlError) -> Self {
+        let status = match e {
+            ControlError::Invalid(_) => 400,
+            ControlError::NotFound(_) => 404,
+            ControlError::Unavailable(_) => 503,
+        };
+        Self::error(status, &e.to_string())
+    }
+}
+
+/// A route the listener knows, by path shape.
+enum Route {
+    Metrics,
+    Latency,
+    Parity(Option<String>),
+    Healthz,
+    Readyz,
+    Targets,
+    Target(String),
+    Toggle(String, bool),
+    Reload,
+    Page,
+    PageAsset(&'static str, &'static str),
+    Status(Option<String>),
+    Record,
+    RecordStart,
+    RecordStop,
+    Tap,
+    Unknown,
+}
+
+fn route_of(path_and_query: &str) -> Route {
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    let primary = query.split('&').find_map(|kv| {
+        let v = kv.strip_prefix("primary=")?;
+        percent_encoding::percent_decode_str(v)
+            .decode_utf8()
+            .ok()
+            .map(|c| c.into_owned())
+    });
+    match path {
+        "/" => Route::Page,
+        "/status.css" => Route::PageAsset("text/css; charset=utf-8", crate::report::status::CSS),
+        "/status.js" => {
+            Route::PageAsset("text/javascript; charset=utf-8", crate::report::status::JS)
+        }
+        "/status.json" => Route::Status(primary),
+        "/metrics" => Route::Metrics,
+        "/parity" => Route::Parity(primary),
+        "/latency" => Route::Latency,
+        "/healthz" => Route::Healthz,
+        "/readyz" => Route::Readyz,
+        "/targets" | "/targets/" => Route::Targets,
+        "/-/reload" => Route::Reload,
+        "/record" => Route::Record,
+        "/record/start" => Route::RecordStart,
+        "/record/stop" => Route::RecordStop,
+        "/tap" => Route::Tap,
+        _ => {
+            let Some(rest) = path.strip_prefix("/targets/") else {
+                return Route::Unknown;
+            };
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8()
+                    .map(|c| c.into_owned())
+                    .ok()
+            };
+            match rest.rsplit_once('/') {
+                Some((name, "enable")) => {
+                    decode(name).map_or(Route::Unknown, |n| Route::Toggle(n, true))
+                }
+                Some((name, "disable")) => {
+                    decode(name).map_or(Route::Unknown, |n| Route::Toggle(n, false))
+                }
+                Some(_) => Route::Unknown,
+                None => decode(rest).map_or(Route::Unknown, Route::Target),
+            }
+        }
+    }
+}
+
+/// True for the OpenMetrics media type in an `Accept` header (Prometheus sends it first when it
+/// supports it); anything else gets the classic text format, which every parser reads.
+fn wants_openmetrics(accept: Option<&str>) -> bool {
+    accept.is_some_and(|a| a.contains("application/openmetrics-text"))
+}
+
+impl App {
+    /// Mutations need the token when one is set; without one, only a loopback listener takes them.
+    pub(crate) fn authorized(&self, auth: Option<&str>) -> Result<(), Answer> {
+        match self.control.admin_token() {
+            Some(token) => {
+                let given = auth.and_then(|a| a.strip_prefix("Bearer ")).map(str::trim);
+                if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+                    Ok(())
+                } else {
+                    Err(Answer::error(
+                        403,
+                        "this needs Authorization: Bearer <the --admin-token-file token>",
+                    ))
+                }
+            }
+            None if self.loopback => Ok(()),
+            None => Err(Answer::error(
+                403,
+                "changes are accepted only on a loopback admin listener unless --admin-token-file is set",
+            )),
+        }
+    }
+
+    /// Routes one request. Pure apart from the forwarder's state, so it is tested without sockets.
+    pub(crate) fn answer(
+        &self,
+        method: &Method,
+        path: &str,
+        accept: Option<&str>,
+        auth: Option<&str>,
+        body: &[u8],
+    ) -> Answer {
+        let read = matches!(*method, Method::GET | Method::HEAD);
+        match route_of(path) {
+            Route::Unknown => Answer::text(
+                404,
+                "not found; try /, /status.json, /metrics, /latency, /healthz, /readyz, /targets, /parity, /record, /tap, /-/reload\n",
+            ),
+            Route::Metrics
+            | Route::Latency
+            | Route::Healthz
+            | Route::Readyz
+            | Route::Targets
+            | Route::Record
+            | Route::Page
+            | Route::PageAsset(..)
+            | Route::Status(_)
+            | Route::Tap
+            | Route::Parity(_)
+                if !read =>
+            {
+                Answer::method_not_allowed("GET, HEAD")
+            }
+            Route::Metrics => {
+                let open = wants_openmetrics(accept);
+                match prometheus::render(&self.registry, open) {
+                    Ok(body) => Answer {
+                        content_type: if open {
+                            prometheus::OPENMETRICS_CONTENT_TYPE
+                        } else {
+                            prometheus::TEXT_CONTENT_TYPE
+                        },
+                        ..Answer::text(200, body)
+                    },
+                    Err(_) => Answer::text(500, "encoding metrics failed\n"),
+                }
+            }
+            Route::Latency => Answer::json(
+                200,
+                &serde_json::to_value(self.stats.latency_summaries()).unwrap_or_default(),
+            ),
+            Route::Healthz => Answer::text(200, "ok\n"),
+            Route::Readyz => match self.stats.ready() {
+                Ok(()) => Answer::text(200, "ready\n"),
+                Err(why) => Answer::text(503, format!("not ready: {why}\n")),
+            },
+            Route::Targets => Answer::json(200, &targets_json(&self.stats, None)),
+            Route::Page => Answer::asset("text/html; charset=utf-8", crate::report::status::PAGE),
+            Route::PageAsset(content_type, body) => Answer::asset(content_type, body),
+            Route::Status(primary) => {
+                let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+                Answer::json(
+                    200,
+                    &crate::report::status::status_json(&self.stats, &history, primary.as_deref()),
+                )
+            }
+            Route::Record => Answer::json(
+                200,
+                &serde_json::to_value(self.control.recorder().status()).unwrap_or_default(),
+            ),
+            route @ (Route::RecordStart | Route::RecordStop) => {
+                if *method != Method::POST {
+                    return Answer::method_not_allowed("POST");
+                }
+                if let Err(a) = self.authorized(auth) {
+                    return a;
+                }
+                let r = if matches!(route, Route::RecordStart) {
+                    self.control.record_start(body)
+                } else {
+                    self.control.recorder().stop()
+                };
+                match r {
+                    Ok(status) => {
+                        Answer::json(200, &serde_json::to_value(status).unwrap_or_default())
+                    }
+                    Err(e) => {
+                        let code = match e {
+                            crate::record::RecordError::Invalid(_) => 400,
+                            crate::record::RecordError::Conflict(_) => 409,
+                            _ => 503,
+                        };
+                        Answer::error(code, &e.to_string())
+                    }
+                }
+            }
+            // Streamed by `serve`; reaching here means a HEAD or a refused request.
+            Route::Tap => match self.authorized(auth) {
+                Err(a) => a,
+                Ok(()) => Answer::text(200, ""),
+            },
+            Route::Parity(primary) => match parity_json(&self.stats, primary.as_deref()) {
+                Ok(v) => Answer::json(200, &v),
+                Err(e) => Answer::error(404, &e),
+            },
+            Route::Target(name) => match *method {
+                Method::GET | Method::HEAD => {
+                    let v = targets_json(&self.stats, Some(&name));
+                    match v.as_array().and_then(|a| a.first()) {
+                        Some(t) => Answer::json(200, t),
+                        None => Answer::error(404, "no target of that name"),
+                    }
+                }
+                Method::PUT | Method::DELETE => {
+                    if let Err(a) = self.authorized(auth) {
+                        return a;
+                    }
+                    let r = if *method == Method::PUT {
+                        self.control.put(&name, body)
+                    } else {
+                        self.control.remove(&name)
+                    };
+                    changed(r)
+                }
+                _ => Answer::method_not_allowed("GET, HEAD, PUT, DELETE"),
+            },
+            Route::Toggle(name, enabled) => {
+                if *method != Method::POST {
+                    return Answer::method_not_allowed("POST");
+                }
+                if let Err(a) = self.authorized(auth) {
+                    return a;
+                }
+                changed(self.control.set_enabled(&name, enabled))
+            }
+            Route::Reload => {
+                if *method != Method::POST {
+                    return Answer::method_not_allowed("POST");
+                }
+                if let Err(a) = self.authorized(auth) {
+                    return a;
+                }
+                match self.control.reload() {
+                    Ok(report) => {
+                        Answer::json(200, &serde_json::to_value(report).unwrap_or_default())
+                    }
+                    Err(e) => e.into(),
+                }
+            }
+        }
+    }
+}
+
+/// The answer to an API change: what it did, and that it is runtime state.
+fn changed(r: Result<crate::fanout::targets::Change, ControlError>) -> Answer {
+    match r {
+        Ok(change) => Answer::json(
+            200,
+            &json!({
+                "change": change,
+                "note": "runtime state: the next reload re-applies the configuration file",
+            }),
+        ),
+        Err(e) => e.into(),
+    }
+}
+
+/// Compares secrets in time independent of where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The body of `GET /tap`: chunks from the tap's task, as the client reads them.
+pub(crate) struct TapBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for TapBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, std::convert::Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+/// A response body: a whole answer, or a tap's stream.
+pub(crate) type Body = http_body_util::Either<Full<Bytes>, TapBody>;
+
+/// Opens a tap and streams it: the task drains the tap's ring every [`crate::tap::POLL`] into
+/// chunks, and waits (the ring filling, workers counting drops) while the client does not read.
+pub(crate) fn tap_stream(app: &App, query: &str) -> Result<TapBody, Answer> {
+    let q = crate::tap::TapQuery::parse(query).map_err(|e| Answer::error(400, &e))?;
+    let mut tap = app.stats.taps().open(&q).map_err(|e| match e {
+        crate::tap::TapError::Invalid(m) => Answer::error(400, &m),
+        e => Answer::error(503, &e.to_string()),
+    })?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    tokio::spawn(async move {
+        let _ = tx
+            .send(Bytes::from_static(
+                b"# udptee tap: time source > destination length payload\n",
+            ))
+            .await;
+        loop {
+            let mut text = String::new();
+            let taken = tap.fill(&mut text);
+            if !text.is_empty() && tx.send(Bytes::from(text)).await.is_err() {
+                return; // the client went away
+            }
+            if tap.done() {
+                break;
+            }
+            if taken == 0 {
+                tokio::select! {
+                    () = tokio::time::sleep(crate::tap::POLL) => {}
+                    () = tx.closed() => return,
+                }
+            }
+        }
+        let _ = tx.send(Bytes::from(tap.summary())).await;
+    });
+    Ok(TapBody(rx))
+}
