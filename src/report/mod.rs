@@ -4,9 +4,11 @@
 //!
 //! Floor 3 (services over the data path).
 
+mod family;
 pub mod json;
 pub mod line;
 pub mod prometheus;
+mod prometheus_targets;
 pub mod stats;
 pub mod status;
 
