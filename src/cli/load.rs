@@ -1,0 +1,333 @@
+//! From flags to a [`Config`]: the flags over the configuration file (a flag given on the command
+//! line wins; a file key fills in what it did not say), checked, with errors pointing at the file's
+//! line. Used at start-up and at every reload.
+
+use std::path::PathBuf;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, ValueEnum};
+
+use super::args::{Args, IoArg, LogFormat, parse_mode};
+use crate::config::file::{Dur, FileTarget, Loaded, Size, target_from_table};
+use crate::config::{self, Config, ConfigError, TargetSpec};
+
+/// Parsed flags with where each came from, so a configuration file can fill in what the command line
+/// did not say. Re-used at every reload.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// The flags, defaults included.
+    pub args: Args,
+    given: Vec<String>,
+}
+
+impl Invocation {
+    /// Parses the process's command line (exits with clap's message on a usage error).
+    pub fn from_env() -> Self {
+        Self::from_matches(Args::command().get_matches())
+    }
+
+    /// Parses `argv` (the first item is the program name).
+    pub fn try_from_iter<I, T>(argv: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Ok(Self::from_matches(
+            Args::command().try_get_matches_from(argv)?,
+        ))
+    }
+
+    fn from_matches(m: ArgMatches) -> Self {
+        let args = match Args::from_arg_matches(&m) {
+            Ok(a) => a,
+            Err(e) => e.exit(),
+        };
+        let given = m
+            .ids()
+            .filter(|id| m.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+            .map(|id| id.as_str().to_owned())
+            .collect();
+        Self { args, given }
+    }
+
+    fn given(&self, id: &str) -> bool {
+        self.given.iter().any(|g| g == id)
+    }
+
+    /// The configuration: the file (if any) under the flags given on the command line, validated.
+    /// Errors that come from the file name its line and key.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        self.load_all().map(|(config, _)| config)
+    }
+
+    /// Like [`load`](Self::load), also returning the effective flags (the file's values filled in),
+    /// for the settings outside [`Config`]: logging.
+    pub fn load_all(&self) -> Result<(Config, Args), ConfigError> {
+        let file = match &self.args.config {
+            Some(path) => Some(Loaded::read(path).map_err(ConfigError::File)?),
+            None => None,
+        };
+        self.load_with(file.as_ref()).map_err(|e| match &file {
+            Some(f) => locate(f, e),
+            None => e,
+        })
+    }
+
+    fn load_with(&self, file: Option<&Loaded>) -> Result<(Config, Args), ConfigError> {
+        let mut a = self.args.clone();
+        let mut file_targets = None;
+        if let Some(f) = file {
+            let c = &f.config;
+            // Each key fills its flag unless the command line gave that flag.
+            macro_rules! fill {
+                ($($field:ident => $value:expr),* $(,)?) => {$(
+                    if let Some(v) = c.$field.clone() {
+                        if !self.given(stringify!($field)) {
+                            a.$field = ($value)(v)?;
+                        }
+                    }
+                )*};
+            }
+            fill!(
+                batch => same, queue_depth => same, max_targets => same, admin => same,
+                latency => same, log_level => same,
+                listen => some, sender_cpus => some, histogram_log => some, allow => same,
+                control_socket => some, unix_owner => some,
+                unix_mode => |v: String| parse_mode(&v).map_err(|_| ConfigError::BadValue {
+                    what: "unix-mode", got: v, expected: "octal permission bits such as 0660",
+                }),
+                admin_token_file => some, user => some,
+                queue_bytes => |v: Size| Ok(v.0), rcvbuf => |v: Size| Ok(v.0),
+                max_datagram => |v: Size| Ok(v.0), sndbuf => |v: Size| Ok(Some(v.0)),
+                stats_interval => |v: Dur| Ok(v.0), drain_timeout => |v: Dur| Ok(v.0),
+                resolve_interval => |v: Dur| Ok(v.0),
+                io => |v: String| IoArg::from_str(&v, true).map_err(|_| ConfigError::BadValue {
+                    what: "io", got: v, expected: "auto, uring or mmsg",
+                }),
+                fast_path => |v: String| config::FastPathMode::from_str(&v, true).map_err(|_| ConfigError::BadValue {
+                    what: "fast-path", got: v, expected: "off, auto or on",
+                }),
+                fast_path_interfaces => same,
+                log_format => |v: String| LogFormat::from_str(&v, true).map_err(|_| ConfigError::BadValue {
+                    what: "log-format", got: v, expected: "text or json",
+                }),
+            );
+            // `workers` and `cpus` choose the receive threads together: a command line that names
+            // either overrides both; in the file they exclude each other, as the flags do.
+            if !self.given("workers") && !self.given("cpus") {
+                if c.workers.is_some() && c.cpus.is_some() {
+                    return Err(ConfigError::BadValue {
+                        what: "workers",
+                        got: "set together with cpus".into(),
+                        expected: "either workers (unpinned threads) or cpus (one pinned per CPU)",
+                    });
+                }
+                if let Some(w) = c.workers {
+                    a.workers = w;
+                }
+                if let Some(cpus) = &c.cpus {
+                    a.cpus = Some(cpus.clone());
+                }
+            }
+            if !self.given("targets") {
+                file_targets = c.targets.clone();
+            }
+            if let Some(r) = &c.record {
+                macro_rules! fill_record {
+                    ($($key:ident => $flag:ident: $value:expr),* $(,)?) => {$(
+                        if let Some(v) = r.$key.clone() {
+                            if !self.given(stringify!($flag)) {
+                                a.$flag = ($value)(v);
+                            }
+                        }
+                    )*};
+                }
+                fill_record!(
+                    path => record: Some, start => record_start: |v| v,
+                    max_bytes => record_max_bytes: |v: Size| Some(v.0),
+                    rotate => record_rotate: |v: Dur| Some(v.0),
+                    keep => record_keep: Some,
+                    include => record_include: |v| v, exclude => record_exclude: |v| v,
+                    queue_bytes => record_queue_bytes: |v: Size| v.0,
+                );
+            }
+        }
+        check_log_level(&a.log_level)?;
+        let mut config = Config::try_from(&a)?;
+        if let Some(targets) = file_targets {
+            config.targets = targets
+                .iter()
+                .map(|t| target_from_table(&config, t, None))
+                .collect::<Result<_, _>>()?;
+        }
+        config.validate()?;
+        Ok((config, a))
+    }
+}
+
+/// A file value taken as it is.
+fn same<T>(v: T) -> Result<T, ConfigError> {
+    Ok(v)
+}
+
+/// A file value for an optional flag.
+fn some<T>(v: T) -> Result<Option<T>, ConfigError> {
+    Ok(Some(v))
+}
+
+/// Accepts a level (`error` … `trace`, `off`) or a tracing directive list (`udptee=debug,info`);
+/// anything else would silently log nothing, the final summary included.
+pub fn check_log_level(level: &str) -> Result<(), ConfigError> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let ok = level.split(',').all(|d| {
+        let d = d.trim();
+        match d.rsplit_once('=') {
+            Some((target, lvl)) => {
+                !target.is_empty() && LEVELS.contains(&lvl.to_ascii_lowercase().as_str())
+            }
+            None => LEVELS.contains(&d.to_ascii_lowercase().as_str()),
+        }
+    });
+    if ok && tracing_subscriber::EnvFilter::try_new(level).is_ok() {
+        Ok(())
+    } else {
+        Err(ConfigError::BadValue {
+            what: "--log-level",
+            got: level.to_owned(),
+            expected: "error, warn, info, debug, trace, off, or directives such as udptee=debug",
+        })
+    }
+}
+
+/// Points a validation error at the file line it came from.
+fn locate(file: &Loaded, e: ConfigError) -> ConfigError {
+    let (key, value) = e.place();
+    if key.is_none() && value.is_none() {
+        return e;
+    }
+    ConfigError::File(file.locate(key.as_deref(), value.as_deref(), &e.to_string()))
+}
+
+/// `--to [NAME=]HOST:PORT`.
+fn parse_to(config: &Config, spec: &str) -> Result<TargetSpec, ConfigError> {
+    let (name, addr) = match spec.split_once('=') {
+        Some((name, addr)) => (Some(name), addr),
+        None => (None, spec),
+    };
+    target_from_table(
+        config,
+        &FileTarget {
+            addr: addr.to_owned(),
+            ..FileTarget::default()
+        },
+        name,
+    )
+}
+
+impl TryFrom<&Args> for Config {
+    type Error = ConfigError;
+
+    fn try_from(args: &Args) -> Result<Self, ConfigError> {
+        let listen = args.listen.as_deref().ok_or(ConfigError::NoListen)?;
+        let unix = config::unixgram_path(listen).transpose()?;
+        let listen = match &unix {
+            Some(_) => std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+            None => config::resolve(listen)?,
+        };
+        let mut config = Self::new(listen, Vec::new());
+        if let Some(path) = unix {
+            let owner = args
+                .unix_owner
+                .as_deref()
+                .map(config::RunAs::lookup)
+                .transpose()
+                .map_err(ConfigError::User)?
+                .map(|r| (r.uid, r.gid));
+            config.listen_unix = Some(config::UnixListen {
+                path,
+                mode: args.unix_mode,
+                owner,
+            });
+        }
+        config.worker_cpus = match &args.cpus {
+            Some(list) => config::parse_cpus("--cpus", list)?
+                .into_iter()
+                .map(Some)
+                .collect(),
+            None => vec![None; usize::from(args.workers)],
+        };
+        if let Some(list) = &args.sender_cpus {
+            config.sender_cpus = config::parse_cpus("--sender-cpus", list)?;
+        }
+        config.batch = args.batch;
+        config.queue_depth = args.queue_depth;
+        config.queue_bytes = args.queue_bytes;
+        config.max_targets = args.max_targets;
+        config.resolve_interval = args.resolve_interval;
+        config.rcvbuf_bytes = args.rcvbuf;
+        config.sndbuf_bytes = args.sndbuf;
+        config.max_datagram = args.max_datagram;
+        config.stats_interval = args.stats_interval;
+        config.drain_timeout = args.drain_timeout;
+        config.admin = match args.admin.as_str() {
+            "off" => None,
+            spec => Some(config::resolve(spec)?),
+        };
+        if let Some(path) = &args.admin_token_file {
+            let token = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::File(format!("--admin-token-file {}: {e}", path.display()))
+            })?;
+            let token = token.trim().to_owned();
+            if token.len() < 16 {
+                return Err(ConfigError::File(format!(
+                    "--admin-token-file {}: the token must be at least 16 characters",
+                    path.display()
+                )));
+            }
+            config.admin_token = Some(token);
+        }
+        config.user = args
+            .user
+            .as_deref()
+            .map(config::RunAs::lookup)
+            .transpose()
+            .map_err(ConfigError::User)?;
+        config.latency = args.latency;
+        config.io_backend = match args.io {
+            IoArg::Auto => config::IoBackend::Auto,
+            IoArg::Uring => config::IoBackend::Uring,
+            IoArg::Mmsg => config::IoBackend::Mmsg,
+        };
+        config.histogram_log = args.histogram_log.clone();
+        config.record = args.record.as_ref().map(|path| {
+            let mut r = config::RecordSettings::new(path);
+            r.max_bytes = args.record_max_bytes.map(|b| b as u64);
+            r.rotate = args.record_rotate;
+            r.keep = args.record_keep;
+            r.include = args.record_include.clone();
+            r.exclude = args.record_exclude.clone();
+            r.queue_bytes = args.record_queue_bytes;
+            r
+        });
+        config.record_start = args.record_start;
+        config.takeover = args.takeover;
+        config.fast_path = args.fast_path;
+        config.fast_path_interfaces = args.fast_path_interfaces.clone();
+        config.control_socket = match args.control_socket.as_deref() {
+            Some("off") => None,
+            Some(path) => Some(PathBuf::from(path)),
+            None => config::settings::default_control_socket(),
+        };
+        for list in &args.allow {
+            config
+                .allow
+                .extend(crate::net::allow::parse_cidrs(list).map_err(ConfigError::Allow)?);
+        }
+        config.targets = args
+            .targets
+            .iter()
+            .map(|spec| parse_to(&config, spec))
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        Ok(config)
+    }
+}

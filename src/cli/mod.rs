@@ -1,0 +1,23 @@
+//! Command line: a clap derive whose doc comments are the `--help` text, and its mapping to the
+//! configuration.
+//!
+//! `Args` is converted into a validated [`Config`]; the rest of the library never sees clap types.
+//! Sizes take suffixes (`8M`, `512KiB`), durations take units (`10s`, `250ms`), CPU lists the kernel's
+//! cpulist syntax (`0-3,6`).
+
+//!
+//! Floor 5 (the edges): `args` defines the flags, `load` maps them (over the file) to a `Config`,
+//! `replay` and `tap` are the subcommands'. Imported by `main` only.
+
+mod args;
+mod load;
+mod replay;
+mod tap;
+
+pub use self::args::{Args, Command, IoArg, LogFormat};
+pub use self::load::{Invocation, check_log_level};
+pub use self::replay::{ReplayArgs, ReplaySpeed};
+pub use self::tap::TapArgs;
+
+#[cfg(test)]
+mod tests;
