@@ -14,11 +14,10 @@
 //!
 //! The protocol is one JSON line each way (`Request`, `Reply`), then `ready`, then the final
 //! counters ([`Final`]). Nothing here is on the data path.
-#![allow(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,12 +29,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::metrics::counters::{Snapshot, TargetSnapshot, WorkerSnapshot};
 
-/// Most descriptors one hand-over carries (workers' sockets and two locks).
-const MAX_FDS: usize = 1100;
 /// How long each side waits for the other's next message.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
-/// The name udptee's sockets have in systemd's file-descriptor store.
-pub const FD_NAME: &str = "udptee-listen";
 
 /// What the new instance asks for.
 #[derive(Debug, Serialize, Deserialize)]
@@ -160,7 +155,8 @@ pub fn take_over(path: &Path, listen: SocketAddr) -> Result<Option<Taken>, Strin
     line.push('\n');
     conn.write_all(line.as_bytes())
         .map_err(|e| io_err("--takeover: sending the request", e))?;
-    let (bytes, fds) = recv_with_fds(&conn).map_err(|e| io_err("--takeover: the answer", e))?;
+    let (bytes, fds) =
+        crate::net::fds::recv_with_fds(&conn).map_err(|e| io_err("--takeover: the answer", e))?;
     let reply: Reply = serde_json::from_slice(bytes.trim_ascii_end())
         .map_err(|e| io_err("--takeover: the answer", e))?;
     if let Some(e) = reply.error {
@@ -190,33 +186,6 @@ pub fn take_over(path: &Path, listen: SocketAddr) -> Result<Option<Taken>, Strin
         kernel: reply.kernel,
         conn,
     }))
-}
-
-fn recv_with_fds(conn: &UnixStream) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-    let mut buf = vec![0u8; 4096];
-    let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
-    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let msg = recvmsg::<()>(
-        conn.as_raw_fd(),
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )?;
-    let mut fds = Vec::new();
-    for c in msg.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(raw) = c {
-            // SAFETY: the kernel just installed these descriptors in this process for us; nobody
-            // else owns them.
-            fds.extend(
-                raw.into_iter()
-                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-            );
-        }
-    }
-    let n = msg.bytes;
-    buf.truncate(n);
-    Ok((buf, fds))
 }
 
 /// A takeover the old instance accepted: its main loop stops receiving, drains, and sends
@@ -419,56 +388,6 @@ fn serve(
         ));
     }
     Ok(Handover { pid: req.pid, conn })
-}
-
-/// Sockets systemd passed (`LISTEN_FDS`: socket activation, or the file-descriptor store), if any:
-/// the UDP sockets bound to `listen` (any port when its port is 0), whatever their name; anything
-/// else passed is closed, with a warning.
-pub fn from_systemd(listen: SocketAddr) -> Vec<UdpSocket> {
-    let Ok(fds) = sd_notify::listen_fds_with_names(true) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for (fd, name) in fds {
-        // SAFETY: systemd passed this descriptor to us (LISTEN_PID is ours, checked by the crate);
-        // nothing else in the process owns it.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        let socket = socket2::Socket::from(owned);
-        let bound = socket
-            .r#type()
-            .is_ok_and(|t| t == socket2::Type::DGRAM)
-            .then(|| socket.local_addr().ok().and_then(|a| a.as_socket()))
-            .flatten();
-        let ours = bound.is_some_and(|b| crate::net::socket::serves(b, listen));
-        if ours {
-            out.push(UdpSocket::from(socket));
-        } else {
-            tracing::warn!(fd, name, bound = ?bound,
-                "systemd passed a descriptor that is not a UDP socket on the listen address; closed");
-        }
-    }
-    out
-}
-
-/// Stores `sockets` in systemd's file-descriptor store (when running under systemd), so a
-/// restart finds them in `LISTEN_FDS` with the kernel's queue intact.
-pub fn store_in_systemd(sockets: &[UdpSocket]) {
-    if std::env::var_os("NOTIFY_SOCKET").is_none() || sockets.is_empty() {
-        return;
-    }
-    let fds: Vec<std::os::fd::BorrowedFd<'_>> =
-        sockets.iter().map(std::os::fd::AsFd::as_fd).collect();
-    let states = [
-        sd_notify::NotifyState::FdStore,
-        sd_notify::NotifyState::FdName(FD_NAME),
-    ];
-    match sd_notify::notify_with_fds(false, &states, &fds) {
-        Ok(()) => tracing::debug!(
-            count = fds.len(),
-            "listen sockets stored in systemd's file-descriptor store"
-        ),
-        Err(e) => tracing::warn!(error = %e, "storing the listen sockets in systemd failed"),
-    }
 }
 
 #[cfg(test)]

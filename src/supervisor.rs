@@ -77,7 +77,7 @@ pub fn run(config: &Config, loader: Option<Loader>) -> Result<Snapshot, StartErr
     ));
     // Under systemd, the sockets outlive this process: a restart finds them with their queue.
     if config.listen_unix.is_none() {
-        handover::store_in_systemd(fwd.listen_sockets());
+        crate::net::fds::store_in_systemd(fwd.listen_sockets());
     }
     let handovers = fwd.handovers().clone();
     let mut handover = None;

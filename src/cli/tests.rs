@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::*;
-use crate::config::{self, Config};
+use crate::config::Config;
 
 fn parse(args: &[&str]) -> Result<Config, String> {
     Invocation::try_from_iter(std::iter::once("udptee").chain(args.iter().copied()))

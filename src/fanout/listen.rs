@@ -7,6 +7,7 @@ use std::net::{SocketAddr, UdpSocket};
 use super::error::StartError;
 use crate::config::Config;
 use crate::handover::{self, Taken};
+use crate::net::fds;
 use crate::net::lock::{self, ListenLock};
 use crate::net::{SocketState, socket};
 
@@ -43,7 +44,7 @@ pub(crate) fn acquire(config: &Config) -> Result<Listen, StartError> {
         _ => None,
     };
     let inherited = if taken.is_none() {
-        handover::from_systemd(config.listen)
+        fds::from_systemd(config.listen)
     } else {
         Vec::new()
     };

@@ -8,6 +8,7 @@
 
 pub mod allow;
 pub mod diag;
+pub mod fds;
 pub mod lock;
 pub mod mmsg;
 pub mod probe;

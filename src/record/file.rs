@@ -9,7 +9,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{RecordSettings, header_bytes};
+use super::pcap::header_bytes;
+use crate::config::RecordSettings;
 
 /// What one write put in the file.
 #[derive(Debug, Default, Clone, Copy)]
