@@ -12,12 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
 
 use crate::generator::{self, Limit, Progress, SendOpts, SendReport};
 use crate::progress::ProgressLine;
 use crate::sink::{self, SinkOpts};
-use crate::stats::Latency;
+pub use crate::stats::BenchRow;
 
 /// Forwarder used when `--forwarder` is not given; `{udptee}` is the udptee binary next to this one.
 pub const DEFAULT_FORWARDER: &str =
@@ -48,31 +47,6 @@ pub struct BenchOpts {
     pub sink_cpus: Vec<usize>,
     /// Where to write JSON, plot and forwarder logs.
     pub out_dir: PathBuf,
-}
-
-/// One offered rate's results.
-#[derive(Debug, Clone, Serialize)]
-pub struct BenchRow {
-    /// Asked rate (`null` = max).
-    pub offered_rate: Option<f64>,
-    /// What the generator achieved.
-    pub sent_rate: f64,
-    /// Datagrams sent.
-    pub sent: u64,
-    /// The generator reached the asked rate (within 2 %).
-    pub rate_reached: bool,
-    /// Distinct datagrams delivered, per target.
-    pub delivered: Vec<u64>,
-    /// Loss per target, percent of sent.
-    pub loss_pct: Vec<f64>,
-    /// Kernel drops on the sinks' own sockets (sink-caused loss; should be 0).
-    pub sink_kernel_drops: u64,
-    /// Forwarder CPU time (user+sys, all threads) per datagram sent, µs.
-    pub cpu_us_per_datagram: f64,
-    /// Forwarder resident set size at the end of the run, KiB.
-    pub rss_kib: u64,
-    /// One-way latency over all targets (worst target by p99), µs.
-    pub latency_us: Latency,
 }
 
 /// Expands a forwarder template: `{listen}`, `{targets}` (space-separated), `{targets_csv}`, `{to}`

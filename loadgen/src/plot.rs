@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Result, anyhow};
 use plotters::prelude::*;
 
-use crate::bench::BenchRow;
+use crate::stats::BenchRow;
 
 /// Writes the plot of `rows` to `path`.
 pub fn delivered_vs_offered(path: &Path, rows: &[BenchRow], fanout: usize) -> Result<()> {

@@ -135,6 +135,31 @@ impl Latency {
     }
 }
 
+/// One offered rate's results.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRow {
+    /// Asked rate (`null` = max).
+    pub offered_rate: Option<f64>,
+    /// What the generator achieved.
+    pub sent_rate: f64,
+    /// Datagrams sent.
+    pub sent: u64,
+    /// The generator reached the asked rate (within 2 %).
+    pub rate_reached: bool,
+    /// Distinct datagrams delivered, per target.
+    pub delivered: Vec<u64>,
+    /// Loss per target, percent of sent.
+    pub loss_pct: Vec<f64>,
+    /// Kernel drops on the sinks' own sockets (sink-caused loss; should be 0).
+    pub sink_kernel_drops: u64,
+    /// Forwarder CPU time (user+sys, all threads) per datagram sent, µs.
+    pub cpu_us_per_datagram: f64,
+    /// Forwarder resident set size at the end of the run, KiB.
+    pub rss_kib: u64,
+    /// One-way latency over all targets (worst target by p99), µs.
+    pub latency_us: Latency,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
