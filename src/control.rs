@@ -4,12 +4,12 @@
 //!
 //! Changes made through the API are runtime state: the next reload re-applies the file.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::config::file::{FileTarget, target_from_table};
 use crate::config::{Config, ConfigError, check_name};
 use crate::fanout::targets::{Change, ChangeError, TargetRegistry};
+use crate::metrics::reloads::ReloadCounters;
 
 /// Re-reads the configuration (the file under the command line's flags).
 pub type Loader = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
@@ -56,8 +56,7 @@ pub struct Control {
     recorder: Arc<crate::record::Recorder>,
     config: Mutex<Config>,
     loader: Option<Loader>,
-    reloads_ok: AtomicU64,
-    reloads_error: AtomicU64,
+    reloads: Arc<ReloadCounters>,
 }
 
 impl std::fmt::Debug for Control {
@@ -111,8 +110,7 @@ impl Control {
             recorder,
             config: Mutex::new(config),
             loader,
-            reloads_ok: AtomicU64::new(0),
-            reloads_error: AtomicU64::new(0),
+            reloads: Arc::default(),
         }
     }
 
@@ -132,10 +130,12 @@ impl Control {
 
     /// Reloads: `(ok, error)` counts so far.
     pub fn reload_counts(&self) -> (u64, u64) {
-        (
-            self.reloads_ok.load(Ordering::Relaxed),
-            self.reloads_error.load(Ordering::Relaxed),
-        )
+        self.reloads.get()
+    }
+
+    /// Reloads so far, applied and refused (read by the report).
+    pub fn reload_counters(&self) -> &Arc<ReloadCounters> {
+        &self.reloads
     }
 
     /// Re-reads the configuration and applies the target difference. A file that does not parse or
@@ -144,7 +144,7 @@ impl Control {
         let result = self.try_reload();
         match &result {
             Ok(r) => {
-                self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                self.reloads.count(true);
                 tracing::info!(
                     generation = r.change.generation, added = ?r.change.added, removed = ?r.change.removed,
                     replaced = ?r.change.replaced, toggled = ?r.change.toggled,
@@ -156,7 +156,7 @@ impl Control {
                 }
             }
             Err(e) => {
-                self.reloads_error.fetch_add(1, Ordering::Relaxed);
+                self.reloads.count(false);
                 tracing::error!(error = %e, "reload refused; the running configuration is kept");
             }
         }

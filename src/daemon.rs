@@ -61,12 +61,17 @@ impl Forwarder {
             config.max_datagram,
             data.timestamps(),
         ));
-        let stats = Arc::new(Stats::new(data.view().clone(), Arc::clone(&recorder), taps));
         let control = Arc::new(Control::new(
             Arc::clone(&registry),
             Arc::clone(&recorder),
             config.clone(),
             loader,
+        ));
+        let stats = Arc::new(Stats::new(
+            data.view().clone(),
+            Arc::clone(&recorder),
+            taps,
+            Arc::clone(control.reload_counters()),
         ));
         if let (Some(settings), true) = (&config.record, config.record_start) {
             recorder

@@ -149,7 +149,7 @@ impl AdminServer {
         listener.set_nonblocking(true)?;
         let bound = listener.local_addr()?;
         let app = Arc::new(App {
-            registry: prometheus::registry(Arc::clone(&stats), Arc::clone(&control)),
+            registry: prometheus::registry(Arc::clone(&stats)),
             stats,
             control,
             loopback: bound.ip().is_loopback(),

@@ -12,5 +12,6 @@ pub mod histogram;
 pub mod kernel;
 pub mod proc;
 pub mod reason;
+pub mod reloads;
 pub mod snapshot;
 pub mod worker;

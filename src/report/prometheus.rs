@@ -17,7 +17,6 @@ use prometheus_client::registry::Registry;
 
 use super::family::{Labels, family};
 use super::prometheus_targets;
-use crate::control::Control;
 use crate::report::Stats;
 
 /// Content type of OpenMetrics text.
@@ -26,10 +25,10 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
 /// Content type of the classic Prometheus text format.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// A registry whose one collector reads `stats` (and the reload counts of `control`) at every scrape.
-pub fn registry(stats: Arc<Stats>, control: Arc<Control>) -> Registry {
+/// A registry whose one collector reads `stats` at every scrape.
+pub fn registry(stats: Arc<Stats>) -> Registry {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(ForwarderCollector(stats, control)));
+    registry.register_collector(Box::new(ForwarderCollector(stats)));
     registry
 }
 
@@ -80,7 +79,7 @@ fn to_classic(open: &str) -> String {
 }
 
 #[derive(Debug)]
-struct ForwarderCollector(Arc<Stats>, Arc<Control>);
+struct ForwarderCollector(Arc<Stats>);
 
 impl Collector for ForwarderCollector {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> fmt::Result {
@@ -167,7 +166,7 @@ impl Collector for ForwarderCollector {
             &per_worker(&|w| w.ring_empty),
         )?;
         let generation = prometheus_targets::encode(&mut enc, stats, &snap)?;
-        let (ok, err) = self.1.reload_counts();
+        let (ok, err) = stats.reloads().get();
         family(
             &mut enc,
             "udptee_config_reloads",

@@ -6,6 +6,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use crate::fanout::DataView;
+use crate::metrics::reloads::ReloadCounters;
 use crate::record::Recorder;
 use crate::tap::Taps;
 
@@ -15,21 +16,33 @@ pub struct Stats {
     data: DataView,
     recorder: Arc<Recorder>,
     taps: Arc<Taps>,
+    reloads: Arc<ReloadCounters>,
 }
 
 impl Stats {
     /// The report over `data`, with the recorder and the live taps beside it.
-    pub fn new(data: DataView, recorder: Arc<Recorder>, taps: Arc<Taps>) -> Self {
+    pub fn new(
+        data: DataView,
+        recorder: Arc<Recorder>,
+        taps: Arc<Taps>,
+        reloads: Arc<ReloadCounters>,
+    ) -> Self {
         Self {
             data,
             recorder,
             taps,
+            reloads,
         }
     }
 
     /// The recorder (`--record`, `POST /record/start`).
     pub fn recorder(&self) -> &Arc<Recorder> {
         &self.recorder
+    }
+
+    /// Reloads so far, applied and refused.
+    pub fn reloads(&self) -> &ReloadCounters {
+        &self.reloads
     }
 
     /// The live taps (`GET /tap`).
