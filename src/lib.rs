@@ -10,13 +10,22 @@
 //! - a full queue, a send error, an oversized datagram or a drain timeout is a counted drop with a named
 //!   [`metrics::counters::DropReason`]; nothing is lost silently, nothing waits on a target.
 //!
-//! Modules: [`config`] and [`cli`] (what to run), [`fanout`] (threads, the target registry and the
-//! [`Forwarder`]), [`control`] (reload and the admin API's verbs), [`pool`] (receive slots and the
-//! targets' backlog rings), [`net`] (sockets and the batch syscalls), [`metrics`] (counters, latency,
-//! Prometheus), [`statsd`] (the line parser and per-target line filters), [`replay`] (capture files
-//! and `udptee replay`), [`privileges`] (`--user`) and `admin` (the HTTP listener). `unsafe` code
-//! lives only in `net::{sys,mmsg,uring}` and `pool::ring`, plus one read of an unconsumed ring
-//! entry in `fanout::sender`.
+//! The house, in floors; each module imports only floors below its own (docs/architecture.md):
+//! 1. **Plain data and leaves**: [`config`] (every setting, its limits and checks; imports nothing of
+//!    udptee's), [`metrics`] (counters and snapshots, knowing nothing of their readers), [`pool`],
+//!    [`statsd`] (the line parser and filter), [`logging`], [`notify`], [`privileges`].
+//! 2. **The data path**: [`net`] (sockets and the batch syscalls), [`fastpath`] (the kernel path),
+//!    [`replay`], [`handover`] (the takeover protocol), [`fanout`] (workers, senders, the target
+//!    registry: [`fanout::DataPath`], which starts nothing above itself).
+//! 3. **Services over the data path**: [`record`], [`tap`], [`report`] (the shared [`Stats`], JSON,
+//!    the status page, Prometheus).
+//! 4. **Control**: [`control`] (reload and the admin API's verbs, in one place).
+//! 5. **The edges**: `admin` (the HTTP listener and its routes), [`cli`] (flags to a [`Config`]),
+//!    [`daemon`] (one running [`Forwarder`], assembled and stopped in order) and [`supervisor`]
+//!    ([`run`]: signals, systemd, the stats line).
+//!
+//! `unsafe` code lives only in `net::{sys,mmsg,uring,fds}`, `pool::ring` and `fastpath::loader`,
+//! plus one read of an unconsumed ring entry in `fanout::sender` and one in `fanout::observe`.
 #![deny(unsafe_code)]
 
 mod admin;

@@ -1,7 +1,7 @@
 //! Command line: a clap derive whose doc comments are the `--help` text, and its mapping to the
 //! configuration.
 //!
-//! `Args` is converted into a validated [`Config`]; the rest of the library never sees clap types.
+//! `Args` is converted into a validated [`Config`](crate::config::Config); the rest of the library never sees clap types.
 //! Sizes take suffixes (`8M`, `512KiB`), durations take units (`10s`, `250ms`), CPU lists the kernel's
 //! cpulist syntax (`0-3,6`).
 

@@ -11,7 +11,7 @@ pub struct KernelSnapshot {
     pub consumed: u64,
     /// Payload bytes of the `consumed` datagrams.
     pub consumed_bytes: u64,
-    /// Datagrams passed up unhandled, by reason ([`PASS_REASONS`]).
+    /// Datagrams passed up unhandled, by reason (`fastpath::PASS_REASONS`).
     pub passed: Vec<(&'static str, u64)>,
     /// Marked datagrams whose generation the book no longer knew.
     pub stale_marks: u64,

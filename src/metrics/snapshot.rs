@@ -161,7 +161,7 @@ impl TargetSnapshot {
     }
 
     /// Copies offered but neither forwarded nor dropped yet: queued or in flight while running, and
-    /// zero once the forwarder has stopped. Never negative (see [`TargetCounterSet::snapshot`]).
+    /// zero once the forwarder has stopped. Never negative (see [`TargetCounterSet::snapshot`](super::counters::TargetCounterSet::snapshot)).
     pub fn queued(&self) -> u64 {
         self.offered
             .saturating_sub(self.forwarded)
