@@ -51,16 +51,8 @@ impl Forwarder {
     pub fn start_with(config: &Config, loader: Option<Loader>) -> Result<Self, StartError> {
         let mut data = DataPath::bind(config)?;
         let registry = Arc::clone(data.registry());
-        let recorder = Arc::new(Recorder::new(
-            Arc::clone(&registry),
-            config.max_datagram,
-            data.timestamps(),
-        ));
-        let taps = Arc::new(Taps::new(
-            Arc::clone(&registry),
-            config.max_datagram,
-            data.timestamps(),
-        ));
+        let recorder = Arc::new(Recorder::new(data.observer_hub(config.max_datagram)));
+        let taps = Arc::new(Taps::new(data.observer_hub(config.max_datagram)));
         let control = Arc::new(Control::new(
             Arc::clone(&registry),
             Arc::clone(&recorder),

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::fanout::ObserverHub;
 use crate::fanout::observe::{Observed, Observer};
-use crate::fanout::targets::TargetRegistry;
 use crate::statsd::filter::{LineCounts, LineFilter, LineSettings, Part};
 
 /// Most taps at once: each costs a copy of every datagram.
@@ -58,13 +58,12 @@ impl TapQuery {
 
 /// The taps of one forwarder, and their totals.
 pub struct Taps {
-    registry: Arc<TargetRegistry>,
+    /// Where each tap's ring is published (and timestamps turned on at the first tap).
+    hub: ObserverHub,
     clients: AtomicU64,
     shown: AtomicU64,
     dropped_done: AtomicU64,
     live: std::sync::Mutex<Vec<Arc<Observer>>>,
-    max_datagram: usize,
-    enable_timestamps: Box<dyn Fn() + Send + Sync>,
 }
 
 impl std::fmt::Debug for Taps {
@@ -99,19 +98,14 @@ pub enum TapError {
 }
 
 impl Taps {
-    pub(crate) fn new(
-        registry: Arc<TargetRegistry>,
-        max_datagram: usize,
-        enable_timestamps: Box<dyn Fn() + Send + Sync>,
-    ) -> Self {
+    /// The taps' registry, publishing each tap's ring through `hub`.
+    pub(crate) fn new(hub: ObserverHub) -> Self {
         Self {
-            registry,
+            hub,
             clients: AtomicU64::new(0),
             shown: AtomicU64::new(0),
             dropped_done: AtomicU64::new(0),
             live: std::sync::Mutex::new(Vec::new()),
-            max_datagram,
-            enable_timestamps,
         }
     }
 
@@ -140,7 +134,7 @@ impl Taps {
                 include: q.include.clone(),
                 ..LineSettings::default()
             };
-            Some(LineFilter::new(&s, self.max_datagram).map_err(TapError::Invalid)?)
+            Some(LineFilter::new(&s, self.hub.max_datagram()).map_err(TapError::Invalid)?)
         };
         if self.clients.fetch_add(1, Ordering::Relaxed) >= MAX_TAPS {
             self.clients.fetch_sub(1, Ordering::Relaxed);
@@ -155,8 +149,8 @@ impl Taps {
                 return Err(TapError::Unavailable(e));
             }
         };
-        (self.enable_timestamps)();
-        if let Err(e) = self.registry.add_observer(Arc::clone(&observer)) {
+        self.hub.enable_timestamps();
+        if let Err(e) = self.hub.add(Arc::clone(&observer)) {
             self.clients.fetch_sub(1, Ordering::Relaxed);
             return Err(TapError::Unavailable(e.to_string()));
         }
@@ -265,7 +259,7 @@ impl Tap {
 
 impl Drop for Tap {
     fn drop(&mut self) {
-        self.taps.registry.remove_observer(&self.observer);
+        self.taps.hub.remove(&self.observer);
         self.taps
             .live
             .lock()

@@ -20,6 +20,7 @@ mod account;
 mod books;
 mod change;
 mod error;
+mod hub;
 mod kernel;
 mod listen;
 pub(crate) mod observe;
@@ -42,6 +43,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 pub use self::error::StartError;
+pub use self::hub::ObserverHub;
 use self::targets::{SenderSettings, TargetRegistry};
 pub use self::threads::Threads;
 pub use self::view::DataView;
@@ -232,16 +234,20 @@ impl DataPath {
         })
     }
 
-    /// A function that turns kernel receive timestamps on for every listen socket: they are read
-    /// only when something needs them (latency, or a recording, turned on for good at its first
-    /// start; the cost is one control message per datagram).
-    pub fn timestamps(&self) -> Box<dyn Fn() + Send + Sync> {
+    /// A hub where a reader of every received datagram (the recorder, live taps) plugs in. Kernel
+    /// receive times are read only when something needs them: latency, or a reader (turned on for
+    /// good at its first start; the cost is one control message per datagram).
+    pub fn observer_hub(&self, max_datagram: usize) -> ObserverHub {
         let sockets = Arc::clone(&self.view.worker_sockets);
-        Box::new(move || {
-            for s in sockets.iter() {
-                let _ = socket::enable_timestamps(s);
-            }
-        })
+        ObserverHub::new(
+            Arc::clone(&self.view.registry),
+            max_datagram,
+            Arc::new(move || {
+                for s in sockets.iter() {
+                    let _ = socket::enable_timestamps(s);
+                }
+            }),
+        )
     }
 
     /// Starts one receive worker per listen socket. Called once; later calls do nothing.

@@ -28,8 +28,7 @@ use crate::metrics::counters::TargetCounterSet;
 use crate::metrics::counters::{LineOutcome, TargetCounters};
 use crate::metrics::histogram::now_nanos;
 use crate::net::mmsg::MmsgSend;
-use crate::net::socket;
-use crate::net::socket::WAKE_INTERVAL;
+use crate::net::socket::{self, WAKE_INTERVAL};
 use crate::pool::ring::ByteRing;
 use crate::pool::ring::Entry;
 use crate::statsd::filter::{LineCounts, LineFilter, Part};
@@ -286,12 +285,7 @@ impl TargetSender {
                     on(Sent(start, n));
                     start += n;
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
+                Err(e) if socket::timed_out(&e) => {
                     if self.past_deadline() {
                         on(Abandoned(start));
                         return;

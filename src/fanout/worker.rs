@@ -28,7 +28,7 @@ use super::ratelimit::RateLimit;
 use super::target::{TargetCore, TargetTable};
 use crate::metrics::counters::{TargetCounters, WorkerCounters, WorkerDelta};
 use crate::net::mmsg::{MmsgRecv, MmsgSend, RecvMeta};
-use crate::net::socket::WAKE_INTERVAL;
+use crate::net::socket::{self, WAKE_INTERVAL};
 use crate::net::uring::UringRecv;
 use crate::pool::{BufId, BufPool};
 
@@ -156,12 +156,7 @@ impl RecvWorker {
             };
             let n = match received {
                 Ok(n) => n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
+                Err(e) if socket::timed_out(&e) => {
                     if stop_by.is_some() {
                         break; // the socket is empty
                     }

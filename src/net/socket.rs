@@ -256,3 +256,12 @@ pub fn connect_target(target: SocketAddr, sndbuf_bytes: Option<usize>) -> io::Re
 pub fn socket_drops(socket: &UdpSocket) -> io::Result<u64> {
     sys::socket_drops(socket.as_fd())
 }
+
+/// A blocking socket call that gave up for now because its timeout passed (`EAGAIN` or
+/// `ETIMEDOUT` after `SO_RCVTIMEO`/`SO_SNDTIMEO`): nothing is wrong, try again.
+pub fn timed_out(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}

@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use self::file::Files;
 use self::writer::{RecordTotals, STOP_WAIT, Writer};
+use crate::fanout::ObserverHub;
 use crate::fanout::observe::Observer;
-use crate::fanout::targets::TargetRegistry;
 use crate::statsd::filter::LineFilter;
 
 pub use crate::config::settings::{
@@ -89,12 +89,10 @@ struct Session {
 
 /// The recorder of one forwarder: at most one recording at a time.
 pub struct Recorder {
-    registry: Arc<TargetRegistry>,
+    /// Where the recording's ring is published (and timestamps turned on at its first start).
+    hub: ObserverHub,
     totals: Arc<RecordTotals>,
     session: Mutex<Option<Session>>,
-    max_datagram: usize,
-    /// Called once before the first recording: turns kernel receive timestamps on.
-    enable_timestamps: Box<dyn Fn() + Send + Sync>,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -117,18 +115,12 @@ pub struct RecordStatus {
 }
 
 impl Recorder {
-    /// A recorder publishing its ring through `registry`.
-    pub(crate) fn new(
-        registry: Arc<TargetRegistry>,
-        max_datagram: usize,
-        enable_timestamps: Box<dyn Fn() + Send + Sync>,
-    ) -> Self {
+    /// A recorder publishing its ring through `hub`.
+    pub(crate) fn new(hub: ObserverHub) -> Self {
         Self {
-            registry,
+            hub,
             totals: Arc::new(RecordTotals::default()),
             session: Mutex::new(None),
-            max_datagram,
-            enable_timestamps,
         }
     }
 
@@ -188,7 +180,7 @@ impl Recorder {
             None
         } else {
             Some(
-                LineFilter::new(&settings.line_settings(), self.max_datagram)
+                LineFilter::new(&settings.line_settings(), self.hub.max_datagram())
                     .map_err(RecordError::Invalid)?,
             )
         };
@@ -204,7 +196,7 @@ impl Recorder {
         let observer = Arc::new(
             Observer::try_new("record", settings.queue_bytes).map_err(RecordError::Unavailable)?,
         );
-        (self.enable_timestamps)();
+        self.hub.enable_timestamps();
         let stop = Arc::new(AtomicBool::new(false));
         let opened = Arc::new(Mutex::new(vec![files.current_path().to_path_buf()]));
         self.totals.files.fetch_add(1, Ordering::Relaxed);
@@ -225,7 +217,7 @@ impl Recorder {
                 writer.run();
             })
             .map_err(|e| RecordError::Unavailable(format!("starting the recorder thread: {e}")))?;
-        if let Err(e) = self.registry.add_observer(Arc::clone(&observer)) {
+        if let Err(e) = self.hub.add(Arc::clone(&observer)) {
             stop.store(true, Ordering::Relaxed);
             let _ = thread.join();
             return Err(RecordError::Unavailable(e.to_string()));
@@ -249,7 +241,7 @@ impl Recorder {
         let Some(s) = self.lock().take() else {
             return Err(RecordError::Conflict("not recording".into()));
         };
-        self.registry.remove_observer(&s.observer);
+        self.hub.remove(&s.observer);
         s.stop.store(true, Ordering::Relaxed);
         // A write stuck on a stalled disk or a FIFO nobody reads must not hold up a shutdown: wait a
         // bounded time, then leave the thread behind; what it had not written is reported lost.
