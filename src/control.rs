@@ -3,6 +3,9 @@
 //! refused. Changes are serialised by the registry; nothing here is on the data path.
 //!
 //! Changes made through the API are runtime state: the next reload re-applies the file.
+//!
+//! Floor 4 (control): imports the data path, the recorder and `config`; never the command line
+//! (a reload re-reads the file through the [`Loader`] that `main` hands in) nor anything above.
 
 use std::sync::{Arc, Mutex};
 

@@ -14,6 +14,9 @@
 //!
 //! The protocol is one JSON line each way (`Request`, `Reply`), then `ready`, then the final
 //! counters ([`Final`]). Nothing here is on the data path.
+//!
+//! Floor 2 (the data path), below `fanout`: the protocol only; the descriptors travel through
+//! `net::fds`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, UdpSocket};

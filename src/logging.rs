@@ -4,6 +4,8 @@
 //! written to stderr by one logging thread; when it cannot keep up (a stalled log shipper), lines are
 //! dropped and counted, never waited for. The stderr writer itself swallows write errors (a closed
 //! pipe, a full disk) and counts them, where `eprintln!` would panic.
+//!
+//! Floor 1 (plain data and leaves): imports nothing of udptee's.
 
 use std::io::{self, Write};
 use std::sync::OnceLock;

@@ -5,6 +5,8 @@
 //! `WatchdogSec` only while every receive worker keeps turning and the forwarder is ready, so a
 //! stuck data thread stops the pings and systemd restarts the service. Without `NOTIFY_SOCKET`
 //! every call does nothing.
+//!
+//! Floor 1 (plain data and leaves): imports nothing of udptee's.
 
 use std::time::Duration;
 

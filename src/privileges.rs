@@ -8,6 +8,8 @@
 //! saved group and user IDs to the user's (setresgid/setresuid, which glibc applies to every thread).
 //! Leaving uid 0 clears every capability, permitted and effective, and the saved IDs make it
 //! impossible to get them back.
+//!
+//! Floor 1 (plain data and leaves): imports only `config::RunAs`.
 
 use nix::unistd::{Gid, Uid};
 

@@ -6,6 +6,8 @@
 //! client reads slower than traffic arrives, the HTTP body, then the ring, fill up, and the datagrams
 //! that find no room are counted and announced in the stream (`# udptee tap: N datagrams not shown`)
 //! instead of slowing anyone down. At most [`MAX_TAPS`] at once.
+//!
+//! Floor 3 (services over the data path): plugs in through `fanout::ObserverHub`.
 
 use std::fmt::Write as _;
 use std::sync::Arc;

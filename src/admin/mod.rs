@@ -9,6 +9,9 @@
 //! at most [`MAX_BODY_BYTES`] (413), at most [`MAX_CONNECTIONS`] connections at once (more are closed
 //! at once), [`HEADER_TIMEOUT`] to send the headers and [`CONNECTION_TIMEOUT`] per connection;
 //! malformed requests get 400 from hyper. Answers never echo the request.
+//!
+//! Floor 5 (the edges): routes and request bounds only; `routes` calls the control verbs (floor 4)
+//! and the report (floor 3).
 
 use std::convert::Infallible;
 use std::io;

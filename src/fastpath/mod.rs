@@ -17,7 +17,7 @@
 //! (`TargetRegistry::snapshots`): its copies are `forwarded`, its refused clones `backlog_full` or
 //! `clone_error` drops, and `offered` grows by both, so `offered = forwarded + drops` still holds.
 //!
-//! Floor: above the data path's counters and sockets, below the registry that drives it. `plan`
+//! Floor 2 (the data path): above its counters and sockets, below the registry that drives it. `plan`
 //! decides, `book` is what the workers read, `loader` is the only module that talks to the BPF
 //! loader crate.
 

@@ -10,6 +10,8 @@
 //! threads read other slots, with no `&mut` ever formed and no `unsafe` here; the raw pointers are only
 //! dereferenced by the kernel, in `net::mmsg`, and by the backlog copy in `ring`. Hot path: `try_take`,
 //! `put_back`.
+//!
+//! Floor 1 (plain data and leaves): imports only the slot layout from `config`.
 
 pub mod ring;
 

@@ -10,6 +10,9 @@
 //! truncating the file back to its last whole record, and its datagrams are counted `write_error`;
 //! the next attempt is a new file a second later when rotating, so the file on disk always reads
 //! back whole. Rotation by size and by age, keeping the newest `--record-keep` files.
+//!
+//! Floor 3 (services over the data path): plugs in through `fanout::ObserverHub`; the data path
+//! never starts it.
 
 mod file;
 mod pcap;

@@ -1,6 +1,8 @@
 //! `udptee replay`: send the UDP datagrams of pcap/pcapng captures to one or more targets, keeping
 //! the recorded gaps scaled by `--speed`, at a fixed `--pps`, or flat out, with `sendmmsg` batches
 //! on one connected socket per target.
+//!
+//! Floor 2 (the data path): a second user of `net`'s batch send; imports `net` only.
 
 pub mod capture;
 
