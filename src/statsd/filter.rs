@@ -10,7 +10,7 @@
 use globset::GlobSet;
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::{What, lines, parse};
+use super::{What, ending, lines, parse};
 pub use crate::config::lines::{LineSettings, OnMalformed, SampleBy};
 use crate::config::lines::{glob_set, matches};
 
@@ -144,8 +144,10 @@ impl LineFilter {
         let mut part = Part::empty(out.len());
         for raw in lines(datagram) {
             counts.offered += 1;
+            // A `\r` before the `\n` is the line's ending, not its text: given back after it.
+            let (text, end) = ending(raw);
             // What to write for this line: it as received (malformed, forwarded), or rewritten.
-            let keep = match parse(raw) {
+            let keep = match parse(text) {
                 Err(_) => {
                     counts.malformed += 1;
                     if self.drop_malformed {
@@ -193,7 +195,10 @@ impl LineFilter {
             let mut body = out.len();
             match keep {
                 None => out.extend_from_slice(raw),
-                Some((line, scale)) => self.rewrite(&line, scale, out),
+                Some((line, scale)) => {
+                    self.rewrite(&line, scale, out);
+                    out.extend_from_slice(end);
+                }
             }
             if sep && out.len() - part.start > self.max_datagram {
                 // It does not fit after the others: it starts the next datagram, without the
@@ -331,7 +336,7 @@ fn write_rate(out: &mut Vec<u8>, r: f64) {
 #[doc(hidden)]
 pub fn check_datagram(datagram: &[u8]) {
     for line in lines(datagram) {
-        let _ = parse(line);
+        let _ = parse(ending(line).0);
     }
     // Compiled once: the fuzzer calls this millions of times.
     static FILTERS: std::sync::OnceLock<Vec<(usize, usize, LineFilter)>> =

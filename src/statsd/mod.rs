@@ -146,9 +146,22 @@ impl fmt::Display for Malformed {
     }
 }
 
-/// The lines of a datagram: split on `\n`, empty lines skipped.
+/// The lines of a datagram: split on `\n`, empty lines skipped. A `\r` before the `\n` is part of
+/// the line ending, as Etsy statsd takes it: each line keeps it ([`ending`] splits it off), and a
+/// line of nothing but `\r` is empty.
 pub fn lines(datagram: &[u8]) -> impl Iterator<Item = &[u8]> {
-    datagram.split(|&b| b == b'\n').filter(|l| !l.is_empty())
+    datagram
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty() && *l != b"\r")
+}
+
+/// A line (as [`lines`] yields it) split into its text and its ending: `\r` when it came with
+/// `\r\n`, else nothing.
+pub fn ending(line: &[u8]) -> (&[u8], &[u8]) {
+    match line.strip_suffix(b"\r") {
+        Some(text) => (text, &line[text.len()..]),
+        None => (line, &[]),
+    }
 }
 
 fn find(hay: &[u8], from: usize, b: u8) -> Option<usize> {

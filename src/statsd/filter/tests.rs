@@ -246,3 +246,60 @@ fn bad_settings_name_the_key() {
         assert!(e.starts_with(key), "{e}");
     }
 }
+
+#[test]
+fn a_crlf_line_is_rewritten_and_keeps_its_ending() {
+    let s = LineSettings {
+        prefix: "dark.".into(),
+        add_tags: vec!["shadow:true".into()],
+        malformed: OnMalformed::Drop,
+        ..settings()
+    };
+    let (out, c) = run(&s, "api.crlf:1|c\r\napi.lf:2|c\n\r\nbad line\r\n");
+    assert_eq!(
+        out,
+        ["dark.api.crlf:1|c|#shadow:true\r\ndark.api.lf:2|c|#shadow:true"],
+        "the \\r stays the line's ending, after the rewrite; a bare \\r line is empty"
+    );
+    assert_eq!(
+        c,
+        LineCounts {
+            offered: 3,
+            kept: 2,
+            malformed: 1,
+            malformed_dropped: 1,
+            ..LineCounts::default()
+        },
+        "a CRLF line is statsd, not malformed"
+    );
+}
+
+proptest::proptest! {
+    /// Sending the same lines with CRLF endings changes nothing but the endings: the same lines are
+    /// kept, rewritten the same, each followed by the `\r` it came with.
+    #[test]
+    fn crlf_and_lf_datagrams_filter_alike(
+        picks in proptest::collection::vec(0usize..6, 1..12),
+    ) {
+        const LINES: [&str; 6] = [
+            "api.req:1|c", "web.x:2|g|#env:prod", "api.t:3|ms|@0.5", "_sc|api.up|0",
+            "_e{2,2}:hi|yo", "not statsd",
+        ];
+        let s = LineSettings {
+            include: vec!["api*".into()],
+            prefix: "p.".into(),
+            add_tags: vec!["t:1".into()],
+            ..settings()
+        };
+        let lf: String = picks.iter().map(|&i| format!("{}\n", LINES[i])).collect();
+        let crlf: String = picks.iter().map(|&i| format!("{}\r\n", LINES[i])).collect();
+        let (a, ca) = run(&s, &lf);
+        let (b, cb) = run(&s, &crlf);
+        proptest::prop_assert_eq!(ca, cb);
+        let with_cr: Vec<String> = a
+            .iter()
+            .map(|t| t.split('\n').map(|l| format!("{l}\r")).collect::<Vec<_>>().join("\n"))
+            .collect();
+        proptest::prop_assert_eq!(with_cr, b);
+    }
+}
