@@ -71,7 +71,8 @@ fn check(path: &std::path::Path) -> ExitCode {
 }
 
 /// `udptee replay FILE... --to ADDR`: a progress bar on a terminal, then one summary line on stdout;
-/// exit 0, 1 when a file is corrupt or truncated (after what was sent before it), 2 for bad flags.
+/// exit 0, 1 when a file is corrupt or truncated (after what was sent before it), 2 for bad flags,
+/// 130 when SIGINT or SIGTERM stopped it (after the summary of what was sent).
 fn replay(args: &udptee::cli::ReplayArgs) -> ExitCode {
     let plan = match args.plan() {
         Ok(p) => p,
@@ -92,11 +93,23 @@ fn replay(args: &udptee::cli::ReplayArgs) -> ExitCode {
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let result = udptee::replay::replay(&plan, |n| bar.set_position(n));
+    // SIGINT/SIGTERM stop the replay between datagrams, so the summary still says what was sent.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(signal, std::sync::Arc::clone(&stop)) {
+            eprintln!("udptee replay: installing signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let result = udptee::replay::replay_until(&plan, |n| bar.set_position(n), &stop);
     bar.finish_and_clear();
     match result {
         Ok(report) => {
             let _ = writeln!(std::io::stdout(), "{report}");
+            if report.interrupted {
+                eprintln!("udptee replay: stopped by a signal");
+                return ExitCode::from(130);
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

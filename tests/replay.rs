@@ -213,3 +213,89 @@ fn bad_replay_flags_exit_2() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+/// A pace too slow or too fast to mean anything is a flag error naming its bounds, never a panic or
+/// a replay that waits for ever.
+#[test]
+fn out_of_range_paces_are_refused_with_their_bounds() {
+    let f = data("lo.pcap");
+    let f = f.to_str().unwrap();
+    for (flag, value, bound) in [
+        ("--speed", "1e-308", "0.001"),
+        ("--speed", "1e-12", "0.001"),
+        ("--speed", "1e7", "1000000"),
+        ("--speed", "NaN", "0.001"),
+        ("--pps", "1e-300", "0.01"),
+        ("--pps", "inf", "0.01"),
+    ] {
+        let start = Instant::now();
+        let mut child = Command::new(BIN)
+            .args(["replay", f, "--to", "127.0.0.1:9", flag, value])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                panic!("replay {flag} {value} still runs after 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}: {err}");
+        assert!(!err.contains("panicked"), "{flag} {value}: {err}");
+        assert!(
+            err.contains(bound),
+            "{flag} {value}: the message states the bound: {err}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(10));
+    }
+}
+
+/// SIGINT or SIGTERM during a replay stops it between datagrams and still prints what was sent.
+#[test]
+fn a_signal_stops_a_replay_with_its_summary() {
+    for sig in ["-INT", "-TERM"] {
+        let sink = Sink::new(false);
+        let child = Command::new(BIN)
+            .args([
+                "replay",
+                data("lo.pcap").to_str().unwrap(),
+                "--to",
+                &sink.addr.to_string(),
+                "--pps",
+                "20",
+                "--loop",
+                "100",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_until("some datagrams", Duration::from_secs(10), || {
+            sink.received() >= 5
+        });
+        signal(&child, sig);
+        let start = Instant::now();
+        let o = child.wait_with_output().unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{sig}: stopped promptly"
+        );
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(130), "{sig}: {out}");
+        assert!(
+            out.starts_with("replayed ") && out.contains("stopped early by a signal"),
+            "{sig}: the summary is printed: {out}"
+        );
+        let sent: u64 = out
+            .split(" copies sent")
+            .next()
+            .and_then(|s| s.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        assert!(sent >= 5, "{sig}: the summary counts what was sent: {out}");
+    }
+}

@@ -14,10 +14,12 @@ pub struct ReplayArgs {
     /// Where to send every datagram (repeat for several targets).
     #[arg(long = "to", required = true, value_name = "HOST:PORT")]
     pub to: Vec<String>,
-    /// `max` (flat out), or a factor for the recorded timing (1 = as recorded, 2.5 = 2.5 times faster).
+    /// `max` (flat out), or a factor for the recorded timing from 0.001 to 1000000 (1 = as recorded,
+    /// 2.5 = 2.5 times faster).
     #[arg(long, default_value = "1", value_parser = parse_speed)]
     pub speed: ReplaySpeed,
-    /// A fixed rate in datagrams per second instead of the recorded timing (10k, 1.5M).
+    /// A fixed rate in datagrams per second instead of the recorded timing, from 0.01 to 1G (10k,
+    /// 1.5M).
     #[arg(long, value_name = "N", value_parser = parse_pps)]
     pub pps: Option<f64>,
     /// Times through all the files.
@@ -37,14 +39,23 @@ pub enum ReplaySpeed {
     Factor(f64),
 }
 
+/// Slowest `--speed`: a thousand times slower than recorded (a second's gap takes 17 minutes).
+const MIN_SPEED: f64 = 1e-3;
+/// Fastest `--speed` factor; beyond it, `max` says what is meant.
+const MAX_SPEED: f64 = 1e6;
+/// Lowest `--pps`: one datagram every 100 seconds.
+const MIN_PPS: f64 = 1e-2;
+/// Highest `--pps`: far beyond what one socket sends; `--speed max` says flat out.
+const MAX_PPS: f64 = 1e9;
+
 fn parse_speed(s: &str) -> Result<ReplaySpeed, String> {
     if s == "max" {
         return Ok(ReplaySpeed::Max);
     }
     match s.parse::<f64>() {
-        Ok(f) if f.is_finite() && f > 0.0 && f <= 1e6 => Ok(ReplaySpeed::Factor(f)),
+        Ok(f) if (MIN_SPEED..=MAX_SPEED).contains(&f) => Ok(ReplaySpeed::Factor(f)),
         _ => Err(format!(
-            "{s:?} is neither max nor a factor above 0 (1 = as recorded)"
+            "{s:?}: expected max, or a factor from {MIN_SPEED} (1000 times slower) to {MAX_SPEED} (1 = as recorded)"
         )),
     }
 }
@@ -55,9 +66,11 @@ fn parse_pps(s: &str) -> Result<f64, String> {
         Some(b'M' | b'm') => (&s[..s.len() - 1], 1e6),
         _ => (s, 1.0),
     };
-    match num.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 && v * mult <= 1e9 => Ok(v * mult),
-        _ => Err(format!("{s:?} is not a rate above 0 (e.g. 10k, 1.5M)")),
+    match num.parse::<f64>().map(|v| v * mult) {
+        Ok(v) if (MIN_PPS..=MAX_PPS).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{s:?}: expected datagrams per second from {MIN_PPS} to {MAX_PPS} (e.g. 10k, 1.5M)"
+        )),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod capture;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::net::mmsg::MmsgSend;
@@ -60,6 +61,8 @@ pub struct ReplayReport {
     pub other_port: u64,
     /// Wall time of the sending.
     pub elapsed: Duration,
+    /// Stopped before the end by a signal (SIGINT, SIGTERM): what is above was sent.
+    pub interrupted: bool,
 }
 
 impl ReplayReport {
@@ -84,7 +87,11 @@ impl std::fmt::Display for ReplayReport {
         for s in Skip::ALL {
             write!(f, " {} {}", s.as_str(), self.skipped[s as usize])?;
         }
-        write!(f, ", other_port {}", self.other_port)
+        write!(f, ", other_port {}", self.other_port)?;
+        if self.interrupted {
+            write!(f, "; stopped early by a signal")?;
+        }
+        Ok(())
     }
 }
 
@@ -94,7 +101,7 @@ pub struct ReplayError {
     /// The file (or target) it concerns and what went wrong.
     pub message: String,
     /// What was done before.
-    pub report: ReplayReport,
+    pub report: Box<ReplayReport>,
 }
 
 /// A batch being built: payloads copied out of the capture reader's buffer.
@@ -116,14 +123,21 @@ impl Batch {
 }
 
 /// Runs the plan; `progress` is called after every batch with the datagrams sent so far.
-pub fn replay(
+pub fn replay(plan: &ReplayPlan, progress: impl FnMut(u64)) -> Result<ReplayReport, ReplayError> {
+    replay_until(plan, progress, &AtomicBool::new(false))
+}
+
+/// [`replay`], stopping early (with what was sent so far, `interrupted` set) once `stop` is set:
+/// checked before every datagram and at least every [`STOP_CHECK`] while waiting.
+pub fn replay_until(
     plan: &ReplayPlan,
     mut progress: impl FnMut(u64),
+    stop: &AtomicBool,
 ) -> Result<ReplayReport, ReplayError> {
     let mut report = ReplayReport::default();
     let fail = |message: String, report: &ReplayReport| ReplayError {
         message,
-        report: report.clone(),
+        report: Box::new(report.clone()),
     };
     let mut sockets = Vec::with_capacity(plan.targets.len());
     for &t in &plan.targets {
@@ -146,6 +160,9 @@ pub fn replay(
             let mut first: Option<u64> = None;
             let mut last_due = base;
             let mut each = |d: capture::Udp<'_>| -> Result<(), String> {
+                if stop.load(Ordering::Relaxed) {
+                    return Err(STOPPED.into());
+                }
                 if plan.port.is_some_and(|p| p != d.dst.port()) {
                     report.other_port += 1;
                     return Ok(());
@@ -154,24 +171,30 @@ pub fn replay(
                     Pace::Max => None,
                     Pace::Pps(pps) => {
                         n_pps += 1;
-                        Some(start + Duration::from_secs_f64(n_pps as f64 / pps))
+                        Some(after(start, n_pps as f64 / pps)?)
                     }
-                    Pace::Speed(speed) => d.ts_nanos.map(|ts| {
-                        if first.is_none() && report.datagrams == 0 {
-                            // The schedule starts with the first datagram, not with opening the file.
-                            base = Instant::now();
+                    Pace::Speed(speed) => match d.ts_nanos {
+                        Some(ts) => {
+                            if first.is_none() && report.datagrams == 0 {
+                                // The schedule starts with the first datagram, not with opening
+                                // the file.
+                                base = Instant::now();
+                            }
+                            let t0 = *first.get_or_insert(ts);
+                            let gap = ts.saturating_sub(t0) as f64 / 1e9;
+                            Some(after(base, gap / speed)?)
                         }
-                        let t0 = *first.get_or_insert(ts);
-                        let gap = Duration::from_nanos(ts.saturating_sub(t0));
-                        base + gap.div_f64(speed)
-                    }),
+                        None => None,
+                    },
                 };
                 if let Some(due) = due {
                     last_due = last_due.max(due);
                     if due > Instant::now() {
                         flush(&mut send, &sockets, &mut batch, &mut report);
                         progress(report.datagrams);
-                        wait_until(due);
+                        if !wait_until(due, stop) {
+                            return Err(STOPPED.into());
+                        }
                     }
                 }
                 batch.push(d.payload);
@@ -192,6 +215,10 @@ pub fn replay(
             progress(report.datagrams);
             if let Err(e) = r {
                 report.elapsed = start.elapsed();
+                if stop.load(Ordering::Relaxed) {
+                    report.interrupted = true;
+                    return Ok(report);
+                }
                 return Err(fail(format!("{}: {e}", path.display()), &report));
             }
             base = last_due.max(Instant::now());
@@ -201,18 +228,36 @@ pub fn replay(
     Ok(report)
 }
 
+/// How often a wait looks at the stop flag.
+pub const STOP_CHECK: Duration = Duration::from_millis(100);
+
+/// What the per-datagram callback returns when stopped (not a capture error).
+const STOPPED: &str = "stopped";
+
+/// `from` plus `secs` seconds, or an error when the schedule leaves what a clock can hold (a capture
+/// whose timestamps span centuries at a slow `--speed`).
+fn after(from: Instant, secs: f64) -> Result<Instant, String> {
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .and_then(|d| from.checked_add(d))
+        .ok_or_else(|| format!("the schedule reaches {secs:.0} s from now: a capture timestamp out of range for this pace"))
+}
+
 /// Sleeps until `due`, the last stretch spinning, since timer wake-ups are late by up to
-/// milliseconds here.
-fn wait_until(due: Instant) {
+/// milliseconds here; false when `stop` was set first.
+fn wait_until(due: Instant, stop: &AtomicBool) -> bool {
     const SPIN: Duration = Duration::from_micros(200);
     loop {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
         let now = Instant::now();
         if now >= due {
-            return;
+            return true;
         }
         let left = due - now;
         if left > SPIN {
-            std::thread::sleep(left - SPIN);
+            std::thread::sleep((left - SPIN).min(STOP_CHECK));
         } else {
             std::hint::spin_loop();
         }
