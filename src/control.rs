@@ -252,9 +252,9 @@ impl Control {
             (Some(c), None) => c.clone(),
             (c, Some(file)) => {
                 // Also refuses "." and "..".
-                if file.is_empty() || file.contains('/') || file.starts_with('.') {
+                if file.is_empty() || file.contains(['/', '\0']) || file.starts_with('.') {
                     return Err(RecordError::Invalid(
-                        "file: a plain file name (no '/', not starting with '.')".into(),
+                        "file: a plain file name (no '/' or NUL, not starting with '.')".into(),
                     ));
                 }
                 let dir = match c {

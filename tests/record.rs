@@ -779,3 +779,153 @@ fn allow_forwards_only_for_listed_senders_and_a_reload_changes_it() {
     assert_eq!(seen.len(), 110);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// udptee runs as root: a recording never follows a symbolic link and never truncates a file it did
+/// not create, whether the name comes from the API, `--record` at start-up or rotation.
+#[test]
+fn recordings_never_follow_links_or_overwrite_files() {
+    use std::os::unix::fs::symlink;
+    let dir = temp_dir("links");
+    let victim = dir.join("victim.txt");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let unchanged = |what: &str| {
+        assert_eq!(
+            std::fs::read_to_string(&victim).unwrap(),
+            "precious\n",
+            "{what}: the link's target is untouched"
+        );
+    };
+    // At start-up: --record at a link is refused, with a clear error.
+    symlink(&victim, dir.join("boot.pcap")).unwrap();
+    let mut boot = Command::new(BIN)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--to",
+            "127.0.0.1:9",
+            "--admin",
+            "off",
+        ])
+        .args(["--record", dir.join("boot.pcap").to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while boot.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = boot.kill();
+    let o = boot.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("symbolic link"), "{err}");
+    unchanged("--record at start-up");
+
+    let admin = free_tcp();
+    let sink = Sink::new(false);
+    let (mut child, listen) = spawn_udptee(
+        &sink,
+        &[
+            "--admin",
+            &admin.to_string(),
+            "--record",
+            dir.join("cfg.pcap").to_str().unwrap(),
+            "--record-start",
+            "off",
+        ],
+        &[],
+    );
+    wait_bound(&mut child, listen);
+    wait_until("the admin listener", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(admin).is_ok()
+    });
+    // From the API: a name that is a link is a 400; a NUL byte is a 400, not a 503.
+    symlink(&victim, dir.join("evil.pcap")).unwrap();
+    let (code, body) = http(
+        admin,
+        "POST",
+        "/record/start",
+        "",
+        r#"{"file": "evil.pcap"}"#,
+    );
+    assert_eq!(code, 400, "{body}");
+    unchanged("POST /record/start");
+    symlink(dir.join("nowhere"), dir.join("dangling.pcap")).unwrap();
+    let (code, body) = http(
+        admin,
+        "POST",
+        "/record/start",
+        "",
+        r#"{"file": "dangling.pcap"}"#,
+    );
+    assert_eq!(code, 400, "a dangling link is no way in either: {body}");
+    assert!(!dir.join("nowhere").exists(), "nothing created through it");
+    let (code, body) = http(
+        admin,
+        "POST",
+        "/record/start",
+        "",
+        "{\"file\": \"a\\u0000b.pcap\"}",
+    );
+    assert_eq!(code, 400, "NUL: {body}");
+
+    // An earlier recording is kept: this one goes to the next numbered name beside it.
+    std::fs::write(dir.join("old.pcap"), "an earlier run\n").unwrap();
+    let (code, body) = http(
+        admin,
+        "POST",
+        "/record/start",
+        "",
+        r#"{"file": "old.pcap"}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..5 {
+        client.send_to(&payload(0, i, 50), listen).unwrap();
+    }
+    wait_until("5 through", Duration::from_secs(10), || {
+        sink.received() >= 5
+    });
+    let (code, body) = http(admin, "POST", "/record/stop", "", "");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("old.pcap")).unwrap(),
+        "an earlier run\n",
+        "not truncated"
+    );
+    assert_eq!(read_capture(&dir.join("old.000000.pcap")).len(), 5);
+
+    // Rotation: a link planted at the next rotated name is passed over.
+    symlink(&victim, dir.join("rot.000000.pcap")).unwrap();
+    symlink(&victim, dir.join("rot.000001.pcap")).unwrap();
+    let (code, body) = http(
+        admin,
+        "POST",
+        "/record/start",
+        "",
+        r#"{"file": "rot.pcap", "max-bytes": "128KiB"}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    for i in 0..400 {
+        client.send_to(&payload(1, i, 1000), listen).unwrap();
+        if i % 50 == 49 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    wait_until("400 through", Duration::from_secs(10), || {
+        sink.received() >= 405
+    });
+    let (code, body) = http(admin, "POST", "/record/stop", "", "");
+    assert_eq!(code, 200, "{body}");
+    unchanged("rotation");
+    let recorded: usize = (2..10)
+        .map(|n| dir.join(format!("rot.{n:06}.pcap")))
+        .filter(|p| p.exists())
+        .map(|p| read_capture(&p).len())
+        .sum();
+    assert_eq!(recorded, 400, "every datagram in files udptee created");
+    signal(&child, "-TERM");
+    assert!(child.wait().unwrap().success());
+    let _ = sink.finish();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

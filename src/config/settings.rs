@@ -122,6 +122,9 @@ impl RecordSettings {
 
     /// Checks the settings; the error names the flag.
     pub fn validate(&self) -> Result<(), String> {
+        if self.path.as_os_str().as_encoded_bytes().contains(&0) {
+            return Err("--record: a path cannot hold a NUL byte".into());
+        }
         if self.path.as_os_str().is_empty() || self.path.file_name().is_none() {
             return Err(format!(
                 "--record {}: expected a file path",

@@ -1,8 +1,14 @@
 //! The recorder's files: naming, rotation, `keep`, and writes that are undone when they fail.
 //!
-//! Without rotation the recording is the one file asked for (overwritten, as `tcpdump -w` does). With
-//! rotation it is `STEM.NNNNNN.EXT` beside it, numbered on from the highest number already there, so
-//! a restart never overwrites an earlier recording and `ls` sorts the files in time order.
+//! Without rotation the recording is the one file asked for. With rotation it is `STEM.NNNNNN.EXT`
+//! beside it, numbered on from the highest number already there, so a restart never overwrites an
+//! earlier recording and `ls` sorts the files in time order.
+//!
+//! udptee runs as root, in a directory others may write to: it never truncates or writes through a
+//! file it did not create. Every file is created new (`O_CREAT | O_EXCL`, which also refuses to
+//! follow a symbolic link, even a dangling one). A name that is a symbolic link is refused; a file
+//! already there (an earlier run's recording) is left alone and this recording goes to the next
+//! free `STEM.NNNNNN.EXT` beside it, with a warning.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -11,6 +17,38 @@ use std::time::{Duration, Instant};
 
 use super::pcap::header_bytes;
 use crate::config::RecordSettings;
+
+/// Names tried in a row before giving up (others creating files under our names as fast as we try).
+const MAX_TAKEN: usize = 1000;
+
+/// Why a recording file could not be created.
+#[derive(Debug)]
+pub(super) enum OpenError {
+    /// The name asked for is a symbolic link (refused: a client error).
+    Link(String),
+    /// The file system refused (a full disk, a missing directory, permissions).
+    Io(String),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Link(m) | Self::Io(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Creates `path` new, never through a symbolic link and never over an existing file
+/// (`O_CREAT | O_EXCL | O_NOFOLLOW`, close-on-exec).
+fn create_new(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .mode(0o640)
+        .open(path)
+}
 
 /// What one write put in the file.
 #[derive(Debug, Default, Clone, Copy)]
@@ -98,7 +136,7 @@ impl Files {
     }
 
     /// Opens the first file; returns the bytes written (the pcap header).
-    pub(super) fn open(&mut self) -> Result<u64, String> {
+    pub(super) fn open(&mut self) -> Result<u64, OpenError> {
         if self.rotates() {
             let first = self.rotated().last().map_or(0, |(n, _)| n + 1);
             self.next_seq = Some(first);
@@ -108,25 +146,12 @@ impl Files {
 
     /// Closes the current file and opens the next (the same path without rotation); deletes the
     /// oldest rotated files beyond `keep`. Returns the bytes written (the header).
-    pub(super) fn next(&mut self) -> Result<u64, String> {
+    pub(super) fn next(&mut self) -> Result<u64, OpenError> {
         self.close();
-        let path = match self.next_seq {
-            Some(seq) => {
-                let (dir, stem, ext) = self.parts();
-                self.next_seq = Some(seq + 1);
-                dir.join(format!("{stem}.{seq:06}.{ext}"))
-            }
-            None => self.path.clone(),
-        };
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .map_err(|e| format!("creating {}: {e}", path.display()))?;
+        let (path, mut file) = self.create()?;
         let header = header_bytes();
         file.write_all(&header)
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+            .map_err(|e| OpenError::Io(format!("writing {}: {e}", path.display())))?;
         self.file = Some(file);
         self.current = path;
         self.size = header.len() as u64;
@@ -141,6 +166,53 @@ impl Files {
             }
         }
         Ok(self.size)
+    }
+
+    /// Creates the next file: the path asked for, or the next rotated name; a name already taken
+    /// moves on to the next number, a symbolic link where the recording was asked for is refused.
+    fn create(&mut self) -> Result<(PathBuf, File), OpenError> {
+        for _ in 0..MAX_TAKEN {
+            let path = match self.next_seq {
+                Some(seq) => {
+                    let (dir, stem, ext) = self.parts();
+                    self.next_seq = Some(seq + 1);
+                    dir.join(format!("{stem}.{seq:06}.{ext}"))
+                }
+                None => self.path.clone(),
+            };
+            match create_new(&path) {
+                Ok(file) => return Ok((path, file)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let link =
+                        std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+                    if link && self.next_seq.is_none() {
+                        return Err(OpenError::Link(format!(
+                            "{} is a symbolic link: udptee records only into files it creates",
+                            path.display()
+                        )));
+                    }
+                    if self.next_seq.is_none() {
+                        // An earlier recording: kept, and this one is numbered on beside it.
+                        let first = self.rotated().last().map_or(0, |(n, _)| n + 1);
+                        self.next_seq = Some(first);
+                        tracing::warn!(path = %path.display(),
+                            "recorder: a file is already there; it is kept, and this recording goes to the next numbered name beside it");
+                    }
+                }
+                Err(e) => {
+                    let why = if e.raw_os_error() == Some(libc::ELOOP) {
+                        "a symbolic link".to_owned()
+                    } else {
+                        e.to_string()
+                    };
+                    return Err(OpenError::Io(format!("creating {}: {why}", path.display())));
+                }
+            }
+        }
+        Err(OpenError::Io(format!(
+            "creating {}: {MAX_TAKEN} names in a row were taken",
+            self.path.display()
+        )))
     }
 
     /// The current file is old enough to rotate.

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use self::file::Files;
+use self::file::{Files, OpenError};
 use self::writer::{RecordTotals, STOP_WAIT, Writer};
 use crate::fanout::ObserverHub;
 use crate::fanout::observe::Observer;
@@ -195,7 +195,10 @@ impl Recorder {
             )));
         }
         let mut files = Files::new(&settings);
-        let first = files.open().map_err(RecordError::Unavailable)?;
+        let first = files.open().map_err(|e| match e {
+            OpenError::Link(m) => RecordError::Invalid(m),
+            OpenError::Io(m) => RecordError::Unavailable(m),
+        })?;
         let observer = Arc::new(
             Observer::try_new("record", settings.queue_bytes).map_err(RecordError::Unavailable)?,
         );
