@@ -275,3 +275,54 @@ fn a_unix_receiver_that_restarts_is_found_again() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A target that is the unixgram listener under another name (a symbolic link, a hard link) is a
+/// loop: refused at start-up and from the admin API, by the socket's identity (its inode), with a
+/// message that names the path.
+#[test]
+fn a_link_to_the_listener_is_refused_as_a_loop() {
+    let dir = temp_dir("loop");
+    let listen = dir.join("l.sock");
+    let (_out, _) = unix_sink(&dir.join("out.sock"));
+    let fwd = udptee::Forwarder::start(&unix_config(
+        &listen,
+        vec![unix_target("out", &dir.join("out.sock"))],
+    ))
+    .unwrap();
+    std::os::unix::fs::symlink(&listen, dir.join("sym.sock")).unwrap();
+    std::fs::hard_link(&listen, dir.join("hard.sock")).unwrap();
+    for link in ["sym.sock", "hard.sock"] {
+        let path = dir.join(link);
+        let body = format!(r#"{{"addr": "unixgram://{}"}}"#, path.display());
+        let e = fwd
+            .control()
+            .put("loop", body.as_bytes())
+            .expect_err("a link to the listener is a loop");
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&path.display().to_string()) && msg.contains("forward to itself"),
+            "{link}: {msg}"
+        );
+        assert!(
+            !msg.contains("0.0.0.0:0"),
+            "{link}: the path, not a placeholder: {msg}"
+        );
+    }
+    assert_eq!(
+        fwd.registry().current().names(),
+        ["out"],
+        "nothing was added"
+    );
+    drop(fwd);
+
+    // At start-up: a link planted where a target points is found once the listener exists.
+    std::fs::remove_file(dir.join("sym.sock")).unwrap();
+    std::os::unix::fs::symlink(&listen, dir.join("sym.sock")).unwrap();
+    let e = udptee::Forwarder::start(&unix_config(
+        &listen,
+        vec![unix_target("sym", &dir.join("sym.sock"))],
+    ))
+    .expect_err("a target linked to the listener");
+    assert!(e.to_string().contains("sym.sock"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

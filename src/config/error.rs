@@ -137,6 +137,21 @@ pub enum ConfigError {
         /// The listen address.
         listen: SocketAddr,
     },
+    /// A Unix socket target is the unixgram listener itself (the same path, or a link to it).
+    #[error(
+        "target {target:?} at {} is the unixgram listener {} (the same socket{}): udptee would forward to itself forever",
+        path.display(), listen.display(), if *link { ", through a link" } else { "" }
+    )]
+    UnixLoop {
+        /// The offending target.
+        target: String,
+        /// Its path as given.
+        path: std::path::PathBuf,
+        /// The listener's path.
+        listen: std::path::PathBuf,
+        /// The two paths differ: a symbolic or hard link joins them.
+        link: bool,
+    },
     /// `--user` names no user.
     #[error("--user: {0}")]
     User(String),
@@ -163,7 +178,9 @@ impl ConfigError {
             Self::Resolve { spec, .. } => (None, Some(spec.clone())),
             Self::DuplicateTarget { b, .. } => (None, Some(b.clone())),
             Self::DuplicateName { name } | Self::Name { name } => (None, Some(name.clone())),
-            Self::PortZero { target } | Self::Loop { target, .. } => (None, Some(target.clone())),
+            Self::PortZero { target }
+            | Self::Loop { target, .. }
+            | Self::UnixLoop { target, .. } => (None, Some(target.clone())),
             Self::NoListen => (key("listen"), None),
             Self::User(_) => (key("user"), None),
             Self::Allow(_) => (key("allow"), None),

@@ -144,10 +144,12 @@ pub fn validate_targets(
                     name: format!("{} and {} (both {})", b.name, a.name, path.display()),
                 });
             }
-            if listen_unix == Some(path.as_path()) {
-                return Err(ConfigError::Loop {
+            if let Some(l) = listen_unix.filter(|l| same_socket(l, path)) {
+                return Err(ConfigError::UnixLoop {
                     target: a.name.clone(),
-                    listen,
+                    path: path.clone(),
+                    listen: l.to_path_buf(),
+                    link: l != path.as_path(),
                 });
             }
             continue;
@@ -216,4 +218,17 @@ fn forwards_to_itself(listen: SocketAddr, target: SocketAddr, locals: &[IpAddr])
     }
     // A specific address receives only what is sent to it; an unspecified destination means this host.
     l == t || t.is_unspecified()
+}
+
+/// Whether two socket paths name one socket: the same path, or (a symbolic or hard link) the same
+/// inode on the same device. A socket's identity is its inode, not its spelling.
+pub fn same_socket(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if a == b {
+        return true;
+    }
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
 }
