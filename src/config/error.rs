@@ -103,7 +103,9 @@ pub enum ConfigError {
         name: String,
     },
     /// A name that is not a valid label and path segment.
-    #[error("target name {name:?} is not valid: use 1 to 128 letters, digits and . _ : - [ ]")]
+    #[error(
+        "target name {name:?} is not valid: use 1 to 128 letters, digits and . _ : - [ ], not . or .."
+    )]
     Name {
         /// What was given.
         name: String,

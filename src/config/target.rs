@@ -184,9 +184,12 @@ pub fn validate_targets(
     Ok(())
 }
 
-/// Names are metric labels and URL path segments: letters, digits and `._:-[]`, 1 to 128 bytes.
+/// Names are metric labels and URL path segments: letters, digits and `._:-[]`, 1 to 128 bytes,
+/// and not `.` or `..` (a path segment that means this or the parent resource).
 pub fn check_name(name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
+        && name != "."
+        && name != ".."
         && name.len() <= MAX_NAME_LEN
         && name
             .bytes()

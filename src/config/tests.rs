@@ -91,7 +91,7 @@ fn rejects_duplicates_port_zero_and_bad_names() {
     ));
     let c = Config::new(listen, vec![target("127.0.0.1:0")]);
     assert!(matches!(c.validate(), Err(ConfigError::PortZero { .. })));
-    for bad in ["", "a b", "a/b", &"x".repeat(129)] {
+    for bad in ["", "a b", "a/b", ".", "..", &"x".repeat(129)] {
         assert!(check_name(bad).is_err(), "{bad:?} is refused");
     }
     assert!(
