@@ -523,28 +523,37 @@ fn free_tcp() -> SocketAddr {
         .unwrap()
 }
 
+/// The udptee binary forwarding to `sink` with an admin listener on a free port and `extra` flags,
+/// once both its listen socket and its admin listener answer: (process, listen, admin).
+fn udptee_with_admin(sink: &Sink, extra: &[&str]) -> (std::process::Child, SocketAddr, SocketAddr) {
+    let admin = free_tcp();
+    let flags: Vec<String> = ["--admin".to_owned(), admin.to_string()]
+        .into_iter()
+        .chain(extra.iter().map(|s| (*s).to_owned()))
+        .collect();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let (mut child, listen) = spawn_udptee(sink, &flags, &[]);
+    wait_bound(&mut child, listen);
+    wait_until("the admin listener", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(admin).is_ok()
+    });
+    (child, listen, admin)
+}
+
 #[test]
 fn record_verbs_answer_as_documented() {
     let dir = temp_dir("api");
-    let admin = free_tcp();
     let sink = Sink::new(false);
     let configured = dir.join("cfg.pcap");
-    let (mut child, listen) = spawn_udptee(
+    let (child, listen, admin) = udptee_with_admin(
         &sink,
         &[
-            "--admin",
-            &admin.to_string(),
             "--record",
             configured.to_str().unwrap(),
             "--record-start",
             "off",
         ],
-        &[],
     );
-    wait_bound(&mut child, listen);
-    wait_until("the admin listener", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(admin).is_ok()
-    });
     let (code, body) = http(admin, "GET", "/record", "", "");
     assert_eq!(code, 200);
     assert!(body.contains("\"recording\": false"), "{body}");
@@ -612,13 +621,8 @@ fn record_verbs_answer_as_documented() {
 
 #[test]
 fn a_tap_sees_the_traffic_and_a_stuck_tap_slows_nothing() {
-    let admin = free_tcp();
     let sink = Sink::new(false);
-    let (mut child, listen) = spawn_udptee(&sink, &["--admin", &admin.to_string()], &[]);
-    wait_bound(&mut child, listen);
-    wait_until("the admin listener", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(admin).is_ok()
-    });
+    let (child, listen, admin) = udptee_with_admin(&sink, &[]);
 
     // `udptee tap --count 3 --include 'tap.*'` prints the three matching datagrams.
     let tap = Command::new(BIN)
@@ -821,24 +825,12 @@ fn recordings_never_follow_links_or_overwrite_files() {
     assert!(err.contains("symbolic link"), "{err}");
     unchanged("--record at start-up");
 
-    let admin = free_tcp();
     let sink = Sink::new(false);
-    let (mut child, listen) = spawn_udptee(
+    let cfg = dir.join("cfg.pcap");
+    let (mut child, listen, admin) = udptee_with_admin(
         &sink,
-        &[
-            "--admin",
-            &admin.to_string(),
-            "--record",
-            dir.join("cfg.pcap").to_str().unwrap(),
-            "--record-start",
-            "off",
-        ],
-        &[],
+        &["--record", cfg.to_str().unwrap(), "--record-start", "off"],
     );
-    wait_bound(&mut child, listen);
-    wait_until("the admin listener", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(admin).is_ok()
-    });
     // From the API: a name that is a link is a 400; a NUL byte is a 400, not a 503.
     symlink(&victim, dir.join("evil.pcap")).unwrap();
     let (code, body) = http(
