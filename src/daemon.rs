@@ -70,11 +70,17 @@ impl Forwarder {
                 .start(settings.clone())
                 .map_err(|e| StartError::Record(e.to_string()))?;
         }
+        let inherited_admin = data.take_admin_listener();
         let admin = config
             .admin
             .map(|addr| {
-                AdminServer::start(addr, Arc::clone(&stats), Arc::clone(&control))
-                    .map_err(|source| StartError::Admin { addr, source })
+                AdminServer::start(
+                    addr,
+                    inherited_admin,
+                    Arc::clone(&stats),
+                    Arc::clone(&control),
+                )
+                .map_err(|source| StartError::Admin { addr, source })
             })
             .transpose()?;
         let (handover_tx, handovers) = crossbeam_channel::bounded(1);
@@ -103,6 +109,7 @@ impl Forwarder {
                 fwd.data.local_addr(),
                 Arc::clone(&fwd.stats.worker_sockets),
                 handover_locks,
+                fwd.admin.as_ref().and_then(AdminServer::handover_fd),
                 handover_tx,
                 Arc::new(move |handing| registry.kernel_handover(handing)),
             ) {

@@ -19,7 +19,7 @@
 //! `net::fds`.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -41,6 +41,9 @@ struct Request {
     udptee: String,
     listen: SocketAddr,
     pid: u32,
+    /// The new instance also wants the admin listener (it runs one on the same address).
+    #[serde(default)]
+    admin: bool,
 }
 
 /// The old instance's answer (the descriptors ride with it).
@@ -54,6 +57,9 @@ struct Reply {
     /// new instance reads the marks of datagrams still queued in the sockets.
     #[serde(default)]
     kernel: Vec<crate::fastpath::BookRecord>,
+    /// 1 when the admin listener rides after the locks.
+    #[serde(default)]
+    admin: usize,
 }
 
 /// What the old instance's kernel fast path does around a hand-over: `true` before the sockets
@@ -103,6 +109,9 @@ pub struct Taken {
     pub pid: u32,
     /// The old instance's kernel book (empty without its fast path).
     pub kernel: Vec<crate::fastpath::BookRecord>,
+    /// The old instance's admin listener, when it had one and the new one asked for it: both
+    /// accept on it until the old one stops, so the admin address never refuses a connection.
+    pub admin: Option<TcpListener>,
     conn: UnixStream,
 }
 
@@ -133,8 +142,9 @@ fn io_err(what: &str, e: impl std::fmt::Display) -> String {
     format!("{what}: {e}")
 }
 
-/// Asks the udptee on `path` for its sockets. `Ok(None)`: nobody listens there (start normally).
-pub fn take_over(path: &Path, listen: SocketAddr) -> Result<Option<Taken>, String> {
+/// Asks the udptee on `path` for its sockets (and its admin listener, with `admin`). `Ok(None)`:
+/// nobody listens there (start normally).
+pub fn take_over(path: &Path, listen: SocketAddr, admin: bool) -> Result<Option<Taken>, String> {
     let mut conn = match UnixStream::connect(path) {
         Ok(c) => c,
         Err(e)
@@ -153,6 +163,7 @@ pub fn take_over(path: &Path, listen: SocketAddr) -> Result<Option<Taken>, Strin
         udptee: "takeover".into(),
         listen,
         pid: std::process::id(),
+        admin,
     };
     let mut line = serde_json::to_string(&req).map_err(|e| io_err("--takeover", e))?;
     line.push('\n');
@@ -168,10 +179,10 @@ pub fn take_over(path: &Path, listen: SocketAddr) -> Result<Option<Taken>, Strin
             reply.pid
         ));
     }
-    if fds.len() != reply.sockets + reply.locks || reply.sockets == 0 {
+    let expected = reply.sockets + reply.locks + reply.admin.min(1);
+    if fds.len() != expected || reply.sockets == 0 {
         return Err(format!(
-            "--takeover: expected {} descriptors, got {}",
-            reply.sockets + reply.locks,
+            "--takeover: expected {expected} descriptors, got {}",
             fds.len()
         ));
     }
@@ -181,12 +192,18 @@ pub fn take_over(path: &Path, listen: SocketAddr) -> Result<Option<Taken>, Strin
         .take(reply.sockets)
         .map(UdpSocket::from)
         .collect();
-    let locks = fds.map(UnixDatagram::from).collect();
+    let locks = fds
+        .by_ref()
+        .take(reply.locks)
+        .map(UnixDatagram::from)
+        .collect();
+    let admin = fds.next().map(TcpListener::from);
     Ok(Some(Taken {
         sockets,
         locks,
         pid: reply.pid,
         kernel: reply.kernel,
+        admin,
         conn,
     }))
 }
@@ -220,13 +237,15 @@ pub struct ControlServer {
 }
 
 impl ControlServer {
-    /// Listens on `path` (replacing a stale socket file, refusing a live one); hands `sockets` and
-    /// `locks` to the first instance that asks for `listen`, then sends it on `accepted`.
+    /// Listens on `path` (replacing a stale socket file, refusing a live one); hands `sockets`,
+    /// `locks` (and `admin`, the admin listener, when asked for) to the first instance that asks
+    /// for `listen`, then sends it on `accepted`.
     pub fn start(
         path: &Path,
         listen: SocketAddr,
         sockets: Arc<[UdpSocket]>,
         locks: Vec<OwnedFd>,
+        admin: Option<OwnedFd>,
         accepted: crossbeam_channel::Sender<Handover>,
         kernel: KernelHandover,
     ) -> Result<Self, String> {
@@ -256,7 +275,7 @@ impl ControlServer {
                 while !st.load(Ordering::Relaxed) {
                     match listener.accept() {
                         Ok((conn, _)) => {
-                            match serve(conn, listen, &sockets, &locks, &kernel) {
+                            match serve(conn, listen, &sockets, &locks, admin.as_ref(), &kernel) {
                                 Ok(h) => {
                                     tracing::info!(pid = h.pid, "takeover: the new udptee has the sockets and runs; stopping receiving and draining");
                                     done.store(true, Ordering::Relaxed);
@@ -302,6 +321,7 @@ fn serve(
     listen: SocketAddr,
     sockets: &[UdpSocket],
     locks: &[OwnedFd],
+    admin: Option<&OwnedFd>,
     kernel: &KernelHandover,
 ) -> Result<Handover, String> {
     conn.set_nonblocking(false)
@@ -329,6 +349,7 @@ fn serve(
             locks: 0,
             pid: std::process::id(),
             kernel: Vec::new(),
+            admin: 0,
         };
         let mut text = serde_json::to_string(&r).unwrap_or_default();
         text.push('\n');
@@ -349,6 +370,8 @@ fn serve(
             req.listen
         ));
     }
+    // The admin listener goes only to an instance that runs one (and knows to expect it).
+    let admin = admin.filter(|_| req.admin);
     // From here on this instance's kernel path copies nothing (user space serves every target)
     // and the new instance learns what the marks already queued in the sockets mean.
     let reply = Reply {
@@ -357,6 +380,7 @@ fn serve(
         locks: locks.len(),
         pid: std::process::id(),
         kernel: kernel(true),
+        admin: usize::from(admin.is_some()),
     };
     let resume = |e: String| -> String {
         kernel(false);
@@ -368,6 +392,7 @@ fn serve(
         .iter()
         .map(AsRawFd::as_raw_fd)
         .chain(locks.iter().map(AsRawFd::as_raw_fd))
+        .chain(admin.map(AsRawFd::as_raw_fd))
         .collect();
     {
         use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};

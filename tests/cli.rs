@@ -7,7 +7,7 @@ use std::net::UdpSocket;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use util::{Sink, free_addr, http, signal, spawn_udptee, wait_bound, wait_until};
+use util::{Sink, free_addr, free_tcp, http, signal, spawn_udptee, wait_bound, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_udptee");
 
@@ -530,14 +530,6 @@ fn user_drops_every_privilege_after_binding() {
     assert!(err.contains("running as this user from now on"), "{err}");
     assert!(err.contains("forwarded 100"), "{err}");
     let _ = sink.finish();
-}
-
-/// A free loopback TCP address for a child's admin listener.
-fn free_tcp() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 /// GET `path` from an admin listener: (status, body).

@@ -63,18 +63,54 @@ fn a_takeover_under_load_loses_nothing_and_the_old_one_exits_by_itself() {
             eprintln!("skipping the io_uring round: this kernel refuses io_uring");
             continue;
         }
-        takeover_under_load(io);
+        takeover_under_load(io, None);
     }
 }
 
-fn takeover_under_load(io: &str) {
-    let dir = temp_dir(&format!("load-{io}"));
+/// The default configuration has the admin listener on: the new udptee takes it over with the
+/// data sockets, and /healthz answers all along (probed every 20 ms from before the takeover
+/// until after the old one has gone).
+#[test]
+fn a_takeover_with_the_admin_listener_on_keeps_it_answering() {
+    takeover_under_load("mmsg", Some(free_tcp()));
+}
+
+/// Probes `GET /healthz` on `admin` every 20 ms until `stop`: (answered 200, failed).
+fn probe_health(admin: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(u32, u32)> {
+    std::thread::spawn(move || {
+        let (mut ok, mut failed) = (0, 0);
+        while !stop.load(Ordering::Relaxed) {
+            if http(admin, "GET", "/healthz", "", "") == (200, "ok\n".to_owned()) {
+                ok += 1;
+            } else {
+                failed += 1;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (ok, failed)
+    })
+}
+
+fn takeover_under_load(io: &str, admin: Option<SocketAddr>) {
+    let dir = temp_dir(&format!("load-{io}-{}", admin.is_some()));
     let control = dir.join("control.sock");
     let sink = Sink::new(false);
     let listen = free_addr();
     let ctl = control.to_str().unwrap();
-    let mut old = udptee(listen, sink.addr, &["--control-socket", ctl, "--io", io]);
+    let admin_arg = admin.map(|a| a.to_string());
+    let mut args = vec!["--control-socket", ctl, "--io", io];
+    if let Some(a) = &admin_arg {
+        args.extend(["--admin", a.as_str()]);
+    }
+    let mut old = udptee(listen, sink.addr, &args);
     wait_bound(&mut old, listen);
+    let probes = admin.map(|a| {
+        wait_until("the admin listener", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(a).is_ok()
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        (Arc::clone(&stop), probe_health(a, stop))
+    });
     wait_until("the control socket", Duration::from_secs(10), || {
         control.exists()
     });
@@ -102,12 +138,18 @@ fn takeover_under_load(io: &str) {
         })
         .collect();
     std::thread::sleep(Duration::from_secs(1));
-    let mut new = udptee(
-        listen,
-        sink.addr,
-        &["--control-socket", ctl, "--takeover", "--io", io],
-    );
-    // The old one hands over, drains and exits 0 on its own.
+    args.push("--takeover");
+    let mut new = udptee(listen, sink.addr, &args);
+    // The old one hands over, drains and exits 0 on its own (and the new one keeps running).
+    wait_until("the old udptee to exit", Duration::from_secs(30), || {
+        if let Some(status) = new.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            let _ = new.stderr.take().unwrap().read_to_string(&mut err);
+            panic!("the new udptee exited ({status}) instead:\n{err}");
+        }
+        old.try_wait().unwrap().is_some()
+    });
     let (code, old_err) = stderr_of(old);
     assert_eq!(
         code,
@@ -132,6 +174,18 @@ fn takeover_under_load(io: &str) {
         new.try_wait().unwrap().is_none(),
         "the new one keeps running"
     );
+    if let Some((stop, probes)) = probes {
+        stop.store(true, Ordering::Relaxed);
+        let (ok, failed) = probes.join().unwrap();
+        assert_eq!(failed, 0, "/healthz answered every probe ({ok} did)");
+        assert!(ok > 50, "probed all along: {ok}");
+        let (code, metrics) = http(admin.unwrap(), "GET", "/metrics", "", "");
+        assert_eq!(code, 200);
+        assert!(
+            metrics.contains(&format!("udptee_received_datagrams_total {total}")),
+            "the new one answers, with the carried totals"
+        );
+    }
     signal(&new, "-TERM");
     let (code, new_err) = stderr_of(new);
     assert_eq!(code, Some(0), "{new_err}");

@@ -516,13 +516,6 @@ fn record_flags_are_checked_at_start_up() {
     assert!(err.contains("creating /nonexistent-dir/x.pcap"), "{err}");
 }
 
-fn free_tcp() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 /// The udptee binary forwarding to `sink` with an admin listener on a free port and `extra` flags,
 /// once both its listen socket and its admin listener answer: (process, listen, admin).
 fn udptee_with_admin(sink: &Sink, extra: &[&str]) -> (std::process::Child, SocketAddr, SocketAddr) {

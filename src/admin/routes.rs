@@ -24,6 +24,16 @@ pub(crate) struct App {
     pub(crate) loopback: bool,
     /// The status page's samples (one a second, by a task on this runtime).
     pub(crate) history: std::sync::Mutex<crate::report::status::History>,
+    /// What became of the listener's connections.
+    pub(crate) counters: super::slots::AdminCounters,
+}
+
+/// Who sent a request: the bearer token it carried, and the user owning the other end of its
+/// connection when the kernel names one (loopback clients only).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Caller {
+    pub(crate) auth: Option<String>,
+    pub(crate) uid: Option<u32>,
 }
 
 /// What to answer: status, content type, body, extra headers.
@@ -170,11 +180,17 @@ fn wants_openmetrics(accept: Option<&str>) -> bool {
 }
 
 impl App {
-    /// Mutations need the token when one is set; without one, only a loopback listener takes them.
-    pub(crate) fn authorized(&self, auth: Option<&str>) -> Result<(), Answer> {
+    /// Who may change things: with a token configured, whoever presents it; without one, only on
+    /// a loopback listener, and only root or the user udptee runs as (the kernel names the owner of
+    /// the client's socket). Loopback is not trust on a shared host.
+    pub(crate) fn authorized(&self, caller: &Caller) -> Result<(), Answer> {
         match self.control.admin_token() {
             Some(token) => {
-                let given = auth.and_then(|a| a.strip_prefix("Bearer ")).map(str::trim);
+                let given = caller
+                    .auth
+                    .as_deref()
+                    .and_then(|a| a.strip_prefix("Bearer "))
+                    .map(str::trim);
                 if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
                     Ok(())
                 } else {
@@ -184,7 +200,18 @@ impl App {
                     ))
                 }
             }
-            None if self.loopback => Ok(()),
+            None if self.loopback => {
+                let me = nix::unistd::Uid::effective().as_raw();
+                match caller.uid {
+                    Some(uid) if uid == 0 || uid == me => Ok(()),
+                    _ => Err(Answer::error(
+                        403,
+                        &format!(
+                            "without --admin-token-file, changes are accepted only from root or uid {me} (udptee's user)"
+                        ),
+                    )),
+                }
+            }
             None => Err(Answer::error(
                 403,
                 "changes are accepted only on a loopback admin listener unless --admin-token-file is set",
@@ -198,7 +225,7 @@ impl App {
         method: &Method,
         path: &str,
         accept: Option<&str>,
-        auth: Option<&str>,
+        caller: &Caller,
         body: &[u8],
     ) -> Answer {
         let read = matches!(*method, Method::GET | Method::HEAD);
@@ -263,7 +290,7 @@ impl App {
                 if *method != Method::POST {
                     return Answer::method_not_allowed("POST");
                 }
-                if let Err(a) = self.authorized(auth) {
+                if let Err(a) = self.authorized(caller) {
                     return a;
                 }
                 let r = if matches!(route, Route::RecordStart) {
@@ -286,7 +313,7 @@ impl App {
                 }
             }
             // Streamed by `serve`; reaching here means a HEAD or a refused request.
-            Route::Tap => match self.authorized(auth) {
+            Route::Tap => match self.authorized(caller) {
                 Err(a) => a,
                 Ok(()) => Answer::text(200, ""),
             },
@@ -303,7 +330,7 @@ impl App {
                     }
                 }
                 Method::PUT | Method::DELETE => {
-                    if let Err(a) = self.authorized(auth) {
+                    if let Err(a) = self.authorized(caller) {
                         return a;
                     }
                     let r = if *method == Method::PUT {
@@ -319,7 +346,7 @@ impl App {
                 if *method != Method::POST {
                     return Answer::method_not_allowed("POST");
                 }
-                if let Err(a) = self.authorized(auth) {
+                if let Err(a) = self.authorized(caller) {
                     return a;
                 }
                 changed(self.control.set_enabled(&name, enabled))
@@ -328,7 +355,7 @@ impl App {
                 if *method != Method::POST {
                     return Answer::method_not_allowed("POST");
                 }
-                if let Err(a) = self.authorized(auth) {
+                if let Err(a) = self.authorized(caller) {
                     return a;
                 }
                 match self.control.reload() {

@@ -116,7 +116,8 @@ pub struct Args {
     pub admin: String,
 
     /// File holding the bearer token that mutating admin requests (PUT, DELETE, POST) must present
-    /// (`Authorization: Bearer TOKEN`). Without it, they are accepted only on a loopback listener.
+    /// (`Authorization: Bearer TOKEN`). Without it, they are accepted only on a loopback listener,
+    /// from root or udptee's own user.
     #[arg(long, value_name = "PATH")]
     pub admin_token_file: Option<PathBuf>,
 

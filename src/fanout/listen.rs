@@ -33,9 +33,8 @@ pub(crate) fn acquire(config: &Config) -> Result<Listen, StartError> {
     };
     // The listen sockets: from the udptee we take over, from systemd, or bound now.
     let taken = match (&config.control_socket, config.takeover) {
-        (Some(path), true) => {
-            handover::take_over(path, config.listen).map_err(StartError::Takeover)?
-        }
+        (Some(path), true) => handover::take_over(path, config.listen, config.admin.is_some())
+            .map_err(StartError::Takeover)?,
         (None, true) => {
             return Err(StartError::Takeover(
                 "--takeover needs --control-socket (or $RUNTIME_DIRECTORY)".into(),

@@ -287,6 +287,11 @@ impl DataPath {
         Ok(())
     }
 
+    /// The admin listener of the udptee being taken over, when it sent one (once).
+    pub fn take_admin_listener(&mut self) -> Option<std::net::TcpListener> {
+        self.taken.as_mut().and_then(|t| t.admin.take())
+    }
+
     /// Whether the listen sockets came from a udptee being taken over.
     pub fn taking_over(&self) -> bool {
         self.taken.is_some()

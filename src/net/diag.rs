@@ -1,7 +1,8 @@
-//! The kernel's view of other processes' UDP sockets, through sock_diag (NETLINK_SOCK_DIAG): which
+//! The kernel's view of other processes' sockets, through sock_diag (NETLINK_SOCK_DIAG): which UDP
 //! sockets are bound on a port and how many datagrams each has dropped (SK_MEMINFO_DROPS, mostly a full
-//! receive buffer). This is what `ss -uam` reads; the messages are built and parsed by the
-//! rust-netlink crates.
+//! receive buffer), and which user owns the other end of a local TCP connection (the admin
+//! listener's rule for who may change things). This is what `ss -uam` and `ss -tpe` read; the
+//! messages are built and parsed by the rust-netlink crates.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -10,7 +11,7 @@ use netlink_packet_core::{
     NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_sock_diag::SockDiagMessage;
-use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_UDP};
+use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
 use netlink_packet_sock_diag::inet::nlas::Nla;
 use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
@@ -58,21 +59,64 @@ impl Diag {
         Ok(out)
     }
 
+    /// The uid owning the local TCP socket bound to `client` and connected to `server`: the other
+    /// end of a connection this process accepted from `client` on `server`. `None` when no socket
+    /// of this network namespace is that end (the client is on another host, or already gone).
+    pub fn tcp_owner(&mut self, client: SocketAddr, server: SocketAddr) -> io::Result<Option<u32>> {
+        let (client, server) = (
+            crate::config::canonical(client),
+            crate::config::canonical(server),
+        );
+        let mut found = None;
+        for family in [AF_INET, AF_INET6] {
+            let mut id = socket_id(family);
+            id.source_port = client.port();
+            id.destination_port = server.port();
+            self.query(family, IPPROTO_TCP, ExtensionFlags::empty(), id, |r| {
+                let id = &r.header.socket_id;
+                let local =
+                    crate::config::canonical(SocketAddr::new(id.source_address, id.source_port));
+                let remote = crate::config::canonical(SocketAddr::new(
+                    id.destination_address,
+                    id.destination_port,
+                ));
+                if local == client && remote == server {
+                    found = Some(r.header.uid);
+                }
+            })?;
+        }
+        Ok(found)
+    }
+
     fn dump(&mut self, family: u8, port: u16, out: &mut Vec<UdpSocketInfo>) -> io::Result<()> {
-        let mut socket_id = if family == AF_INET {
-            SocketId::new_v4()
-        } else {
-            SocketId::new_v6()
-        };
-        socket_id.source_port = port;
+        let mut id = socket_id(family);
+        id.source_port = port;
+        self.query(family, IPPROTO_UDP, ExtensionFlags::SKMEMINFO, id, |r| {
+            // The kernel filters by port already; checked again in case it did not.
+            if r.header.socket_id.source_port == port {
+                out.push(info(r));
+            }
+        })
+    }
+
+    /// One dump of `protocol` sockets of `family` (the kernel filters by the ports in `socket_id`),
+    /// each answer handed to `each`.
+    fn query(
+        &mut self,
+        family: u8,
+        protocol: u8,
+        extensions: ExtensionFlags,
+        socket_id: SocketId,
+        mut each: impl FnMut(&netlink_packet_sock_diag::inet::InetResponse),
+    ) -> io::Result<()> {
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | NLM_F_DUMP;
         let mut request = NetlinkMessage::new(
             header,
             SockDiagMessage::InetRequest(InetRequest {
                 family,
-                protocol: IPPROTO_UDP,
-                extensions: ExtensionFlags::SKMEMINFO,
+                protocol,
+                extensions,
                 states: StateFlags::all(),
                 socket_id,
             })
@@ -98,13 +142,7 @@ impl Diag {
                     })?;
                 let len = message.header.length as usize;
                 match message.payload {
-                    NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
-                        let id = &r.header.socket_id;
-                        // The kernel filters by port already; checked again in case it did not.
-                        if id.source_port == port {
-                            out.push(info(&r));
-                        }
-                    }
+                    NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => each(&r),
                     NetlinkPayload::Done(_) => return Ok(()),
                     NetlinkPayload::Error(e) => {
                         return Err(e.to_io());
@@ -117,6 +155,14 @@ impl Diag {
                 at += len;
             }
         }
+    }
+}
+
+fn socket_id(family: u8) -> SocketId {
+    if family == AF_INET {
+        SocketId::new_v4()
+    } else {
+        SocketId::new_v6()
     }
 }
 
@@ -224,6 +270,32 @@ mod tests {
         drop(receiver);
         let after = diag.udp_on_port(at.port()).unwrap();
         assert!(receivers(at, None, &after).is_empty(), "{after:?}");
+    }
+
+    #[test]
+    fn the_kernel_names_the_owner_of_a_local_tcp_client() {
+        for at in ["127.0.0.1:0", "[::1]:0"] {
+            let Ok(server) = std::net::TcpListener::bind(at) else {
+                continue; // no IPv6 here
+            };
+            let client = std::net::TcpStream::connect(server.local_addr().unwrap()).unwrap();
+            let (_conn, peer) = server.accept().unwrap();
+            let mut diag = Diag::open().unwrap();
+            let me = nix::unistd::Uid::effective().as_raw();
+            assert_eq!(
+                diag.tcp_owner(peer, server.local_addr().unwrap()).unwrap(),
+                Some(me),
+                "{at}"
+            );
+            let elsewhere: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+            assert_eq!(
+                diag.tcp_owner(elsewhere, server.local_addr().unwrap())
+                    .unwrap(),
+                None,
+                "no local socket is that end"
+            );
+            drop(client);
+        }
     }
 
     #[test]

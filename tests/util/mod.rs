@@ -267,6 +267,14 @@ pub fn free_addr() -> SocketAddr {
         .unwrap()
 }
 
+/// A free loopback TCP address (for a child's admin listener).
+pub fn free_tcp() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
 /// Starts the udptee binary listening on a free loopback address and forwarding to `sink`, with
 /// `extra` flags and environment; stderr is captured. Returns the child and its listen address.
 pub fn spawn_udptee(
@@ -313,7 +321,7 @@ pub fn wait_bound(child: &mut std::process::Child, addr: SocketAddr) {
 }
 
 /// Waits until `done()` holds, failing with `what` after `limit`.
-pub fn wait_until(what: &str, limit: Duration, done: impl Fn() -> bool) {
+pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
         assert!(
@@ -381,11 +389,18 @@ pub fn sample(metrics: &str, series: &str) -> u64 {
 }
 
 /// The udptee binary receiving on `listen` (an address, or `unixgram://...`) for `to`, with no admin
-/// listener and no stats line, then `extra`; stderr captured, dying with the test.
+/// listener (unless `extra` names one) and no stats line, then `extra`; stderr captured, dying with
+/// the test.
 pub fn udptee_child(listen: &str, to: &str, extra: &[&str]) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_udptee"))
         .args(["--listen", listen, "--to", to])
-        .args(["--admin", "off", "--stats-interval", "0"])
+        .args(["--stats-interval", "0"])
+        // No admin listener unless the test asks for one.
+        .args(if extra.contains(&"--admin") {
+            &[][..]
+        } else {
+            &["--admin", "off"][..]
+        })
         .args(extra)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())

@@ -1,0 +1,182 @@
+//! The admin listener against hostile local clients: connections that dribble their requests do
+//! not keep /healthz out (the one waiting longest gives way, and it is counted); a change without
+//! the token is refused from its headers, its body never read; a request whose body does not come
+//! in time is closed; and on a loopback listener without a token only root or udptee's own user
+//! may change anything, while reading stays open to everyone.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use util::*;
+
+/// Connects to `addr` from a socket owned by `uid`: the socket's owner is the thread's filesystem
+/// uid when it is created (needs root). The kernel reports that owner through sock_diag.
+fn connect_as(uid: u32, addr: SocketAddr) -> TcpStream {
+    std::thread::spawn(move || {
+        // SAFETY: setfsuid changes only this thread's filesystem uid, which is put back.
+        let before = unsafe { libc::setfsuid(uid) };
+        let s = TcpStream::connect(addr);
+        // SAFETY: as above; the thread ends here anyway.
+        unsafe { libc::setfsuid(before as u32) };
+        s.unwrap()
+    })
+    .join()
+    .unwrap()
+}
+
+/// One request on `s`; the status code and the body.
+fn request(mut s: TcpStream, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n{headers}\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        out.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned(),
+    )
+}
+
+/// A slow client: the headers of a PUT announcing a large body, then one byte now and then.
+fn slow_put(addr: SocketAddr, headers: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "PUT /targets/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n{headers}\r\n{{"
+    )
+    .unwrap();
+    s
+}
+
+#[test]
+fn slow_clients_never_keep_the_health_probe_out() {
+    let a = Sink::new(false);
+    let fwd = forwarder(false, &[a.addr], |c| {
+        c.admin = Some("127.0.0.1:0".parse().unwrap())
+    });
+    let admin = fwd.admin_addr().unwrap();
+    // Twice the connection limit, each holding its request open.
+    let mut slow: Vec<TcpStream> = (0..128).map(|_| slow_put(admin, "")).collect();
+    let started = Instant::now();
+    let mut answered = 0;
+    for round in 0..20 {
+        // The slow ones keep dribbling (and reconnect when closed), as an attacker would.
+        for s in &mut slow {
+            if s.write_all(b" ").is_err() {
+                *s = slow_put(admin, "");
+            }
+        }
+        let (code, body) = http(admin, "GET", "/healthz", "", "");
+        assert_eq!((code, body.as_str()), (200, "ok\n"), "probe {round}");
+        answered += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(answered, 20, "every probe answered");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let (_, metrics) = http(admin, "GET", "/metrics", "", "");
+    assert!(
+        sample(
+            &metrics,
+            "udptee_admin_connections_dropped_total{reason=\"evicted\"}"
+        ) >= 64,
+        "the slow connections that gave way are counted:\n{metrics}"
+    );
+    assert!(sample(&metrics, "udptee_admin_connections_total") >= 128 + 20);
+}
+
+#[test]
+fn a_change_without_the_token_is_refused_before_its_body_and_a_slow_body_is_cut_off() {
+    let a = Sink::new(false);
+    let fwd = forwarder(false, &[a.addr], |c| {
+        c.admin = Some("127.0.0.1:0".parse().unwrap());
+        c.admin_token = Some("0123456789abcdef-secret".into());
+    });
+    let admin = fwd.admin_addr().unwrap();
+    // The headers alone decide: 403 at once, though 60,000 body bytes were announced.
+    let mut s = slow_put(admin, "");
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head)
+        .expect("answered without waiting for the body");
+    assert_eq!(&head, b"HTTP/1.1 403");
+    // With the token, a body that does not come is cut off with 408 (headers 5 s + body 5 s).
+    let mut s = slow_put(admin, "Authorization: Bearer 0123456789abcdef-secret\r\n");
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let started = Instant::now();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    let (_, metrics) = http(admin, "GET", "/metrics", "", "");
+    assert_eq!(
+        sample(
+            &metrics,
+            "udptee_admin_connections_dropped_total{reason=\"unauthorized\"}"
+        ),
+        1
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "udptee_admin_connections_dropped_total{reason=\"slow\"}"
+        ),
+        1
+    );
+    assert_eq!(fwd.snapshot().target_names.len(), 1, "nothing was added");
+}
+
+#[test]
+fn only_root_or_udptees_user_may_change_things_on_loopback() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipping: needs root to connect as another user");
+        return;
+    }
+    let a = Sink::new(false);
+    let b = Sink::new(false);
+    let fwd = forwarder(false, &[a.addr], |c| {
+        c.admin = Some("127.0.0.1:0".parse().unwrap())
+    });
+    let admin = fwd.admin_addr().unwrap();
+    let nobody = 65534;
+    let put = format!("{{\"addr\": \"{}\"}}", b.addr);
+    let name = a.addr.to_string();
+    let refused = [
+        ("PUT", "/targets/steal".to_owned(), put.as_str()),
+        ("DELETE", format!("/targets/{name}"), ""),
+        ("POST", format!("/targets/{name}/disable"), ""),
+        ("POST", "/record/start".to_owned(), "{\"file\": \"x.pcap\"}"),
+        ("POST", "/-/reload".to_owned(), ""),
+        ("GET", "/tap".to_owned(), ""),
+    ];
+    for (method, path, body) in &refused {
+        let (code, text) = request(connect_as(nobody, admin), method, path, "", body);
+        assert_eq!(code, 403, "{method} {path} from nobody: {text}");
+        assert!(text.contains("only from root or uid 0"), "{text}");
+    }
+    assert_eq!(fwd.snapshot().target_names.len(), 1, "nothing changed");
+    assert!(!fwd.control().recorder().status().recording);
+    for path in ["/metrics", "/healthz", "/targets", "/", "/status.json"] {
+        let (code, _) = request(connect_as(nobody, admin), "GET", path, "", "");
+        assert_eq!(code, 200, "reading {path} stays open");
+    }
+    // Root (and udptee's own user, here the same) may.
+    let (code, text) = request(connect_as(0, admin), "PUT", "/targets/added", "", &put);
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(fwd.snapshot().target_names.len(), 2);
+}
