@@ -606,3 +606,55 @@ fn line_settings_change_in_place_through_the_api() {
     assert_eq!(snap.targets[1].offered, 2, "the same counters");
     assert_accounted(&snap);
 }
+
+#[test]
+fn canary_names_that_come_and_go_are_forgotten_and_the_totals_still_add_up() {
+    let a = Sink::new(false);
+    let canary = Sink::new(false);
+    let fwd = forwarder(false, &[a.addr], |c| {
+        c.admin = Some("127.0.0.1:0".parse().unwrap())
+    });
+    let admin = fwd.admin_addr().unwrap();
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let put = format!("{{\"addr\": \"{}\"}}", canary.addr);
+    for i in 0..100 {
+        let name = format!("canary-{i}");
+        assert_eq!(
+            http(admin, "PUT", &format!("/targets/{name}"), "", &put).0,
+            200
+        );
+        client.send_to(b"c:1|c", fwd.local_addr()).unwrap();
+        wait_for(&fwd, "the canary's copy", || canary.received() == i + 1);
+        assert_eq!(
+            http(admin, "DELETE", &format!("/targets/{name}"), "", "").0,
+            200
+        );
+    }
+    let snap = fwd.snapshot();
+    assert!(
+        snap.target_names.len() <= 1 + 32 + 1,
+        "the current target, 32 removed names and the forgotten row: {:?}",
+        snap.target_names
+    );
+    assert!(snap.target_names.iter().any(|n| n == "(removed)"));
+    assert!(
+        snap.target_names.iter().any(|n| n == "canary-99"),
+        "the latest are remembered"
+    );
+    let forwarded: u64 = snap
+        .target_names
+        .iter()
+        .zip(&snap.targets)
+        .filter(|(n, _)| n.as_str() != a.addr.to_string())
+        .map(|(_, t)| t.forwarded)
+        .sum();
+    assert_eq!(forwarded, 100, "every canary's copy is still in the books");
+    let (_, metrics) = http(admin, "GET", "/metrics", "", "");
+    assert!(
+        metrics.len() < 200_000,
+        "/metrics stays small: {}",
+        metrics.len()
+    );
+    let snap = fwd.shutdown();
+    assert_accounted(&snap);
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::target::TargetTable;
 use crate::fastpath::{
-    BookRecord, FastPath, KernelTarget, LocalAddrs, MAX_KERNEL_TARGETS, Plan, ineligible,
+    BookRecord, FastPath, KernelTarget, LocalAddrs, MAX_KERNEL_TARGETS, MAX_SLOTS, Plan, ineligible,
 };
 use crate::metrics::counters::{TargetCounterSet, WorkerCounters};
 use crate::metrics::kernel::KernelSnapshot;
@@ -258,15 +258,17 @@ impl KernelPath {
         Some(k)
     }
 
-    /// Reads the kernel path's per-target counters into each name's counters.
+    /// Reads the kernel path's per-target counters into each name's counters (by its row).
     pub(crate) fn fold(&self, books: &Books) {
         let Some(fp) = &self.fastpath else {
             return;
         };
-        let counts = fp.target_counts(books.len());
-        for ((_, set), k) in books.iter().zip(counts) {
-            if k != Default::default() {
-                set.set_kernel(k);
+        let counts = fp.target_counts(MAX_SLOTS);
+        for (_, set) in books {
+            if let Some(k) = set.slot().and_then(|s| counts.get(usize::from(s))) {
+                if *k != Default::default() {
+                    set.set_kernel(*k);
+                }
             }
         }
     }

@@ -241,13 +241,10 @@ impl TargetRegistry {
             }
         }
         state.senders.extend(started);
-        for t in &built {
-            if !state.books.has(&t.spec.name) {
-                state
-                    .books
-                    .keep(t.spec.name.clone(), Arc::clone(&t.core.counters));
-            }
-        }
+        let set = built
+            .iter()
+            .map(|t| (t.spec.name.as_str(), &t.core.counters));
+        state.books.published(set, Instant::now());
         state.senders.retain(|h| !h.is_finished());
         state.generation += 1;
         change.generation = state.generation;
@@ -289,9 +286,15 @@ impl TargetRegistry {
 
     /// Every target's counters: the current set in table order, then removed names.
     pub fn snapshots(&self) -> Vec<(String, TargetSnapshot)> {
+        let mut state = self.lock();
         let table = self.table.load_full();
-        let state = self.lock();
         state.kernel.fold(state.books.all());
+        // Removed names past their time go now (their drains end while nothing changes).
+        let set = table
+            .targets
+            .iter()
+            .map(|t| (t.spec.name.as_str(), &t.core.counters));
+        state.books.published(set, Instant::now());
         let mut out: Vec<(String, TargetSnapshot)> = table
             .targets
             .iter()
