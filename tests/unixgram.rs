@@ -326,3 +326,50 @@ fn a_link_to_the_listener_is_refused_as_a_loop() {
     assert!(e.to_string().contains("sym.sock"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A link planted after every check (the target's receiver goes away, and its path becomes a link
+/// to the listener, which the watch then connects to) is caught at run time: a datagram that comes
+/// from one of udptee's own target sockets (their abstract names say so) is a loop, dropped and
+/// counted, so one datagram stays one datagram instead of multiplying.
+#[test]
+fn a_link_planted_at_run_time_is_caught_by_the_senders_name() {
+    let dir = temp_dir("loop-run");
+    let listen = dir.join("l.sock");
+    let out = dir.join("out.sock");
+    let (sink, _) = unix_sink(&out);
+    let fwd =
+        udptee::Forwarder::start(&unix_config(&listen, vec![unix_target("out", &out)])).unwrap();
+    drop(sink);
+    std::fs::remove_file(&out).unwrap();
+    std::os::unix::fs::symlink(&listen, &out).unwrap();
+    let client = UnixDatagram::unbound().unwrap();
+    let mut sent = 0u64;
+    let looped =
+        |fwd: &udptee::Forwarder| fwd.snapshot().workers.iter().map(|w| w.looped).sum::<u64>();
+    // Until the watch connects the target again (within a second), copies fail and are counted.
+    let caught = (0..100).any(|_| {
+        client.send_to(b"loop:1|c", &listen).unwrap();
+        sent += 1;
+        std::thread::sleep(Duration::from_millis(50));
+        looped(&fwd) > 0
+    });
+    assert!(caught, "the loop was seen: {}", fwd.snapshot());
+    std::thread::sleep(Duration::from_millis(500));
+    let snap = fwd.shutdown();
+    let looped: u64 = snap.workers.iter().map(|w| w.looped).sum();
+    assert!(
+        looped <= sent,
+        "each datagram looped at most once: {looped} of {sent}"
+    );
+    assert_eq!(
+        snap.received(),
+        sent + looped,
+        "what came back was not sent again:\n{snap}"
+    );
+    assert_eq!(snap.targets[0].source_denied, looped, "{snap}");
+    assert!(
+        snap.to_string().contains(&format!("looped {looped}")),
+        "{snap}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -255,6 +255,11 @@ impl RecvWorker {
             } else if current.allow.as_ref().is_some_and(|a| !a.permits(m.src)) {
                 delta.source_denied += 1;
                 self.keep_spare(id, spare);
+            } else if m.looped {
+                // Sent by this process to its own listener: a loop. Denied to every target.
+                delta.looped += 1;
+                delta.source_denied += 1;
+                self.keep_spare(id, spare);
             } else {
                 delta.bytes += m.len as u64;
                 self.pool.set_meta(id, m.len, m.rx_nanos);

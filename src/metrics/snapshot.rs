@@ -20,6 +20,9 @@ pub struct WorkerSnapshot {
     pub pool_exhausted: u64,
     /// Datagrams from senders outside `--allow`.
     pub source_denied: u64,
+    /// Datagrams udptee itself sent to its own listener (a loop), forwarded to no one.
+    #[serde(default)]
+    pub looped: u64,
     /// Kernel drops on this worker's socket.
     pub rcvbuf_overflow: u64,
     /// Failed receive calls.
@@ -253,6 +256,13 @@ impl fmt::Display for Snapshot {
             self.sum(|w| w.source_denied),
             self.rcvbuf_overflow()
         )?;
+        let looped = self.sum(|w| w.looped);
+        if looped > 0 {
+            writeln!(
+                f,
+                "looped {looped} (sent by udptee itself to its own listener: a target is a link to it; counted source_denied at every target)"
+            )?;
+        }
         if let Some(k) = &self.kernel {
             let passed: Vec<String> = k.passed.iter().map(|(r, n)| format!("{r} {n}")).collect();
             writeln!(

@@ -14,6 +14,7 @@ pub struct WorkerCounters {
     truncated: AtomicU64,
     pool_exhausted: AtomicU64,
     source_denied: AtomicU64,
+    looped: AtomicU64,
     rcvbuf_overflow: AtomicU64,
     recv_errors: AtomicU64,
     ring_empty: AtomicU64,
@@ -37,6 +38,8 @@ pub struct WorkerDelta {
     pub pool_exhausted: u64,
     /// Datagrams from senders outside `--allow`.
     pub source_denied: u64,
+    /// Datagrams udptee itself sent to its own listener (a loop through a socket link).
+    pub looped: u64,
     /// Datagrams that carried the kernel fast path's handled mark.
     pub kernel_marked: u64,
 }
@@ -54,6 +57,9 @@ impl WorkerCounters {
         add(&self.truncated, d.truncated);
         add(&self.pool_exhausted, d.pool_exhausted);
         add(&self.source_denied, d.source_denied);
+        if d.looped > 0 {
+            add(&self.looped, d.looped);
+        }
         if d.kernel_marked > 0 {
             add(&self.kernel_marked, d.kernel_marked);
         }
@@ -67,6 +73,7 @@ impl WorkerCounters {
         add(&self.truncated, s.truncated);
         add(&self.pool_exhausted, s.pool_exhausted);
         add(&self.source_denied, s.source_denied);
+        add(&self.looped, s.looped);
         add(&self.recv_errors, s.recv_errors);
     }
 
@@ -103,6 +110,7 @@ impl WorkerCounters {
             truncated: get(&self.truncated),
             pool_exhausted: get(&self.pool_exhausted),
             source_denied: get(&self.source_denied),
+            looped: get(&self.looped),
             rcvbuf_overflow: get(&self.rcvbuf_overflow),
             recv_errors: get(&self.recv_errors),
             ring_empty: get(&self.ring_empty),

@@ -46,6 +46,17 @@ pub struct RecvMeta {
     pub dst: Option<IpAddr>,
     /// SO_RCVMARK: the packet's mark (with the kernel fast path, which targets it already served).
     pub mark: u32,
+    /// Sent by one of this process's own Unix target sockets (their abstract names start with
+    /// [`own_unix_prefix`](super::sys::own_unix_prefix)): a target that is a link to the listener.
+    pub looped: bool,
+}
+
+/// True for the address of one of this process's Unix target sockets (an abstract name starting
+/// with [`own_unix_prefix`](super::sys::own_unix_prefix)).
+pub(crate) fn is_own_unix(name: &[u8]) -> bool {
+    name.get(..2)
+        .is_some_and(|f| i32::from(u16::from_ne_bytes([f[0], f[1]])) == libc::AF_UNIX)
+        && name[2..].starts_with(super::sys::own_unix_prefix())
 }
 
 /// Decodes a `sockaddr_in` or `sockaddr_in6` of `len` bytes at `name`; other families are `None`.
@@ -202,6 +213,7 @@ fn decode_recv(h: &libc::mmsghdr, slot_bytes: usize) -> RecvMeta {
         // kernel set msg_namelen to the address length it wrote (capped to the buffer above).
         let name = unsafe { std::slice::from_raw_parts(h.msg_hdr.msg_name.cast::<u8>(), len) };
         meta.src = decode_sockaddr(name);
+        meta.looped = meta.src.is_none() && is_own_unix(name);
     }
     meta
 }

@@ -208,6 +208,15 @@ pub fn adopt_group(
 /// backlog.
 pub fn unix_target(path: &std::path::Path, sndbuf_bytes: Option<usize>) -> io::Result<UdpSocket> {
     let socket = Socket::new(Domain::UNIX, Type::DGRAM, None)?;
+    // A name of our own, so that our listener knows a copy that comes back to it (a loop through
+    // a link planted after every check) and drops it.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = sys::own_unix_prefix().to_vec();
+    name.extend_from_slice(n.to_string().as_bytes());
+    socket.bind(&socket2::SockAddr::unix(
+        <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&name),
+    )?)?;
     if let Some(bytes) = sndbuf_bytes {
         socket.set_send_buffer_size(bytes / 2)?;
     }

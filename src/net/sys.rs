@@ -19,6 +19,14 @@ pub(crate) fn retry_if_interrupted<T>(mut f: impl FnMut() -> io::Result<T>) -> i
     }
 }
 
+/// The abstract-namespace name prefix of this process's Unix target sockets,
+/// `\0udptee-target-PID-` (each socket adds a number). A datagram that reaches udptee's own Unix
+/// listener from such a name is a loop: one of its targets is (by now) a link to the listener.
+pub(crate) fn own_unix_prefix() -> &'static [u8] {
+    static PREFIX: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    PREFIX.get_or_init(|| format!("\0udptee-target-{}-", std::process::id()).into_bytes())
+}
+
 /// `setsockopt(fd, level, name, &value, sizeof(int))`.
 pub(crate) fn setsockopt_int(
     fd: BorrowedFd<'_>,

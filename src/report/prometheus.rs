@@ -146,6 +146,13 @@ impl Collector for ForwarderCollector {
         )?;
         family(
             &mut enc,
+            "udptee_worker_looped_datagrams",
+            "Datagrams udptee itself sent to its own Unix listener (a target that is a link to it), forwarded to no one.",
+            Counter,
+            &per_worker(&|w| w.looped),
+        )?;
+        family(
+            &mut enc,
             "udptee_worker_recv_errors",
             "Failed receive calls.",
             Counter,
