@@ -101,7 +101,7 @@ impl Forwarder {
         };
         // This instance answers the next takeover; in a takeover, the path is ours from now on.
         if let Some(path) = &config.control_socket {
-            if fwd.data.taking_over() {
+            if fwd.data.taking_over() && crate::net::socket::is_socket_file(path) {
                 let _ = std::fs::remove_file(path);
             }
             match ControlServer::start(

@@ -237,7 +237,8 @@ pub struct ControlServer {
 }
 
 impl ControlServer {
-    /// Listens on `path` (replacing a stale socket file, refusing a live one); hands `sockets`,
+    /// Listens on `path` (replacing a stale socket file, refusing a live one and anything that is
+    /// not a socket); hands `sockets`,
     /// `locks` (and `admin`, the admin listener, when asked for) to the first instance that asks
     /// for `listen`, then sends it on `accepted`.
     pub fn start(
@@ -250,7 +251,13 @@ impl ControlServer {
         kernel: KernelHandover,
     ) -> Result<Self, String> {
         let what = format!("--control-socket {}", path.display());
-        if path.exists() {
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            use std::os::unix::fs::FileTypeExt;
+            if !meta.file_type().is_socket() {
+                return Err(format!(
+                    "{what}: the path exists and is not a socket; refusing to replace it"
+                ));
+            }
             // A live udptee answers; a stale file from a crash does not.
             if UnixStream::connect(path).is_ok() {
                 return Err(format!(

@@ -45,11 +45,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// `udptee check --config PATH`: exit 0 when the file is valid, 1 with the error otherwise.
+/// `udptee check --config PATH`: exit 0 when the file is valid, 1 with every error found otherwise.
 fn check(path: &std::path::Path) -> ExitCode {
     let argv = ["udptee", "--config", &path.to_string_lossy()];
-    match Invocation::try_from_iter(argv).map(|i| i.load()) {
-        Ok(Ok(c)) => {
+    match Invocation::try_from_iter(argv).map(|i| i.load_checked()) {
+        Ok(Ok((c, _))) => {
             let _ = writeln!(
                 std::io::stdout(),
                 "{}: ok ({} targets, listen {})",
@@ -59,8 +59,13 @@ fn check(path: &std::path::Path) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Ok(Err(e)) => {
-            eprintln!("udptee: {e}");
+        Ok(Err(errors)) => {
+            for e in &errors {
+                eprintln!("udptee: {e}");
+            }
+            if errors.len() > 1 {
+                eprintln!("udptee: {}: {} errors", path.display(), errors.len());
+            }
             ExitCode::FAILURE
         }
         Err(e) => {

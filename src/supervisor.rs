@@ -30,10 +30,17 @@ pub fn run(config: &Config, loader: Option<Loader>) -> Result<Snapshot, StartErr
     let fwd = Forwarder::start_with(config, loader)?;
     if let Some(who) = &config.user {
         privileges::drop_to(who).map_err(StartError::Privileges)?;
-        tracing::info!(
-            user = %who.name, uid = who.uid, gid = who.gid,
-            "every socket bound: running as this user from now on, with no capabilities"
-        );
+        if who.uid == 0 {
+            tracing::warn!(
+                user = %who.name,
+                "--user names root: every privilege is kept; name an unprivileged user to drop them"
+            );
+        } else {
+            tracing::info!(
+                user = %who.name, uid = who.uid, gid = who.gid,
+                "every socket bound: running as this user from now on, with no capabilities"
+            );
+        }
     } else if nix::unistd::Uid::effective().is_root() {
         tracing::info!(
             "running as root: --user NAME drops every privilege once the sockets are bound"

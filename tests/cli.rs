@@ -868,3 +868,82 @@ fn sigterm_forwards_what_the_socket_already_holds() {
     });
     assert_eq!(sink.finish().0.len(), 40_000);
 }
+
+/// The smaller edges of users and socket files: `--unix-owner nosuch` is reported as
+/// `--unix-owner`; a regular file at `--control-socket` is refused, never deleted; and as root,
+/// `--user root` says it keeps every privilege, and under `--user nobody` the listener's socket file
+/// in a sticky directory (as /tmp) is still removed at exit.
+#[test]
+fn users_and_socket_files_at_the_edges() {
+    let dir = std::env::temp_dir().join(format!("udptee-cli-edges-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let listen = format!("unixgram://{}", dir.join("l.sock").display());
+    let o = udptee(&[
+        "--listen",
+        &listen,
+        "--to",
+        "127.0.0.1:9",
+        "--unix-owner",
+        "nosuch",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--unix-owner") && !err.contains("--user"),
+        "the flag that named it: {err}"
+    );
+
+    // A regular file where the control socket goes: kept, and said so.
+    let precious = dir.join("precious");
+    std::fs::write(&precious, "keep me").unwrap();
+    let sink = Sink::new(false);
+    let control = precious.to_str().unwrap();
+    let (mut child, at) = spawn_udptee(&sink, &["--control-socket", control], &[]);
+    wait_bound(&mut child, at);
+    signal(&child, "-TERM");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is not a socket; refusing to replace it"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me");
+    let _ = sink.finish();
+
+    if !nix::unistd::Uid::effective().is_root() {
+        println!("skipped --user root and --user nobody: this part must run as root");
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+    let sink = Sink::new(false);
+    let (mut child, at) = spawn_udptee(&sink, &["--user", "root"], &[]);
+    wait_bound(&mut child, at);
+    signal(&child, "-TERM");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("every privilege is kept") && !err.contains("no capabilities"),
+        "{err}"
+    );
+    let _ = sink.finish();
+
+    use std::os::unix::fs::PermissionsExt;
+    let sticky = dir.join("sticky");
+    std::fs::create_dir(&sticky).unwrap();
+    std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let path = sticky.join("l.sock");
+    let listen = format!("unixgram://{}", path.display());
+    let mut child = util::udptee_child(&listen, "127.0.0.1:9", &["--user", "nobody"]);
+    wait_until("the socket file", Duration::from_secs(10), || path.exists());
+    let pid = child.id();
+    wait_until("the switch to nobody", Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .is_ok_and(|s| s.contains("Uid:\t65534\t65534"))
+    });
+    signal(&child, "-TERM");
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    assert!(!path.exists(), "the socket file is removed at exit");
+    let _ = std::fs::remove_dir_all(&dir);
+}

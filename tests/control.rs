@@ -522,6 +522,35 @@ fn check_validates_a_file() {
     let _ = std::fs::remove_file(good);
     let _ = std::fs::remove_file(bad);
 
+    // Every error, not only the first: bad keys, each bad target, and a count.
+    let many = temp_path("many.toml");
+    std::fs::write(
+        &many,
+        "listen = \"127.0.0.1:8125\"\nio = \"bogus\"\nlog-level = \"loud\"\n\
+         [[target]]\nname = \"a\"\naddr = \"127.0.0.1:0\"\n\
+         [[target]]\nname = \"b\"\naddr = \"127.0.0.1:8127\"\nqueue-dept = 5\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_udptee"))
+        .args(["check", "--config", many.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for (line, what) in [
+        (2, "io"),
+        (3, "log-level"),
+        (5, "port 0"),
+        (10, "queue-dept"),
+    ] {
+        assert!(
+            err.contains(&format!("many.toml:{line}:")) && err.contains(what),
+            "line {line} ({what}) reported:\n{err}"
+        );
+    }
+    assert!(err.contains("4 errors"), "{err}");
+    let _ = std::fs::remove_file(many);
+
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/dist/udptee.toml");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_udptee"))
         .args(["check", "--config", example])

@@ -63,17 +63,44 @@ impl Invocation {
     /// Like [`load`](Self::load), also returning the effective flags (the file's values filled in),
     /// for the settings outside [`Config`]: logging.
     pub fn load_all(&self) -> Result<(Config, Args), ConfigError> {
-        let file = match &self.args.config {
-            Some(path) => Some(Loaded::read(path).map_err(ConfigError::File)?),
-            None => None,
-        };
-        self.load_with(file.as_ref()).map_err(|e| match &file {
-            Some(f) => locate(f, e),
-            None => e,
-        })
+        self.load_checked().map_err(|mut errors| errors.remove(0))
     }
 
-    fn load_with(&self, file: Option<&Loaded>) -> Result<(Config, Args), ConfigError> {
+    /// Like [`load_all`](Self::load_all), with every error found rather than the first (`udptee
+    /// check`): each bad key, each bad target, then what the whole set breaks. Never empty on `Err`.
+    /// Only a file that cannot be read or parsed stops the search at once.
+    pub fn load_checked(&self) -> Result<(Config, Args), Vec<ConfigError>> {
+        // The file's own errors (bad lines) come first, already located.
+        let (file, mut errors) = match &self.args.config {
+            Some(path) => {
+                let (file, bad) = Loaded::read_all(path);
+                let bad: Vec<ConfigError> = bad.into_iter().map(ConfigError::File).collect();
+                match file {
+                    Some(f) => (Some(f), bad),
+                    None => return Err(bad),
+                }
+            }
+            None => (None, Vec::new()),
+        };
+        let mut found = Vec::new();
+        let loaded = self.load_with(file.as_ref(), &mut found);
+        errors.extend(found.into_iter().map(|e| match &file {
+            Some(f) => locate(f, e),
+            None => e,
+        }));
+        match loaded {
+            Some(ok) if errors.is_empty() => Ok(ok),
+            _ if errors.is_empty() => Err(vec![ConfigError::NoListen]),
+            _ => Err(errors),
+        }
+    }
+
+    /// Every error goes into `errors`; the configuration comes back when one could be built.
+    fn load_with(
+        &self,
+        file: Option<&Loaded>,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<(Config, Args)> {
         let mut a = self.args.clone();
         let mut file_targets = None;
         if let Some(f) = file {
@@ -83,7 +110,10 @@ impl Invocation {
                 ($($field:ident => $value:expr),* $(,)?) => {$(
                     if let Some(v) = c.$field.clone() {
                         if !self.given(stringify!($field)) {
-                            a.$field = ($value)(v)?;
+                            match ($value)(v) {
+                                Ok(v) => a.$field = v,
+                                Err(e) => errors.push(e),
+                            }
                         }
                     }
                 )*};
@@ -116,7 +146,7 @@ impl Invocation {
             // either overrides both; in the file they exclude each other, as the flags do.
             if !self.given("workers") && !self.given("cpus") {
                 if c.workers.is_some() && c.cpus.is_some() {
-                    return Err(ConfigError::BadValue {
+                    errors.push(ConfigError::BadValue {
                         what: "workers",
                         got: "set together with cpus".into(),
                         expected: "either workers (unpinned threads) or cpus (one pinned per CPU)",
@@ -152,16 +182,24 @@ impl Invocation {
                 );
             }
         }
-        check_log_level(&a.log_level)?;
-        let mut config = Config::try_from(&a)?;
+        if let Err(e) = check_log_level(&a.log_level) {
+            errors.push(e);
+        }
+        let mut config = Config::try_from(&a).map_err(|e| errors.push(e)).ok()?;
         if let Some(targets) = file_targets {
             config.targets = targets
                 .iter()
-                .map(|t| target_from_table(&config, t, None))
-                .collect::<Result<_, _>>()?;
+                .filter_map(|t| {
+                    target_from_table(&config, t, None)
+                        .map_err(|e| errors.push(e))
+                        .ok()
+                })
+                .collect();
         }
-        config.validate()?;
-        Ok((config, a))
+        if let Err(e) = config.validate() {
+            errors.push(e);
+        }
+        Some((config, a))
     }
 }
 
@@ -241,7 +279,10 @@ impl TryFrom<&Args> for Config {
                 .as_deref()
                 .map(config::RunAs::lookup)
                 .transpose()
-                .map_err(ConfigError::User)?
+                .map_err(|reason| ConfigError::User {
+                    flag: "--unix-owner",
+                    reason,
+                })?
                 .map(|r| (r.uid, r.gid));
             config.listen_unix = Some(config::UnixListen {
                 path,
@@ -291,7 +332,15 @@ impl TryFrom<&Args> for Config {
             .as_deref()
             .map(config::RunAs::lookup)
             .transpose()
-            .map_err(ConfigError::User)?;
+            .map_err(|reason| ConfigError::User {
+                flag: "--user",
+                reason,
+            })?;
+        // The socket file is udptee's: owned by the user it runs as (unless --unix-owner says
+        // otherwise), so that user may remove it at exit, in a sticky directory such as /tmp too.
+        if let (Some(u), Some(who)) = (&mut config.listen_unix, &config.user) {
+            u.owner.get_or_insert((who.uid, who.gid));
+        }
         config.latency = args.latency;
         config.io_backend = match args.io {
             IoArg::Auto => config::IoBackend::Auto,

@@ -154,9 +154,14 @@ pub enum ConfigError {
         /// The two paths differ: a symbolic or hard link joins them.
         link: bool,
     },
-    /// `--user` names no user.
-    #[error("--user: {0}")]
-    User(String),
+    /// `--user` or `--unix-owner` names no user.
+    #[error("{flag}: {reason}")]
+    User {
+        /// The flag that named it.
+        flag: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// A target's line settings are invalid.
     #[error("target {target:?}: {reason}")]
     Lines {
@@ -184,7 +189,7 @@ impl ConfigError {
             | Self::Loop { target, .. }
             | Self::UnixLoop { target, .. } => (None, Some(target.clone())),
             Self::NoListen => (key("listen"), None),
-            Self::User(_) => (key("user"), None),
+            Self::User { flag, .. } => (key(flag), None),
             Self::Allow(_) => (key("allow"), None),
             Self::Lines { reason, .. } => (
                 reason

@@ -188,28 +188,65 @@ impl Loaded {
     /// Reads and parses `path`. The error names the file, and for a parse error the line, column and
     /// key.
     pub fn read(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        let config = toml::from_str::<FileConfig>(&text).map_err(|e| {
+        match Self::read_all(path) {
+            (Some(loaded), errors) if errors.is_empty() => Ok(loaded),
+            (_, mut errors) => Err(errors.remove(0)),
+        }
+    }
+
+    /// Like [`read`](Self::read), with every bad `key = value` line rather than the first (`udptee
+    /// check`): each one found is set aside and the rest parsed again, while what remains is still
+    /// valid TOML; the file without them comes back too when it parses, so that its values can be
+    /// checked in turn. A syntax error stops the search. Without a file, the errors are not empty.
+    pub fn read_all(path: &Path) -> (Option<Self>, Vec<String>) {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => return (None, vec![format!("{}: cannot read: {e}", path.display())]),
+        };
+        let mut errors = Vec::new();
+        let mut rest = text.clone();
+        // Each round sets one line aside; a file has only so many.
+        for _ in 0..=rest.lines().count() {
+            let e = match toml::from_str::<FileConfig>(&rest) {
+                Ok(config) => {
+                    let loaded = Self {
+                        path: path.to_owned(),
+                        text,
+                        config,
+                    };
+                    return (Some(loaded), errors);
+                }
+                Err(e) => e,
+            };
             let place = e
                 .span()
-                .map(|s| position(&text, s.start))
+                .map(|s| position(&rest, s.start))
                 .map_or(String::new(), |(l, c)| format!(":{l}:{c}"));
-            let key = e
-                .span()
-                .and_then(|s| key_at(&text, s.start))
-                .map_or(String::new(), |k| format!(" key `{k}`:"));
-            format!(
-                "{}{place}:{key} {}",
+            let key = e.span().and_then(|s| key_at(&rest, s.start));
+            errors.push(format!(
+                "{}{place}:{} {}",
                 path.display(),
+                key.as_ref()
+                    .map_or(String::new(), |k| format!(" key `{k}`:")),
                 e.message().trim().replace('\n', "; ")
-            )
-        })?;
-        Ok(Self {
-            path: path.to_owned(),
-            text,
-            config,
-        })
+            ));
+            // Set the line aside (keeping every line's number) and go on if the rest still parses.
+            let (Some(span), Some(_)) = (e.span(), key) else {
+                break;
+            };
+            let (line, _) = position(&rest, span.start);
+            let next: Vec<&str> = rest
+                .split('\n')
+                .enumerate()
+                .map(|(i, l)| if i + 1 == line { "" } else { l })
+                .collect();
+            let next = next.join("\n");
+            if next.parse::<toml::Table>().is_err() {
+                break;
+            }
+            rest = next;
+        }
+        (None, errors)
     }
 
     /// Prefixes `message` with the file and, when found, the line and column of `key` (top-level) or

@@ -372,7 +372,9 @@ impl DataPath {
         if let Some((path, ino)) = self.unix_file.take() {
             use std::os::unix::fs::MetadataExt;
             if std::fs::metadata(&path).is_ok_and(|m| m.ino() == ino) {
-                let _ = std::fs::remove_file(&path);
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::warn!(path = %path.display(), error = %e, "could not remove the listener's socket file (the next start replaces it)");
+                }
             }
         }
     }

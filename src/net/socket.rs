@@ -153,6 +153,12 @@ pub fn bind_unix_group(
     Ok((sockets, SocketAddr::from(([0, 0, 0, 0], 0)), state))
 }
 
+/// True when `path` is a socket file (not followed if it is a link).
+pub fn is_socket_file(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
 /// True when a socket bound to `bound` serves the listen address `listen`: the same address in
 /// either spelling (`::ffff:a.b.c.d` is a.b.c.d), and the same port unless `listen`'s is 0 (any).
 /// Handed-over, inherited and requested sockets are all matched by this rule.
