@@ -152,4 +152,21 @@ impl TargetTable {
     pub fn names(&self) -> Vec<String> {
         self.targets.iter().map(|t| t.spec.name.clone()).collect()
     }
+
+    /// Each target's name and counters, in table order.
+    pub(crate) fn counters(&self) -> impl Iterator<Item = (&str, &Arc<TargetCounterSet>)> + Clone {
+        self.targets
+            .iter()
+            .map(|t| (t.spec.name.as_str(), &t.core.counters))
+    }
+
+    /// Whether `entries` are exactly this table's, in its order: a change that changes nothing.
+    pub(crate) fn holds_exactly(&self, entries: &[Arc<TargetEntry>]) -> bool {
+        self.targets.len() == entries.len()
+            && self
+                .targets
+                .iter()
+                .zip(entries)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+    }
 }

@@ -1,16 +1,12 @@
-//! The target registry: the one owner of the target set.
-//!
-//! It builds an immutable [`TargetTable`] and publishes it with `arc-swap`; each receive worker keeps
-//! an `arc_swap::Cache` and loads it once per batch (one pointer comparison when nothing changed), so
-//! nothing is looked up or locked per datagram. A change is built completely before it is published:
-//! new targets get their socket connected, their backlog ring allocated and their sender started
-//! first, so a failure changes nothing. Unchanged targets are carried over as the same `Arc`: their
-//! socket, backlog, sender and counters are untouched. A removed target is simply absent from the next
-//! table; when the last table that holds it is dropped (every worker has moved on), its
-//! `ProducerGuard` closes its backlog, and its sender drains what is left, bounded by the drain
-//! deadline set at removal, then exits. Counters belong to the target *name* and outlive any one
-//! incarnation, so they survive an address change, a re-add, and stay reported after removal.
-//! Not on the hot path, except [`TargetTable`], which workers read.
+//! The target registry: the one owner of the target set. It builds an immutable [`TargetTable`]
+//! and publishes it with `arc-swap`; each worker loads it once per batch (one pointer comparison
+//! when nothing changed), so nothing is looked up or locked per datagram. A change is built whole
+//! before it is published (new targets' sockets, backlogs and senders first), so a failure changes
+//! nothing, and a change that changes nothing publishes nothing. Unchanged targets are carried over
+//! as the same `Arc`. A removed target is absent from the next table; once no worker holds it, its
+//! `ProducerGuard` closes its backlog and its sender drains the rest, bounded by the drain deadline,
+//! then exits. Counters belong to the target *name* (`books`): they survive an address change and
+//! a re-add, and stay reported for a while after removal. Not on the hot path, except the table.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -223,6 +219,11 @@ impl TargetRegistry {
             };
             built.push(entry);
         }
+        // Nothing changed (a reload of the same file): nothing to publish, the generation stays.
+        if old.holds_exactly(&built) {
+            change.generation = state.generation;
+            return Ok(change);
+        }
         // Line filters compile now; a bad one refuses the whole change before anything is published.
         let filters = built
             .iter()
@@ -290,11 +291,7 @@ impl TargetRegistry {
         let table = self.table.load_full();
         state.kernel.fold(state.books.all());
         // Removed names past their time go now (their drains end while nothing changes).
-        let set = table
-            .targets
-            .iter()
-            .map(|t| (t.spec.name.as_str(), &t.core.counters));
-        state.books.published(set, Instant::now());
+        state.books.published(table.counters(), Instant::now());
         let mut out: Vec<(String, TargetSnapshot)> = table
             .targets
             .iter()

@@ -298,8 +298,15 @@ impl fmt::Display for Snapshot {
             if !kinds.is_empty() {
                 write!(f, " ({})", kinds.join(" "))?;
             }
-            if s.source_denied > 0 {
-                write!(f, ", source_denied {}", s.source_denied)?;
+            // Every reason that is not zero, so that the line adds up on its own.
+            for (name, n) in [
+                ("truncated", s.truncated),
+                ("pool_exhausted", s.pool_exhausted),
+                ("source_denied", s.source_denied),
+            ] {
+                if n > 0 {
+                    write!(f, ", {name} {n}")?;
+                }
             }
             if s.disabled > 0 {
                 write!(f, ", disabled {}", s.disabled)?;
@@ -334,5 +341,42 @@ impl fmt::Display for Snapshot {
             writeln!(f)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_targets_final_line_adds_up_on_its_own() {
+        let t = TargetSnapshot {
+            offered: 10,
+            forwarded: 4,
+            queue_full: 1,
+            truncated: 2,
+            pool_exhausted: 1,
+            source_denied: 1,
+            disabled: 1,
+            ..TargetSnapshot::default()
+        };
+        let snap = Snapshot {
+            targets: vec![t],
+            target_names: vec!["a".into()],
+            ..Snapshot::default()
+        };
+        let text = snap.to_string();
+        let line = text.lines().find(|l| l.starts_with("target a:")).unwrap();
+        // Every number after "forwarded N (B bytes)" is a drop; with forwarded they make offered.
+        let (_, drops) = line.split_once("bytes);").unwrap();
+        let dropped: u64 = drops
+            .split([',', ';', ' '])
+            .filter_map(|w| w.parse::<u64>().ok())
+            .sum();
+        assert_eq!(4 + dropped, 10, "{line}");
+        assert!(
+            line.contains("truncated 2") && line.contains("pool_exhausted 1"),
+            "{line}"
+        );
     }
 }
