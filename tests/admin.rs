@@ -180,3 +180,97 @@ fn only_root_or_udptees_user_may_change_things_on_loopback() {
     assert_eq!(code, 200, "{text}");
     assert_eq!(fwd.snapshot().target_names.len(), 2);
 }
+
+mod reader {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+
+    /// One forwarder shared by every case (its admin listener is what is under test); it lives
+    /// as long as the test process.
+    fn admin() -> SocketAddr {
+        static ADMIN: OnceLock<SocketAddr> = OnceLock::new();
+        *ADMIN.get_or_init(|| {
+            let a = Sink::new(false);
+            let fwd = forwarder(false, &[a.addr], |c| {
+                c.admin = Some("127.0.0.1:0".parse().unwrap());
+                c.admin_token = Some("0123456789abcdef-secret".into());
+            });
+            let addr = fwd.admin_addr().unwrap();
+            std::mem::forget((fwd, a));
+            addr
+        })
+    }
+
+    fn request() -> impl Strategy<Value = Vec<u8>> {
+        let method = prop::sample::select(vec![
+            "GET", "PUT", "POST", "DELETE", "HEAD", "PATCH", "G\0T",
+        ]);
+        let path = prop::sample::select(vec![
+            "/healthz",
+            "/metrics",
+            "/targets/x",
+            "/targets/x/enable",
+            "/-/reload",
+            "/tap",
+            "/record/start",
+            "/%ff%00",
+            "/targets/../../etc",
+            "",
+        ]);
+        let length = prop_oneof![Just(None), (0usize..200_000).prop_map(Some)];
+        let auth = prop::bool::ANY;
+        let body = prop::collection::vec(any::<u8>(), 0..2048);
+        let junk = prop::collection::vec(any::<u8>(), 0..64);
+        (method, path, length, auth, body, junk).prop_map(|(m, p, len, auth, body, junk)| {
+            let mut r = format!("{m} {p} HTTP/1.1\r\nHost: x\r\n").into_bytes();
+            if let Some(n) = len {
+                r.extend(format!("Content-Length: {n}\r\n").bytes());
+            }
+            if auth {
+                r.extend(b"Authorization: Bearer 0123456789abcdef-secret\r\n");
+            }
+            r.extend(&junk);
+            r.extend(b"\r\n");
+            r.extend(&body);
+            r
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// Partial, oversized, malformed and chunked-up requests get an HTTP answer or a close,
+        /// within the request bounds, and never take the listener down.
+        #[test]
+        fn any_request_in_any_pieces_is_answered_or_closed(
+            bytes in request(),
+            cut in 0usize..4096,
+            pieces in 1usize..6,
+        ) {
+            let admin = admin();
+            let mut s = TcpStream::connect(admin).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+            let sent = &bytes[..cut.min(bytes.len()).max(1)];
+            for chunk in sent.chunks(sent.len().div_ceil(pieces)) {
+                if s.write_all(chunk).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            // The client has said all it will: the listener must not wait for more for ever.
+            let _ = s.shutdown(std::net::Shutdown::Write);
+            let started = Instant::now();
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out);
+            prop_assert!(started.elapsed() < Duration::from_secs(12), "{:?}", started.elapsed());
+            if !out.is_empty() {
+                prop_assert!(out.starts_with(b"HTTP/1.1 "), "{}", String::from_utf8_lossy(&out));
+                let code: u16 = String::from_utf8_lossy(&out[9..12]).parse().unwrap();
+                prop_assert!((200..600).contains(&code) && code != 500, "{code}");
+            }
+            let (code, body) = http(admin, "GET", "/healthz", "", "");
+            prop_assert_eq!((code, body.as_str()), (200, "ok\n"));
+        }
+    }
+}

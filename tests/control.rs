@@ -253,7 +253,10 @@ fn an_invalid_reload_keeps_the_running_set() {
     let before = fwd.registry().current().generation;
     let again = fwd.control().reload().expect("valid");
     assert_eq!(again.change.unchanged, ["a"]);
-    assert_eq!(again.change.generation, before, "a no-op reload keeps the generation");
+    assert_eq!(
+        again.change.generation, before,
+        "a no-op reload keeps the generation"
+    );
     assert_eq!(fwd.registry().current().generation, before);
     let snap = fwd.shutdown();
     assert_eq!(snap.target_names, ["a"], "the running set is kept");
