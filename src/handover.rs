@@ -169,13 +169,22 @@ pub fn take_over(path: &Path, listen: SocketAddr, admin: bool) -> Result<Option<
     line.push('\n');
     conn.write_all(line.as_bytes())
         .map_err(|e| io_err("--takeover: sending the request", e))?;
-    let (bytes, fds) =
-        crate::net::fds::recv_with_fds(&conn).map_err(|e| io_err("--takeover: the answer", e))?;
+    let (bytes, fds) = crate::net::fds::recv_with_fds(&conn).map_err(|e| match e.kind() {
+        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof => format!(
+            "--takeover: the running udptee closed the connection without an answer ({e}): another udptee is probably taking it over at the same moment; start one at a time"
+        ),
+        _ => io_err("--takeover: the answer", e),
+    })?;
     let reply: Reply = serde_json::from_slice(bytes.trim_ascii_end())
         .map_err(|e| io_err("--takeover: the answer", e))?;
     if let Some(e) = reply.error {
+        let tail = if e.contains("took it over first") {
+            "; this one exits"
+        } else {
+            "; it keeps running"
+        };
         return Err(format!(
-            "--takeover refused by the running udptee (pid {}): {e}; it keeps running",
+            "--takeover refused by the running udptee (pid {}): {e}{tail}",
             reply.pid
         ));
     }
@@ -279,15 +288,24 @@ impl ControlServer {
         let thread = std::thread::Builder::new()
             .name("udptee-control".into())
             .spawn(move || {
+                // Once handed over, later askers are told who has the sockets now.
+                let mut handed_to = None;
                 while !st.load(Ordering::Relaxed) {
                     match listener.accept() {
+                        Ok((conn, _)) if handed_to.is_some() => {
+                            let _ = conn.set_nonblocking(false);
+                            refuse(&conn, &format!(
+                                "another udptee (pid {}) took it over first and runs now",
+                                handed_to.unwrap_or_default()
+                            ));
+                        }
                         Ok((conn, _)) => {
                             match serve(conn, listen, &sockets, &locks, admin.as_ref(), &kernel) {
                                 Ok(h) => {
                                     tracing::info!(pid = h.pid, "takeover: the new udptee has the sockets and runs; stopping receiving and draining");
                                     done.store(true, Ordering::Relaxed);
+                                    handed_to = Some(h.pid);
                                     let _ = accepted.send(h);
-                                    return;
                                 }
                                 Err(e) => tracing::warn!(error = %e, "takeover refused; still running"),
                             }
@@ -322,6 +340,21 @@ impl Drop for ControlServer {
     }
 }
 
+/// Answers a takeover request with a refusal saying `why`.
+fn refuse(conn: &UnixStream, why: &str) {
+    let r = Reply {
+        error: Some(why.to_owned()),
+        sockets: 0,
+        locks: 0,
+        pid: std::process::id(),
+        kernel: Vec::new(),
+        admin: 0,
+    };
+    let mut text = serde_json::to_string(&r).unwrap_or_default();
+    text.push('\n');
+    let _ = (&*conn).write_all(text.as_bytes());
+}
+
 /// Answers one connection: checks who asks and for what, sends the descriptors, waits for `ready`.
 fn serve(
     conn: UnixStream,
@@ -350,17 +383,7 @@ fn serve(
         .read_line(&mut line)
         .map_err(|e| io_err("control: reading the request", e))?;
     let refuse = |why: String| -> Result<Handover, String> {
-        let r = Reply {
-            error: Some(why.clone()),
-            sockets: 0,
-            locks: 0,
-            pid: std::process::id(),
-            kernel: Vec::new(),
-            admin: 0,
-        };
-        let mut text = serde_json::to_string(&r).unwrap_or_default();
-        text.push('\n');
-        let _ = (&conn).write_all(text.as_bytes());
+        refuse(&conn, &why);
         Err(why)
     };
     let req: Request = match serde_json::from_str(&line) {

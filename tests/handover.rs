@@ -429,3 +429,46 @@ fn an_idle_udptee_uses_no_cpu() {
         assert!(used < 20, "{extra:?}: {used} ticks of CPU in 2 s idle");
     }
 }
+
+/// Two takeovers at the same moment: one wins and runs; the other exits 1 saying that another
+/// udptee took over first (not a bare "Connection reset by peer").
+#[test]
+fn two_simultaneous_takeovers_one_wins_and_the_other_says_why() {
+    let dir = temp_dir("twice");
+    let control = dir.join("control.sock");
+    let ctl = control.to_str().unwrap();
+    let sink = Sink::new(false);
+    let listen = free_addr();
+    let mut old = udptee(listen, sink.addr, &["--control-socket", ctl]);
+    wait_bound(&mut old, listen);
+    wait_until("the control socket", Duration::from_secs(10), || {
+        control.exists()
+    });
+    let args = ["--control-socket", ctl, "--takeover"];
+    let mut a = udptee(listen, sink.addr, &args);
+    let mut b = udptee(listen, sink.addr, &args);
+    // The loser exits by itself; the winner keeps running.
+    let mut loser = None;
+    wait_until("one of them to give up", Duration::from_secs(20), || {
+        if a.try_wait().unwrap().is_some() {
+            loser = Some(0);
+        } else if b.try_wait().unwrap().is_some() {
+            loser = Some(1);
+        }
+        loser.is_some()
+    });
+    let (lost, won) = if loser == Some(0) { (a, b) } else { (b, a) };
+    let (code, err) = stderr_of(lost);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("took it over first") || err.contains("at the same moment"),
+        "says why: {err}"
+    );
+    let (code, old_err) = stderr_of(old);
+    assert_eq!(code, Some(0), "{old_err}");
+    signal(&won, "-TERM");
+    let (code, err) = stderr_of(won);
+    assert_eq!(code, Some(0), "{err}");
+    let _ = sink.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -36,6 +36,12 @@ pub(crate) fn recv_with_fds(conn: &UnixStream) -> std::io::Result<(Vec<u8>, Vec<
         }
     }
     let n = msg.bytes;
+    if n == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "closed without a message",
+        ));
+    }
     buf.truncate(n);
     Ok((buf, fds))
 }

@@ -47,7 +47,7 @@ pub struct RecvMeta {
     /// SO_RCVMARK: the packet's mark (with the kernel fast path, which targets it already served).
     pub mark: u32,
     /// Sent by one of this process's own Unix target sockets (their abstract names start with
-    /// [`own_unix_prefix`](super::sys::own_unix_prefix)): a target that is a link to the listener.
+    /// `\0udptee-target-PID-`): a target that is a link to the listener.
     pub looped: bool,
 }
 
