@@ -278,3 +278,33 @@ fn identical_targets_have_equal_digests() {
     assert_eq!(t1["digest_equal"], true, "{parity}");
     assert_eq!(t1["lines_sent_difference"], 0);
 }
+
+/// A `parity` target without line settings counts malformed lines as a target with line settings
+/// does (it sends them as they are, like every line).
+#[test]
+fn a_parity_target_counts_malformed_lines_too() {
+    let sinks = [RawSink::new(), RawSink::new()];
+    let fwd = forwarder(false, &[sinks[0].addr, sinks[1].addr], |c| {
+        c.targets[0].parity = true;
+        c.targets[1].lines = LineSettings {
+            prefix: "shadow.".into(),
+            ..LineSettings::default()
+        };
+    });
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .send_to(
+            b"good:1|c\nnot statsd\nalso:bad\r\nok:2|g\r\n",
+            fwd.local_addr(),
+        )
+        .unwrap();
+    wait_for(&fwd, "both copies", || {
+        let s = fwd.snapshot();
+        s.targets.iter().all(|t| t.forwarded == 1)
+    });
+    let snap = fwd.shutdown();
+    for t in &snap.targets {
+        assert_eq!(t.lines(LineOutcome::Offered), 4, "{snap}");
+        assert_eq!(t.lines(LineOutcome::Malformed), 2, "{snap}");
+    }
+}

@@ -124,14 +124,19 @@ impl TargetSender {
         if !self.core.parity.load(Ordering::Relaxed) {
             return;
         }
-        let (mut lines, mut digest) = (0, 0u64);
+        let (mut lines, mut malformed, mut digest) = (0, 0, 0u64);
         for e in entries {
             for line in crate::statsd::lines(payload(&self.core, e)) {
                 lines += 1;
+                // Counted as a target with line settings counts them (sent as they are here).
+                if crate::statsd::parse(crate::statsd::ending(line).0).is_err() {
+                    malformed += 1;
+                }
                 digest = digest.wrapping_add(xxhash_rust::xxh3::xxh3_64(line));
             }
         }
         counters.add_lines(LineOutcome::Offered, lines);
+        counters.add_lines(LineOutcome::Malformed, malformed);
         if sent {
             counters.add_lines(LineOutcome::Sent, lines);
             counters.add_digest(digest);
