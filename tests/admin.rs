@@ -274,3 +274,62 @@ mod reader {
         }
     }
 }
+
+#[test]
+fn error_answers_never_echo_the_request() {
+    let a = Sink::new(false);
+    let fwd = forwarder(false, &[a.addr], |c| {
+        c.admin = Some("127.0.0.1:0".parse().unwrap())
+    });
+    let admin = fwd.admin_addr().unwrap();
+    let cases = [
+        (
+            "DELETE",
+            "/targets/nosuch-xyzzy",
+            String::new(),
+            "nosuch-xyzzy",
+        ),
+        (
+            "PUT",
+            "/targets/%3Cscript%3E",
+            "{\"addr\": \"127.0.0.1:9\"}".into(),
+            "<script>",
+        ),
+        (
+            "PUT",
+            "/targets/ok",
+            "{\"addr\": \"127.0.0.1:9\", \"evil-key\": 1}".into(),
+            "evil-key",
+        ),
+        (
+            "PUT",
+            "/targets/ok",
+            "{\"addr\": \"not-an-address-xyzzy\"}".into(),
+            "not-an-address-xyzzy",
+        ),
+        (
+            "PUT",
+            "/targets/ok",
+            "{\"name\": \"other-xyzzy\", \"addr\": \"127.0.0.1:9\"}".into(),
+            "other-xyzzy",
+        ),
+        (
+            "GET",
+            "/parity?primary=ghost-xyzzy",
+            String::new(),
+            "ghost-xyzzy",
+        ),
+    ];
+    for (method, path, body, echo) in cases {
+        let (code, answer) = http(admin, method, path, "", &body);
+        assert!(
+            (400..500).contains(&code),
+            "{method} {path}: {code} {answer}"
+        );
+        assert!(
+            !answer.contains(echo),
+            "{method} {path}: the answer quotes the request: {answer}"
+        );
+        assert!(answer.contains("\"error\""), "{answer}");
+    }
+}

@@ -220,7 +220,28 @@ impl App {
     }
 
     /// Routes one request. Pure apart from the forwarder's state, so it is tested without sockets.
+    /// An error answer never echoes the request: what it quotes of the path or the body is cut out.
     pub(crate) fn answer(
+        &self,
+        method: &Method,
+        path: &str,
+        accept: Option<&str>,
+        caller: &Caller,
+        body: &[u8],
+    ) -> Answer {
+        let mut a = self.route(method, path, accept, caller, body);
+        if a.status >= 400 {
+            if let Some(message) = serde_json::from_str::<serde_json::Value>(&a.body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+            {
+                a.body = Answer::error(a.status, &without_echoes(&message, path, body)).body;
+            }
+        }
+        a
+    }
+
+    fn route(
         &self,
         method: &Method,
         path: &str,
@@ -381,6 +402,37 @@ fn changed(r: Result<crate::fanout::targets::Change, ControlError>) -> Answer {
         ),
         Err(e) => e.into(),
     }
+}
+
+/// `message` with every quoted piece of the request cut out: the path's segments and query values
+/// (decoded) and the body's JSON strings and keys, as `"…"` (a Rust or JSON quote) or `` `…` ``.
+fn without_echoes(message: &str, path: &str, body: &[u8]) -> String {
+    let mut echoes: Vec<String> = path
+        .split(['/', '?', '&', '='])
+        .filter_map(|p| percent_encoding::percent_decode_str(p).decode_utf8().ok())
+        .map(|p| p.into_owned())
+        .collect();
+    fn strings(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::String(s) => out.push(s.clone()),
+            serde_json::Value::Array(a) => a.iter().for_each(|v| strings(v, out)),
+            serde_json::Value::Object(o) => o.iter().for_each(|(k, v)| {
+                out.push(k.clone());
+                strings(v, out);
+            }),
+            _ => {}
+        }
+    }
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
+        strings(&v, &mut echoes);
+    }
+    let mut out = message.to_owned();
+    for e in echoes.iter().filter(|e| !e.is_empty()) {
+        for quoted in [format!("{e:?}"), format!("`{e}`"), format!("\"{e}\"")] {
+            out = out.replace(&quoted, "\"…\"");
+        }
+    }
+    out
 }
 
 /// Compares secrets in time independent of where they differ.
