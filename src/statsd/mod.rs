@@ -14,6 +14,8 @@
 //! Floor 1 (plain data and leaves): `filter` imports only the line settings from `config`.
 
 pub mod filter;
+pub mod ring;
+pub mod shard;
 
 use std::fmt;
 
