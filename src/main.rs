@@ -12,6 +12,7 @@ fn main() -> ExitCode {
         Some(Command::Check { config }) => return check(config),
         Some(Command::Replay(args)) => return replay(args),
         Some(Command::Tap(args)) => return tap(args),
+        Some(Command::Ring(args)) => return ring(args),
         None => {}
     }
     let (config, args) = match inv.load_all() {
@@ -67,6 +68,47 @@ fn check(path: &std::path::Path) -> ExitCode {
                 eprintln!("udptee: {}: {} errors", path.display(), errors.len());
             }
             ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("udptee: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `udptee ring --config PATH [KEY...]`: exit 0 with a line per group and key, 1 when the file has
+/// no such group, 2 when it does not load.
+fn ring(args: &udptee::cli::RingArgs) -> ExitCode {
+    let argv = ["udptee", "--config", &args.config.to_string_lossy()];
+    let config = match Invocation::try_from_iter(argv).map(|i| i.load()) {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            eprintln!("udptee: {e}");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("udptee: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let keys: Vec<String> = if args.keys.is_empty() {
+        std::io::stdin()
+            .lines()
+            .map_while(Result::ok)
+            .filter(|l| !l.is_empty())
+            .collect()
+    } else {
+        args.keys.clone()
+    };
+    match udptee::cli::ring_lines(&config, args.group.as_deref(), &keys) {
+        Ok(lines) => {
+            let mut out = std::io::stdout().lock();
+            for l in lines {
+                if writeln!(out, "{l}").is_err() {
+                    break;
+                }
+            }
+            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("udptee: {e}");

@@ -37,6 +37,7 @@ use crate::control::Control;
 use crate::report::Stats;
 use crate::report::prometheus;
 
+mod route;
 mod routes;
 mod slots;
 

@@ -1,4 +1,4 @@
-//! The admin API's routes and their answers: which request goes where ([`route_of`]), who may
+//! The admin API's routes and their answers: which request goes where (`admin/route`), who may
 //! change what (`App::authorized`), and each handler, calling the control verbs (floor 4) and the
 //! report (floor 3). Pure apart from the forwarder's state, so it is tested without sockets; the
 //! listener in `admin/mod.rs` only bounds and carries requests.
@@ -11,9 +11,10 @@ use hyper::body::Bytes;
 use prometheus_client::registry::Registry;
 use serde_json::json;
 
+use super::route::{Route, route_of};
 use crate::control::{Control, ControlError};
 use crate::report::Stats;
-use crate::report::json::{parity_json, targets_json};
+use crate::report::json::{parity_json, placement_json, targets_json};
 use crate::report::prometheus;
 
 /// What a request needs to be answered.
@@ -96,80 +97,6 @@ impl From<ControlError> for Answer {
             ControlError::Unavailable(_) => 503,
         };
         Self::error(status, &e.to_string())
-    }
-}
-
-/// A route the listener knows, by path shape.
-enum Route {
-    Metrics,
-    Latency,
-    Parity(Option<String>),
-    Healthz,
-    Readyz,
-    Targets,
-    Target(String),
-    Toggle(String, bool),
-    Reload,
-    Page,
-    PageAsset(&'static str, &'static str),
-    Status(Option<String>),
-    Record,
-    RecordStart,
-    RecordStop,
-    Tap,
-    Unknown,
-}
-
-fn route_of(path_and_query: &str) -> Route {
-    let (path, query) = path_and_query
-        .split_once('?')
-        .unwrap_or((path_and_query, ""));
-    let primary = query.split('&').find_map(|kv| {
-        let v = kv.strip_prefix("primary=")?;
-        percent_encoding::percent_decode_str(v)
-            .decode_utf8()
-            .ok()
-            .map(|c| c.into_owned())
-    });
-    match path {
-        "/" => Route::Page,
-        "/status.css" => Route::PageAsset("text/css; charset=utf-8", crate::report::status::CSS),
-        "/status.js" => {
-            Route::PageAsset("text/javascript; charset=utf-8", crate::report::status::JS)
-        }
-        "/status.json" => Route::Status(primary),
-        "/metrics" => Route::Metrics,
-        "/parity" => Route::Parity(primary),
-        "/latency" => Route::Latency,
-        "/healthz" => Route::Healthz,
-        "/readyz" => Route::Readyz,
-        "/targets" | "/targets/" => Route::Targets,
-        "/-/reload" => Route::Reload,
-        "/record" => Route::Record,
-        "/record/start" => Route::RecordStart,
-        "/record/stop" => Route::RecordStop,
-        "/tap" => Route::Tap,
-        _ => {
-            let Some(rest) = path.strip_prefix("/targets/") else {
-                return Route::Unknown;
-            };
-            let decode = |s: &str| {
-                percent_encoding::percent_decode_str(s)
-                    .decode_utf8()
-                    .map(|c| c.into_owned())
-                    .ok()
-            };
-            match rest.rsplit_once('/') {
-                Some((name, "enable")) => {
-                    decode(name).map_or(Route::Unknown, |n| Route::Toggle(n, true))
-                }
-                Some((name, "disable")) => {
-                    decode(name).map_or(Route::Unknown, |n| Route::Toggle(n, false))
-                }
-                Some(_) => Route::Unknown,
-                None => decode(rest).map_or(Route::Unknown, Route::Target),
-            }
-        }
     }
 }
 
@@ -363,6 +290,18 @@ impl App {
                 }
                 _ => Answer::method_not_allowed("GET, HEAD, PUT, DELETE"),
             },
+            Route::Ring(name, keys) => {
+                if !matches!(*method, Method::GET | Method::HEAD) {
+                    return Answer::method_not_allowed("GET, HEAD");
+                }
+                let [key] = &keys[..] else {
+                    return Answer::error(400, "give exactly one key: /targets/NAME/ring?key=KEY");
+                };
+                match self.stats.locate(&name, key.as_bytes()) {
+                    Some(p) => Answer::json(200, &placement_json(&name, key, &p)),
+                    None => Answer::error(404, "no group of that name"),
+                }
+            }
             Route::Toggle(name, enabled) => {
                 if *method != Method::POST {
                     return Answer::method_not_allowed("POST");

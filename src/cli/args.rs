@@ -240,6 +240,10 @@ pub enum Command {
     /// Sends the UDP datagrams of pcap/pcapng captures (tcpdump, tshark, editcap) to targets,
     /// keeping the recorded gaps (scaled by --speed), at a fixed --pps, or flat out; prints a summary.
     Replay(ReplayArgs),
+    /// Says which member of a group (a target with `members`) each key goes to on statsd's ring,
+    /// offline with every member up: `GROUP<TAB>KEY<TAB>MEMBER<TAB>HASH` per line. Keys are metric
+    /// names (a line's text before its first `:`), as arguments or one per line on standard input.
+    Ring(super::ring::RingArgs),
     /// Prints the datagrams flowing through a running udptee, live, one per line (time, source,
     /// destination, length, payload), from its admin listener's GET /tap. A bounded sample: when
     /// this reader is slower than the traffic, the datagrams it misses are counted and announced,

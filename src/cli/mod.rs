@@ -7,16 +7,18 @@
 
 //!
 //! Floor 5 (the edges): `args` defines the flags, `load` maps them (over the file) to a `Config`,
-//! `replay` and `tap` are the subcommands'. Imported by `main` only.
+//! `replay`, `ring` and `tap` are the subcommands'. Imported by `main` only.
 
 mod args;
 mod load;
 mod replay;
+mod ring;
 mod tap;
 
 pub use self::args::{Args, Command, IoArg, LogFormat};
 pub use self::load::{Invocation, check_log_level};
 pub use self::replay::{ReplayArgs, ReplaySpeed};
+pub use self::ring::{RingArgs, ring_lines};
 pub use self::tap::TapArgs;
 
 #[cfg(test)]

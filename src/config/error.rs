@@ -170,6 +170,14 @@ pub enum ConfigError {
         /// Which key and why.
         reason: String,
     },
+    /// A group's members or settings are invalid.
+    #[error("group {target:?}: {reason}")]
+    Group {
+        /// The group target.
+        target: String,
+        /// What and why.
+        reason: String,
+    },
 }
 
 impl ConfigError {
@@ -191,6 +199,7 @@ impl ConfigError {
             Self::NoListen => (key("listen"), None),
             Self::User { flag, .. } => (key(flag), None),
             Self::Allow(_) => (key("allow"), None),
+            Self::Group { target, .. } => (None, Some(target.clone())),
             Self::Lines { reason, .. } => (
                 reason
                     .split(' ')

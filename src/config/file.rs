@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::Config;
 use super::error::ConfigError;
+use super::group::{DEFAULT_GROUP_MAX_DATAGRAM, DEFAULT_HEALTH_INTERVAL, GroupSpec, MemberSpec};
 use super::target::{TargetSpec, unixgram_name, unixgram_path};
 
 /// A size: an integer of bytes, or a string with a suffix (`"4MiB"`).
@@ -40,6 +41,12 @@ impl<'de> Deserialize<'de> for Size {
 /// A duration written with a unit (`"10s"`, `"250ms"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dur(pub Duration);
+
+impl serde::Serialize for Dur {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -111,7 +118,8 @@ pub struct FileRecord {
 pub struct FileTarget {
     /// The name (defaults to `addr` as written; in the API, the path names it).
     pub name: Option<String>,
-    /// `HOST:PORT`.
+    /// `HOST:PORT` (or `unixgram:///path`); empty for a group, which has `members`.
+    #[serde(default)]
     pub addr: String,
     /// `false`: kept in the set, nothing sent, counted `disabled`.
     pub enabled: Option<bool>,
@@ -143,6 +151,23 @@ pub struct FileTarget {
     pub malformed: Option<super::lines::OnMalformed>,
     /// Digest what is sent for `GET /parity`.
     pub parity: Option<bool>,
+    /// A group: lines sharded over these members on statsd's ring (instead of `addr`).
+    pub members: Option<Vec<FileMember>>,
+    /// A group's health check interval.
+    pub health_interval: Option<Dur>,
+    /// A group's largest re-batched datagram.
+    #[serde(default, deserialize_with = "opt_size", serialize_with = "ser_size")]
+    pub max_datagram: Option<usize>,
+}
+
+/// One member of a group: `{ addr = "HOST:PORT", admin = "HOST:PORT" }`.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileMember {
+    /// Where its lines go; its identity on the ring, as written.
+    pub addr: String,
+    /// statsd's admin port, checked with `health`.
+    pub admin: Option<String>,
 }
 
 impl FileTarget {
@@ -306,6 +331,31 @@ pub fn target_from_table(
     t: &FileTarget,
     name: Option<&str>,
 ) -> Result<TargetSpec, ConfigError> {
+    if let Some(members) = &t.members {
+        return group_from_table(config, t, members, name);
+    }
+    if t.addr.is_empty() {
+        return Err(ConfigError::BadValue {
+            what: "target",
+            got: t
+                .name
+                .clone()
+                .or(name.map(str::to_owned))
+                .unwrap_or_default(),
+            expected: "a table with `addr = \"HOST:PORT\"` (or `members`, for a group)",
+        });
+    }
+    if t.health_interval.is_some() || t.max_datagram.is_some() {
+        return Err(ConfigError::BadValue {
+            what: "target",
+            got: t
+                .name
+                .clone()
+                .or(name.map(str::to_owned))
+                .unwrap_or(t.addr.clone()),
+            expected: "`health-interval` and `max-datagram` only on a group (a target with `members`)",
+        });
+    }
     let unix = unixgram_path(&t.addr).transpose()?;
     // A Unix target has no IP address; a placeholder that no rule about addresses applies to.
     let resolved = match &unix {
@@ -329,6 +379,57 @@ pub fn target_from_table(
         lines: t.line_settings(),
         parity: t.parity.unwrap_or(false),
         unix,
+        group: None,
+    })
+}
+
+/// A group target: its members resolved, its settings with their defaults. Its line and queue
+/// settings are read as a target's.
+fn group_from_table(
+    config: &Config,
+    t: &FileTarget,
+    members: &[FileMember],
+    name: Option<&str>,
+) -> Result<TargetSpec, ConfigError> {
+    let Some(name) = name.map(str::to_owned).or_else(|| t.name.clone()) else {
+        return Err(ConfigError::BadValue {
+            what: "target",
+            got: "a group without a name".into(),
+            expected: "`name` on every target with `members`",
+        });
+    };
+    if !t.addr.is_empty() {
+        return Err(ConfigError::Group {
+            target: name,
+            reason: "give `members` or `addr`, not both".into(),
+        });
+    }
+    let members = members
+        .iter()
+        .map(|m| {
+            Ok(MemberSpec {
+                addr: m.addr.clone(),
+                resolved: config.resolver.0.resolve(&m.addr)?,
+                admin: m.admin.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    Ok(TargetSpec {
+        name,
+        addr: String::new(),
+        resolved: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+        enabled: t.enabled.unwrap_or(true),
+        queue_depth: t.queue_depth.unwrap_or(config.queue_depth),
+        queue_bytes: t.queue_bytes.unwrap_or(config.queue_bytes),
+        sndbuf_bytes: t.sndbuf.or(config.sndbuf_bytes),
+        lines: t.line_settings(),
+        parity: t.parity.unwrap_or(false),
+        unix: None,
+        group: Some(GroupSpec {
+            members,
+            health_interval: t.health_interval.map_or(DEFAULT_HEALTH_INTERVAL, |d| d.0),
+            max_datagram: t.max_datagram.unwrap_or(DEFAULT_GROUP_MAX_DATAGRAM),
+        }),
     })
 }
 

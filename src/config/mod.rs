@@ -16,6 +16,7 @@ use std::time::Duration;
 pub mod addr;
 pub mod error;
 pub mod file;
+pub mod group;
 pub mod limits;
 pub mod lines;
 pub mod parse;
@@ -26,6 +27,7 @@ pub use self::addr::{
     Resolve, Resolver, SystemResolver, UnixListen, canonical, local_addresses, resolve,
 };
 pub use self::error::ConfigError;
+pub use self::group::{GroupSpec, MemberSpec};
 pub use self::limits::*;
 pub use self::lines::LineSettings;
 use self::parse::check_range;

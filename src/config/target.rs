@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use super::addr::{canonical, local_addresses};
 use super::error::ConfigError;
+use super::group::GroupSpec;
 use super::limits::*;
 use super::lines::LineSettings;
 use super::parse::check_range;
@@ -36,6 +37,9 @@ pub struct TargetSpec {
     pub parity: bool,
     /// A Unix datagram socket target (`unixgram:///path`); `resolved` is then a placeholder.
     pub unix: Option<PathBuf>,
+    /// A group: lines sharded over members on statsd's ring; `addr` is then empty and `resolved`
+    /// a placeholder.
+    pub group: Option<GroupSpec>,
 }
 
 /// The scheme of Unix datagram socket addresses: `unixgram:///var/run/datadog/dsd.socket`.
@@ -83,6 +87,7 @@ impl TargetSpec {
             lines: LineSettings::default(),
             parity: false,
             unix: None,
+            group: None,
         }
     }
 
@@ -95,11 +100,12 @@ impl TargetSpec {
             && self.queue_bytes == other.queue_bytes
             && self.sndbuf_bytes == other.sndbuf_bytes
             && self.unix == other.unix
+            && self.group == other.group
     }
 
     /// True when the address names a host (looked up again every resolve interval).
     pub fn is_host_name(&self) -> bool {
-        self.unix.is_none() && self.addr.parse::<SocketAddr>().is_err()
+        self.unix.is_none() && self.group.is_none() && self.addr.parse::<SocketAddr>().is_err()
     }
 }
 
@@ -133,6 +139,31 @@ pub fn validate_targets(
             MIN_QUEUE_BYTES,
             MAX_QUEUE_BYTES,
         )?;
+        if let Some(group) = &a.group {
+            if let Some(b) = targets[..i].iter().find(|b| b.name == a.name) {
+                return Err(ConfigError::DuplicateName {
+                    name: b.name.clone(),
+                });
+            }
+            group.validate(&a.name)?;
+            if a.parity {
+                return Err(ConfigError::Group {
+                    target: a.name.clone(),
+                    reason: "`parity` is for a plain target, not a group".into(),
+                });
+            }
+            if let Some(m) = group
+                .members
+                .iter()
+                .find(|m| forwards_to_itself(listen, m.resolved, &locals))
+            {
+                return Err(ConfigError::Loop {
+                    target: format!("{} (member {})", a.name, m.addr),
+                    listen,
+                });
+            }
+            continue;
+        }
         if let Some(path) = &a.unix {
             if let Some(b) = targets[..i].iter().find(|b| b.name == a.name) {
                 return Err(ConfigError::DuplicateName {

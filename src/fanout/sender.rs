@@ -20,8 +20,9 @@ use std::time::Instant;
 
 use super::account::count_send_error;
 use super::change::{ChangeError, SenderSettings};
+use super::group::{self, ShardState};
 use super::ratelimit::SharedRateLimit;
-use super::target::TargetCore;
+use super::target::{Group, TargetCore};
 use super::threads::Threads;
 use crate::config::TargetSpec;
 use crate::metrics::counters::TargetCounterSet;
@@ -85,6 +86,7 @@ impl TargetSender {
         let mut entries = vec![Entry::default(); self.batch];
         let mut scratch = Scratch::default();
         let mut rng = fastrand::Rng::new();
+        let mut shard = self.core.group.as_deref().map(ShardState::new);
         let mut pos = 0u64;
         let ring = &self.core.ring;
         loop {
@@ -100,6 +102,18 @@ impl TargetSender {
             let filter = self.core.lines.load_full();
             if self.past_deadline() {
                 self.core.counters.sender().add_drain_timeout(n as u64);
+            } else if let (Some(group), Some(st)) = (self.core.group.as_deref(), shard.as_mut()) {
+                let core = &*self.core;
+                let f = filter.as_deref();
+                group::shard_batch(
+                    core,
+                    group,
+                    &entries[..n],
+                    |e| payload(core, e),
+                    f,
+                    st,
+                    &mut rng,
+                );
             } else if let Some(filter) = filter {
                 self.send_filtered(&mut send, &entries[..n], &filter, &mut scratch, &mut rng);
             } else {
@@ -107,6 +121,9 @@ impl TargetSender {
             }
             pos = entries[n - 1].next;
             ring.consume(pos, n);
+        }
+        if let Some(group) = &self.core.group {
+            group.finish(&self.core);
         }
         self.core.sender_alive.store(false, Ordering::Relaxed);
         if self.core.retired.load(Ordering::Relaxed) {
@@ -121,6 +138,16 @@ impl TargetSender {
 
     /// Counts the lines of entries sent as they are (`parity` without line settings).
     fn digest_sent(&self, counters: &TargetCounters, entries: &[Entry], sent: bool) {
+        if self.core.count_lines {
+            let outcome = if sent {
+                LineOutcome::Sent
+            } else {
+                LineOutcome::Dropped
+            };
+            let datagrams = entries.iter().map(|e| payload(&self.core, e));
+            group::count_member_lines(&self.core, datagrams, outcome);
+            return;
+        }
         if !self.core.parity.load(Ordering::Relaxed) {
             return;
         }
@@ -314,10 +341,13 @@ impl TargetSender {
         settings: &SenderSettings,
         threads: &Arc<Threads>,
         cpu: Option<usize>,
+        role: Role,
     ) -> Result<(Arc<TargetCore>, JoinHandle<()>), ChangeError> {
-        let socket = match &spec.unix {
-            Some(path) => socket::unix_target(path, spec.sndbuf_bytes),
-            None => socket::connect_target(spec.resolved, spec.sndbuf_bytes),
+        let socket = match (&spec.unix, &role) {
+            // A group sends through its members' sockets; its own is an unbound placeholder.
+            (_, Role::Group(_)) => socket::placeholder(),
+            (Some(path), _) => socket::unix_target(path, spec.sndbuf_bytes),
+            (None, _) => socket::connect_target(spec.resolved, spec.sndbuf_bytes),
         }
         .map_err(|source| ChangeError::Connect {
             name: spec.name.clone(),
@@ -345,6 +375,11 @@ impl TargetSender {
             lines: arc_swap::ArcSwapOption::empty(),
             parity: AtomicBool::new(false),
             unix: spec.unix.clone(),
+            count_lines: matches!(role, Role::Member),
+            group: match role {
+                Role::Group(g) => Some(g),
+                _ => None,
+            },
         });
         let sender = Self {
             core: Arc::clone(&core),
@@ -360,6 +395,17 @@ impl TargetSender {
         let _ = core.sender.set(handle.thread().clone());
         Ok((core, handle))
     }
+}
+
+/// What an incarnation is.
+#[derive(Debug)]
+pub(crate) enum Role {
+    /// A target: sends what it is given.
+    Plain,
+    /// A group's member: sends what the group hands it, counting its lines.
+    Member,
+    /// A group: shards what it is given over its members.
+    Group(Arc<Group>),
 }
 
 /// `udptee-tx:NAME`, cut to the kernel's 15 bytes.

@@ -10,12 +10,13 @@ use std::time::Instant;
 
 use super::observe::Observer;
 use super::ratelimit::SharedRateLimit;
-use crate::config::{ConfigError, TargetSpec};
+use crate::config::{ConfigError, GroupSpec, MemberSpec, TargetSpec};
 use crate::fastpath::Book;
 use crate::metrics::counters::TargetCounterSet;
 use crate::net::allow::AllowList;
 use crate::pool::ring::ByteRing;
 use crate::statsd::filter::LineFilter;
+use crate::statsd::ring::Ring;
 
 /// One incarnation of a target: its connected socket, backlog and sender. A new address or new queue
 /// settings make a new incarnation under the same name (and the same counters).
@@ -47,6 +48,40 @@ pub(crate) struct TargetCore {
     /// A Unix datagram target's path: the watch thread connects its socket again while it is down
     /// (the receiver may start later, or restart and bind the path anew).
     pub(crate) unix: Option<std::path::PathBuf>,
+    /// A group's members and ring: its sender shards into the members' rings instead of sending
+    /// (`fanout/group`); its own socket is an unbound placeholder.
+    pub(crate) group: Option<Arc<Group>>,
+    /// A group member: its sender counts the lines of what it sends (`Offered`, `Sent`, `Dropped`).
+    pub(crate) count_lines: bool,
+}
+
+/// A group in the data path: its members, each a target incarnation of its own (socket, ring,
+/// sender, counters), and the ring of those up. Behaviour in `fanout/group` and `fanout/health`.
+#[derive(Debug)]
+pub(crate) struct Group {
+    /// The group target's name.
+    pub(crate) name: Arc<str>,
+    pub(crate) spec: GroupSpec,
+    pub(crate) members: Box<[Member]>,
+    /// The ring of the members up; rebuilt whole when one goes down or comes back.
+    pub(crate) ring: arc_swap::ArcSwap<Ring>,
+    /// Serialises rebuilds.
+    pub(crate) rebuilding: std::sync::Mutex<()>,
+    /// Set when the sharder has exited: the health checks stop.
+    pub(crate) stopped: AtomicBool,
+    /// The health check threads, woken to stop.
+    pub(crate) checkers: std::sync::Mutex<Vec<Thread>>,
+}
+
+/// One member of a group.
+#[derive(Debug)]
+pub(crate) struct Member {
+    pub(crate) spec: MemberSpec,
+    pub(crate) core: Arc<TargetCore>,
+    /// In the ring: up at start, then as its last health check said.
+    pub(crate) up: AtomicBool,
+    /// What its last health check found (`None` before the first, or without `admin`).
+    pub(crate) last_check: std::sync::Mutex<Option<String>>,
 }
 
 impl TargetCore {
@@ -97,7 +132,7 @@ impl TargetEntry {
         producers: Arc<ProducerGuard>,
         spec: TargetSpec,
     ) -> Self {
-        let via_sender = !spec.lines.is_passthrough() || spec.parity;
+        let via_sender = !spec.lines.is_passthrough() || spec.parity || spec.group.is_some();
         Self {
             core,
             producers,

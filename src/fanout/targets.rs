@@ -18,12 +18,12 @@ use arc_swap::ArcSwap;
 use super::books::Books;
 pub(crate) use super::change::SenderSettings;
 pub use super::change::{Change, ChangeError};
+use super::incarnation::{self, Started};
 use super::kernel::{Asks, KernelPath};
 pub(crate) use super::parity::PARITY_INTERVAL;
 use super::parity::ParityWindow;
-use super::sender::TargetSender;
 pub use super::target::TargetTable;
-pub(crate) use super::target::{ProducerGuard, TargetCore, TargetEntry};
+pub(crate) use super::target::{ProducerGuard, TargetEntry};
 use super::threads::Threads;
 use crate::config::{ConfigError, TargetSpec, validate_targets};
 use crate::metrics::counters::{TargetCounterSet, TargetSnapshot};
@@ -206,9 +206,10 @@ impl TargetRegistry {
                     } else {
                         change.added.push(spec.name.clone());
                     }
-                    match self.start_core(state, &spec) {
-                        Ok((core, handle)) => {
-                            started.push(handle);
+                    let previous = prev.and_then(|p| p.core.group.clone());
+                    match self.start_core(state, &spec, previous.as_deref()) {
+                        Ok(Started { core, handles }) => {
+                            started.extend(handles);
                             let producers = Arc::new(ProducerGuard(Arc::clone(&core)));
                             Arc::new(TargetEntry::new(core, producers, spec))
                         }
@@ -271,18 +272,16 @@ impl TargetRegistry {
         &self,
         state: &mut RegistryState,
         spec: &TargetSpec,
-    ) -> Result<(Arc<TargetCore>, JoinHandle<()>), ChangeError> {
-        let cpu = (!self.settings.sender_cpus.is_empty()).then(|| {
-            state.next_cpu += 1;
-            self.settings.sender_cpus[(state.next_cpu - 1) % self.settings.sender_cpus.len()]
-        });
-        TargetSender::start(
-            spec,
-            state.books.counters_for(&spec.name, self.settings.workers),
-            &self.settings,
-            &self.threads,
-            cpu,
-        )
+        previous: Option<&super::target::Group>,
+    ) -> Result<Started, ChangeError> {
+        let books = state.books.counters_for(&spec.name, self.settings.workers);
+        let cpus = &self.settings.sender_cpus;
+        let next = &mut state.next_cpu;
+        let cpu = || {
+            *next += 1;
+            (!cpus.is_empty()).then(|| cpus[(*next - 1) % cpus.len()])
+        };
+        incarnation::start(spec, books, &self.settings, &self.threads, cpu, previous)
     }
 
     /// Every target's counters: the current set in table order, then removed names.

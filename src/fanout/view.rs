@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use super::group::{MemberView, Placement};
 use super::targets::TargetRegistry;
 use super::threads::Threads;
 use crate::metrics::counters::{Snapshot, WorkerCounters};
@@ -40,6 +41,24 @@ impl DataView {
     /// The target registry (current set, counters by name, changes).
     pub fn registry(&self) -> &Arc<TargetRegistry> {
         &self.registry
+    }
+
+    /// Every group in the current set, in table order: its name and its members' state and books.
+    pub fn groups(&self) -> Vec<(String, Vec<MemberView>)> {
+        let table = self.registry.current();
+        table
+            .targets
+            .iter()
+            .filter_map(|t| Some((t.spec.name.clone(), t.core.group.as_ref()?.members())))
+            .collect()
+    }
+
+    /// Where `key` goes in the group `name` now; `None` when no current target of that name is a
+    /// group.
+    pub fn locate(&self, name: &str, key: &[u8]) -> Option<Placement> {
+        let table = self.registry.current();
+        let t = table.targets.iter().find(|t| t.spec.name == name)?;
+        Some(t.core.group.as_ref()?.locate(key))
     }
 
     /// The receive backend in use (`uring` or `mmsg`).

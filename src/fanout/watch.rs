@@ -93,7 +93,8 @@ impl Watch {
         }
         let table = self.registry.current();
         let mut current = Vec::with_capacity(table.targets.len());
-        for t in table.targets.iter() {
+        // A group's own socket is a placeholder: its members' health is its own checks' business.
+        for t in table.targets.iter().filter(|t| t.core.group.is_none()) {
             let name = t.spec.name.clone();
             let from = t.core.socket.local_addr().ok();
             let counters = Arc::clone(&t.core.counters);

@@ -54,6 +54,9 @@ pub(crate) fn ineligible(
     if spec.unix.is_some() {
         return Some("unix socket");
     }
+    if spec.group.is_some() {
+        return Some("group (sharded by line)");
+    }
     if !spec.enabled {
         return Some("disabled");
     }

@@ -31,6 +31,7 @@ pub struct TargetCounters {
     pool_exhausted: AtomicU64,
     disabled: AtomicU64,
     source_denied: AtomicU64,
+    no_member: AtomicU64,
     /// Datagrams all of whose lines the target's line settings removed (not sent, by design).
     filtered: AtomicU64,
     /// Kernel fast path outcomes carried from a previous instance (the live ones are read from the
@@ -96,6 +97,11 @@ impl TargetCounters {
         add(&self.source_denied, n);
     }
 
+    /// Counts a group's datagrams that found no member in its ring.
+    pub fn add_no_member(&self, n: u64) {
+        add(&self.no_member, n);
+    }
+
     /// Counts datagrams whose every line was removed by the line settings.
     pub fn add_filtered(&self, n: u64) {
         add(&self.filtered, n);
@@ -120,6 +126,7 @@ impl TargetCounters {
         add(&self.pool_exhausted, s.pool_exhausted);
         add(&self.disabled, s.disabled);
         add(&self.source_denied, s.source_denied);
+        add(&self.no_member, s.no_member);
         add(&self.filtered, s.filtered);
         add(&self.kernel_forwarded, s.kernel_forwarded);
         add(&self.backlog_full, s.backlog_full);
@@ -150,6 +157,7 @@ impl TargetCounters {
             pool_exhausted: get(&self.pool_exhausted),
             disabled: get(&self.disabled),
             source_denied: get(&self.source_denied),
+            no_member: get(&self.no_member),
             filtered: get(&self.filtered),
             kernel_forwarded: get(&self.kernel_forwarded),
             backlog_full: get(&self.backlog_full),

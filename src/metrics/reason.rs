@@ -22,6 +22,8 @@ pub enum DropReason {
     Disabled,
     /// The sender's address is outside `--allow`: forwarded to no one.
     SourceDenied,
+    /// A group with no member in its ring (every member down): its lines went to no one.
+    NoMember,
     /// Kernel fast path: the clone for this target was refused because the receive backlog
     /// (`net.core.netdev_max_backlog`) was full, as under bursts.
     BacklogFull,
@@ -34,7 +36,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Reasons that count against a target in the accounting invariant.
-    pub const PER_TARGET: [Self; 9] = [
+    pub const PER_TARGET: [Self; 10] = [
         Self::QueueFull,
         Self::SendError,
         Self::Truncated,
@@ -42,6 +44,7 @@ impl DropReason {
         Self::DrainTimeout,
         Self::Disabled,
         Self::SourceDenied,
+        Self::NoMember,
         Self::BacklogFull,
         Self::CloneError,
     ];
@@ -56,6 +59,7 @@ impl DropReason {
             Self::DrainTimeout => "drain_timeout",
             Self::Disabled => "disabled",
             Self::SourceDenied => "source_denied",
+            Self::NoMember => "no_member",
             Self::BacklogFull => "backlog_full",
             Self::CloneError => "clone_error",
             Self::RcvbufOverflow => "rcvbuf_overflow",

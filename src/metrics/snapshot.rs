@@ -57,6 +57,8 @@ pub struct TargetSnapshot {
     pub disabled: u64,
     /// Datagrams from senders outside `--allow`.
     pub source_denied: u64,
+    /// A group's datagrams that found no member in its ring (every member down).
+    pub no_member: u64,
     /// Datagrams all of whose lines the line settings removed (not sent, by design).
     pub filtered: u64,
     /// Of `forwarded`, the copies the kernel fast path made.
@@ -92,6 +94,7 @@ impl TargetSnapshot {
         self.pool_exhausted += o.pool_exhausted;
         self.disabled += o.disabled;
         self.source_denied += o.source_denied;
+        self.no_member += o.no_member;
         self.filtered += o.filtered;
         self.kernel_forwarded += o.kernel_forwarded;
         self.backlog_full += o.backlog_full;
@@ -116,6 +119,7 @@ impl TargetSnapshot {
             pool_exhausted: d(self.pool_exhausted, before.pool_exhausted),
             disabled: d(self.disabled, before.disabled),
             source_denied: d(self.source_denied, before.source_denied),
+            no_member: d(self.no_member, before.no_member),
             filtered: d(self.filtered, before.filtered),
             kernel_forwarded: d(self.kernel_forwarded, before.kernel_forwarded),
             backlog_full: d(self.backlog_full, before.backlog_full),
@@ -149,6 +153,7 @@ impl TargetSnapshot {
             DropReason::DrainTimeout => self.drain_timeout,
             DropReason::Disabled => self.disabled,
             DropReason::SourceDenied => self.source_denied,
+            DropReason::NoMember => self.no_member,
             DropReason::BacklogFull => self.backlog_full,
             DropReason::CloneError => self.clone_error,
             DropReason::RcvbufOverflow => 0,
@@ -303,6 +308,7 @@ impl fmt::Display for Snapshot {
                 ("truncated", s.truncated),
                 ("pool_exhausted", s.pool_exhausted),
                 ("source_denied", s.source_denied),
+                ("no_member", s.no_member),
             ] {
                 if n > 0 {
                     write!(f, ", {name} {n}")?;

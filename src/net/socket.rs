@@ -266,6 +266,12 @@ pub fn connect_target(target: SocketAddr, sndbuf_bytes: Option<usize>) -> io::Re
     Ok(socket.into())
 }
 
+/// An unbound, unconnected UDP socket that is never used to send: a group target's place holder
+/// (its members have the real sockets).
+pub fn placeholder() -> io::Result<UdpSocket> {
+    Ok(Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?.into())
+}
+
 /// The kernel's cumulative drop count for a UDP socket: datagrams it discarded, mostly because the
 /// receive buffer was full (SO_MEMINFO, available since Linux 4.6).
 pub fn socket_drops(socket: &UdpSocket) -> io::Result<u64> {

@@ -212,6 +212,13 @@ impl Producer<'_> {
         unsafe { self.push_prefixed(&[], src, len, rx_nanos) }
     }
 
+    /// Copies `data` into the ring as one entry; see [`push`](Self::push).
+    pub fn push_bytes(&mut self, data: &[u8], rx_nanos: u64) -> bool {
+        // SAFETY: a shared slice is valid for reads of its length, and nobody writes it while it is
+        // borrowed.
+        unsafe { self.push(data.as_ptr(), data.len(), rx_nanos) }
+    }
+
     /// Like [`push`](Self::push), with `prefix` written in front of the payload; the entry's length
     /// is `prefix.len() + len` (an observer's peer addresses).
     ///

@@ -53,12 +53,57 @@ pub(crate) fn targets_json(stats: &Stats, only: Option<&str>) -> serde_json::Val
                     "parity": t.spec.parity,
                     "queued_bytes": t.core.ring.used_bytes(),
                     "counters": counters,
+                    "group": t.spec.group.as_ref().zip(t.core.group.as_ref()).map(|(spec, g)| json!({
+                        "health-interval": humantime::format_duration(spec.health_interval).to_string(),
+                        "max-datagram": spec.max_datagram,
+                        "members": g.members().iter().map(member_json).collect::<Vec<_>>(),
+                    })),
                 }),
                 None => json!({ "name": name, "state": "removed", "counters": counters }),
             }
         })
         .collect();
     serde_json::Value::Array(list)
+}
+
+/// One group member: its state on the ring and its books, in datagrams and lines.
+pub(crate) fn member_json(m: &crate::fanout::group::MemberView) -> serde_json::Value {
+    use crate::metrics::counters::{DropReason, LineOutcome};
+    let s = &m.books;
+    let dropped: serde_json::Map<String, serde_json::Value> = DropReason::PER_TARGET
+        .iter()
+        .filter(|r| s.dropped(**r) > 0)
+        .map(|r| (r.as_str().to_owned(), json!(s.dropped(*r))))
+        .collect();
+    json!({
+        "addr": m.addr,
+        "admin": m.admin,
+        "up": m.up,
+        "last_check": m.last_check,
+        "points": m.points,
+        "share": m.share,
+        "datagrams": { "offered": s.offered, "forwarded": s.forwarded, "dropped": dropped, "queued": s.queued() },
+        "lines": {
+            "offered": s.lines(LineOutcome::Offered),
+            "sent": s.lines(LineOutcome::Sent),
+            "dropped": s.lines(LineOutcome::Dropped),
+        },
+    })
+}
+
+/// `GET /targets/{name}/ring?key=K`: where a key goes in a group now.
+pub(crate) fn placement_json(
+    group: &str,
+    key: &str,
+    p: &crate::fanout::group::Placement,
+) -> serde_json::Value {
+    json!({
+        "group": group,
+        "key": key,
+        "hash": p.hash,
+        "member": p.point.as_ref().map(|(_, m)| m),
+        "point": p.point.as_ref().map(|(v, _)| v),
+    })
 }
 
 /// One target's books in the parity ledger: datagrams and lines by outcome, and the digest.

@@ -16,7 +16,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::family::{Labels, family};
-use super::prometheus_targets;
+use super::{prometheus_members, prometheus_targets};
 use crate::report::Stats;
 
 /// Content type of OpenMetrics text.
@@ -173,6 +173,7 @@ impl Collector for ForwarderCollector {
             &per_worker(&|w| w.ring_empty),
         )?;
         let generation = prometheus_targets::encode(&mut enc, stats, &snap)?;
+        prometheus_members::encode(&mut enc, stats)?;
         let (ok, err) = stats.reloads().get();
         family(
             &mut enc,
