@@ -5,7 +5,7 @@
 # udptee), chromium (renders the status page headless),
 # systemd (systemd-analyze verify of the shipped unit), clang and libbpf-dev (build.rs compiles the
 # kernel fast path's BPF program with them; without them udptee builds without it and its tests
-# skip), bpftool (the fast-path tests check the TCX link is gone after kill -9) and nodejs/npm; from npm, Etsy's statsd daemon (into target/ci-tools, never committed); from PyPI,
+# skip), bpftool (the fast-path tests check the TCX link is gone after kill -9) and nodejs/npm; from npm, Etsy's statsd daemon, with the proxy.js and hashring 3.2.0 the group witness test runs (into target/ci-tools, never committed); from PyPI,
 # Datadog's DogStatsD client and kubernetes-validate (the DaemonSet's schema check); from npm also
 # dockerfilelint (dist/Dockerfile). A test whose tool is missing prints why it skips, so a failure here
 # is reported, not fatal.

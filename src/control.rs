@@ -344,10 +344,48 @@ impl Control {
         Ok(change)
     }
 
+    /// Looks the host-named members of every group up again; a group whose members moved gets a
+    /// new incarnation at the new addresses (its ring is by name, so no key moves).
+    fn resolve_members(&self, resolver: &crate::config::Resolver) {
+        let table = self.registry.current();
+        for t in table.targets.iter() {
+            let Some(group) = &t.spec.group else { continue };
+            let mut moved = group.clone();
+            for m in moved
+                .members
+                .iter_mut()
+                .filter(|m| m.addr.parse::<std::net::SocketAddr>().is_err())
+            {
+                match resolver.0.resolve(&m.addr) {
+                    Ok(addr) => m.resolved = addr,
+                    Err(e) => {
+                        self.registry.resolve_error(&t.spec.name);
+                        tracing::warn!(target_name = %t.spec.name, member = %m.addr, error = %e,
+                            "looking a group member's host up failed; keeping its last address {}", m.resolved);
+                    }
+                }
+            }
+            if &moved != group {
+                let spec = crate::config::TargetSpec {
+                    group: Some(moved),
+                    ..t.spec.clone()
+                };
+                match self.registry.put(spec) {
+                    Ok(_) => {
+                        tracing::info!(target_name = %t.spec.name, "group member addresses changed; moved their sockets")
+                    }
+                    Err(e) => tracing::warn!(target_name = %t.spec.name, error = %e,
+                        "group member addresses changed but the move was refused; keeping the old ones"),
+                }
+            }
+        }
+    }
+
     /// Looks every host-named target up again and moves those whose address changed. A failed
     /// look-up keeps the last address, is counted, and is logged once until it succeeds again.
     pub fn resolve_again(&self, failing: &mut Vec<String>) {
         let (resolver, table) = (self.config().resolver.clone(), self.registry.current());
+        self.resolve_members(&resolver);
         for t in table.targets.iter().filter(|t| t.spec.is_host_name()) {
             let spec = &t.spec;
             match resolver.0.resolve(&spec.addr) {

@@ -92,16 +92,21 @@ impl Admin {
         std::thread::spawn(move || {
             for s in l.incoming() {
                 let Ok(mut s) = s else { continue };
-                let mut buf = [0u8; 64];
-                if s.read(&mut buf).is_ok() {
-                    let state = if u.load(Ordering::Relaxed) {
-                        "up"
-                    } else {
-                        "down"
-                    };
-                    let _ = writeln!(s, "health: {state}");
-                    c.fetch_add(1, Ordering::Relaxed);
-                }
+                let (u, c) = (Arc::clone(&u), Arc::clone(&c));
+                // A thread per check: a slow client never delays the next one.
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 64];
+                    if s.read(&mut buf).is_ok() {
+                        let state = if u.load(Ordering::Relaxed) {
+                            "up"
+                        } else {
+                            "down"
+                        };
+                        // One write, as statsd's own `stream.write("health: " + status + "\n")`.
+                        let _ = s.write_all(format!("health: {state}\n").as_bytes());
+                        c.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
             }
         });
         Self { addr, up, checks }
@@ -650,5 +655,164 @@ fn bad_groups_are_refused_with_a_clear_error_everywhere() {
     );
     assert_eq!(status, 200, "{answer}");
     assert_eq!(fwd.stats().groups()[0].1.len(), 2);
+    fwd.shutdown();
+}
+
+/// Etsy statsd's `proxy.js` (npm `statsd` 0.9.0, which `.ci/packages.sh` installs with its
+/// `hashring` 3.2.0), or `UDPTEE_STATSD_PROXY_JS`.
+fn proxy_js() -> Option<std::path::PathBuf> {
+    let p = std::env::var_os("UDPTEE_STATSD_PROXY_JS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("target/ci-tools/node_modules/statsd/proxy.js")
+        });
+    let hashring = p.parent()?.parent()?.join("hashring/package.json");
+    let node = std::process::Command::new("node").arg("--version").output();
+    (p.exists() && hashring.exists() && node.is_ok_and(|o| o.status.success())).then_some(p)
+}
+
+/// Each member's lines, sorted (proxy.js sends each line alone, udptee re-batches: the same lines
+/// either way).
+fn by_member(sinks: &[LineSink]) -> Vec<Vec<Vec<u8>>> {
+    sinks
+        .iter()
+        .map(|s| {
+            let mut l = s.lines();
+            l.sort();
+            l
+        })
+        .collect()
+}
+
+/// The witness: proxy.js and udptee on the same 7 members (the 39-point ring), the same traffic;
+/// every line lands on the same member. Then one member's admin answers `health: down` and both
+/// move its keys the same way; then `health: up` and both move them back.
+#[test]
+fn proxy_js_and_udptee_put_every_line_on_the_same_member() {
+    let Some(js) = proxy_js() else {
+        println!(
+            "skipped: node with npm statsd 0.9.0 and hashring 3.2.0 not installed (run .ci/packages.sh, or set UDPTEE_STATSD_PROXY_JS)"
+        );
+        return;
+    };
+    let sinks: Vec<LineSink> = (0..7).map(|_| LineSink::new()).collect();
+    let admins: Vec<Admin> = (0..7).map(|_| Admin::new()).collect();
+    let proxy_listen = free_addr();
+    let nodes: Vec<String> = sinks
+        .iter()
+        .zip(&admins)
+        .map(|(s, a)| {
+            format!(
+                "{{host: '127.0.0.1', port: {}, adminport: {}}}",
+                s.addr.port(),
+                a.addr.port()
+            )
+        })
+        .collect();
+    let conf = temp("proxy-config.js");
+    std::fs::write(
+        &conf,
+        format!(
+            "{{\nnodes: [{}],\naddress: '127.0.0.1',\nport: {},\nmgmt_address: '127.0.0.1',\nmgmt_port: {},\nforkCount: 0,\ncheckInterval: 200,\ncacheSize: 10000\n}}\n",
+            nodes.join(",\n"),
+            proxy_listen.port(),
+            free_tcp().port()
+        ),
+    )
+    .unwrap();
+    let mut proxy = std::process::Command::new("node")
+        .arg(&js)
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .die_with_test()
+        .spawn()
+        .expect("node starts");
+    wait_bound(&mut proxy, proxy_listen);
+
+    let listen = free_addr();
+    let spec: Vec<(String, Option<SocketAddr>)> = sinks
+        .iter()
+        .zip(&admins)
+        .map(|(s, a)| (s.addr.to_string(), Some(a.addr)))
+        .collect();
+    let (fwd, _) = start(
+        "witness.toml",
+        &format!("{}{}", head(listen, "off"), group_toml(&spec, "")),
+    );
+    assert_eq!(
+        fwd.stats().groups()[0].1[0].points,
+        39,
+        "7 members: 39 points each"
+    );
+
+    let compare = |round: usize, what: &str| {
+        let traffic = corpus(round);
+        let total = split_lines(&traffic).len();
+        let got = |sinks: &[LineSink]| sinks.iter().map(|s| s.lines().len()).sum::<usize>();
+        sinks.iter().for_each(LineSink::clear);
+        send_all(proxy_listen, &traffic);
+        wait_until(
+            &format!("proxy.js to deliver ({what})"),
+            Duration::from_secs(10),
+            || got(&sinks) == total,
+        );
+        let theirs = by_member(&sinks);
+        sinks.iter().for_each(LineSink::clear);
+        send_all(listen, &traffic);
+        wait_until(
+            &format!("udptee to deliver ({what})"),
+            Duration::from_secs(10),
+            || got(&sinks) == total,
+        );
+        let ours = by_member(&sinks);
+        let views = fwd.stats().groups()[0].1.clone();
+        let ups: Vec<bool> = views.iter().map(|v| v.up).collect();
+        for (m, (o, t)) in ours.iter().zip(&theirs).enumerate() {
+            assert_eq!(
+                o.len(),
+                t.len(),
+                "{what}: member {m} gets as many lines from both (udptee's members up: {ups:?}, last checks: {:?})",
+                views
+                    .iter()
+                    .map(|v| v.last_check.clone())
+                    .collect::<Vec<_>>()
+            );
+            assert_eq!(o, t, "{what}: member {m} gets the same lines from both");
+        }
+        ours
+    };
+    let all_up = compare(4, "all up");
+    assert!(
+        all_up.iter().all(|l| !l.is_empty()),
+        "every member owns keys"
+    );
+
+    admins[2].up.store(false, Ordering::Relaxed);
+    wait_until(
+        "udptee to see member 2 down",
+        Duration::from_secs(5),
+        || !fwd.stats().groups()[0].1[2].up,
+    );
+    // proxy.js checks every 200 ms too: two of its intervals.
+    std::thread::sleep(Duration::from_millis(500));
+    let drained = compare(4, "member 2 down");
+    assert!(drained[2].is_empty(), "a drained member gets nothing");
+    assert_eq!(
+        fwd.stats().groups()[0].1[0].points,
+        40,
+        "6 members: 40 points each"
+    );
+
+    admins[2].up.store(true, Ordering::Relaxed);
+    wait_until("udptee to see member 2 up", Duration::from_secs(5), || {
+        fwd.stats().groups()[0].1[2].up
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let back = compare(4, "member 2 up again");
+    assert_eq!(back, all_up, "the ring is as before");
+    let _ = proxy.kill();
+    let _ = proxy.wait();
     fwd.shutdown();
 }

@@ -75,18 +75,27 @@ pub(super) fn check(admin: &str, timeout: Duration) -> Result<String, String> {
         .map_err(|e| format!("write to {addr}: {e}"))?;
     s.set_read_timeout(Some(left()?))
         .map_err(|e| format!("read from {addr}: {e}"))?;
+    // The answer up to its newline (statsd writes it at once; a split reply is read whole), the
+    // connection's end, or 256 bytes.
     let mut buf = [0u8; 256];
-    let n = match s.read(&mut buf) {
-        Ok(0) => return Err(format!("{addr} closed without an answer")),
-        Ok(n) => n,
-        Err(e)
-            if e.kind() == std::io::ErrorKind::WouldBlock
-                || e.kind() == std::io::ErrorKind::TimedOut =>
-        {
-            return Err(format!("no answer within {timeout:?}"));
+    let mut n = 0;
+    while n < buf.len() && !buf[..n].contains(&b'\n') {
+        match s.read(&mut buf[n..]) {
+            Ok(0) if n == 0 => return Err(format!("{addr} closed without an answer")),
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                if n == 0 {
+                    return Err(format!("no answer within {timeout:?}"));
+                }
+                break;
+            }
+            Err(e) => return Err(format!("read from {addr}: {e}")),
         }
-        Err(e) => return Err(format!("read from {addr}: {e}")),
-    };
+    }
     let answer = String::from_utf8_lossy(&buf[..n]).trim().to_owned();
     if buf[..n].windows(2).any(|w| w == b"up") {
         Ok(answer)
