@@ -25,7 +25,7 @@ FORWARDERS=${FORWARDERS:-"group mirror proxyjs"}
 
 # 4 members: a UDP line counter and an admin port answering `health: up`, per member.
 cat > "$tmp/member.py" <<'PY'
-import socket, sys, threading
+import os, socket, sys, threading
 udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
 udp.bind(("127.0.0.1", int(sys.argv[1])))
@@ -46,7 +46,7 @@ while True:
     try:
         d = udp.recv(65536)
     except socket.timeout:
-        open(out, "w").write(str(lines)); continue
+        open(out + ".new", "w").write(str(lines)); os.replace(out + ".new", out); continue
     lines += sum(1 for l in d.split(b"\n") if l)
 PY
 ports=(); admins=()
@@ -60,7 +60,7 @@ members=""
 for i in 0 1 2 3; do members+="{ addr = \"127.0.0.1:${ports[i]}\", admin = \"127.0.0.1:${admins[i]}\" }, "; done
 nodes=""
 for i in 0 1 2 3; do nodes+="{host: '127.0.0.1', port: ${ports[i]}, adminport: ${admins[i]}}, "; done
-total() { local s=0; for i in 0 1 2 3; do s=$((s + $(cat "$tmp/lines$i" 2>/dev/null || echo 0))); done; echo "$s"; }
+total() { local s=0 v; for i in 0 1 2 3; do v=$(cat "$tmp/lines$i" 2>/dev/null || true); s=$((s + ${v:-0})); done; echo "$s"; }
 cpu_s() { awk '{ printf "%.3f", ($14 + $15) / '"$(getconf CLK_TCK)"' }' "/proc/$1/stat"; }
 
 echo "forwarder run lines cpu_s lines_per_core_s" > "$tmp/rows"
