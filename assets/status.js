@@ -78,8 +78,15 @@ function render(s) {
         : "✗ differs by " + v.lines_sent_difference + " lines" + (causes.length ? " (" + causes.join(", ") + ")" : "");
     }
     const lat = t.latency_us ? num(t.latency_us.p50) + " / " + num(t.latency_us.p99) + " µs" : "–";
+    // A group: its members, each up or DOWN (out of the ring) with its share of the keys.
+    const members = (t.members || []).map((m) => el("span", { class: "addr member" },
+      m.up ? el("span", { class: "state-up" }, "up") : el("span", { class: "state-down", title: m.last_check || "" }, "DOWN"),
+      " " + m.addr + " · " + Math.round(m.share * 100) + "% of keys" + (m.dropped > 0 ? " · dropped " + num(m.dropped) : "")));
+    const down = (t.members || []).filter((m) => !m.up).length;
+    const group = t.members ? [el("span", { class: "addr" + (down ? " bad" : "") },
+      "group of " + t.members.length + (down ? ", " + down + " down" : ", all up")), ...members] : [];
     body.append(el("tr", {},
-      el("td", { "data-label": "Target" }, el("strong", {}, t.name), el("span", { class: "addr" }, t.addr)),
+      el("td", { "data-label": "Target" }, el("strong", {}, t.name), el("span", { class: "addr" }, t.addr), ...group),
       state,
       el("td", { "data-label": "In /s" }, pair(t.rate_1s, t.rate_60s, "in")),
       el("td", { "data-label": "Out /s" }, pair(t.rate_1s, t.rate_60s, "out")),

@@ -387,7 +387,7 @@ fn health_moves_keys_and_a_dead_member_loses_only_its_own() {
         (dead.to_string(), None),
         (c.addr.to_string(), Some(refusing)),
     ];
-    let text = format!("{}{}", head(listen, "off"), group_toml(&spec, ""));
+    let text = format!("{}{}", head(listen, "127.0.0.1:0"), group_toml(&spec, ""));
     let (fwd, _) = start("health.toml", &text);
     let view = |i: usize| fwd.stats().groups()[0].1[i].clone();
     wait_until(
@@ -395,6 +395,16 @@ fn health_moves_keys_and_a_dead_member_loses_only_its_own() {
         Duration::from_secs(5),
         || !view(3).up,
     );
+    // The status page's data shows the members and who is down.
+    let (status, body) = http(fwd.admin_addr().unwrap(), "GET", "/status.json", "", "");
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let members = v["targets"][0]["members"]
+        .as_array()
+        .expect("members on the page");
+    assert_eq!(members.len(), 4);
+    assert_eq!(members[3]["up"], false, "{body}");
+    assert_eq!(members[0]["up"], true);
     assert!(
         view(3).last_check.unwrap().contains("connect"),
         "{:?}",

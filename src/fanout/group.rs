@@ -1,19 +1,23 @@
 //! A group target's work in the data path: its sender thread splits each datagram's lines over the
-//! members on statsd's ring (`statsd::shard`) and copies each member's re-batched datagrams into
-//! that member's ring, whose own sender sends them like any target's. A slow or dead member backs
-//! up its own ring only. The ring holds the members up; `fanout/health` changes that.
+//! members on statsd's ring (`statsd::shard`) and hands each member's re-batched datagrams over:
+//! sent at once without waiting when the member's queue is empty (as workers send inline), else
+//! copied into that member's ring, whose own sender sends them like any target's. A slow or dead
+//! member backs up its own ring only. The ring holds the members up; `fanout/health` changes that.
 //!
 //! Books: the group's own counters count datagrams as a target's do (`forwarded`: every line
 //! handed to a member; `no_member`: no member was up; `filtered`), and lines (`Offered`, `Sent` to
 //! members, `Dropped` for no member); each member's count what it was handed (`offered`), sent and
 //! dropped, in datagrams and lines. So a group's lines sent = the sum of its members' lines offered.
 
+use std::os::fd::AsFd as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::account::count_send_error;
 use super::target::{Group, Member, TargetCore};
 use crate::config::GroupSpec;
 use crate::metrics::counters::{LineOutcome, TargetSnapshot};
+use crate::net::mmsg::MmsgSend;
 use crate::pool::ring::Entry;
 use crate::statsd::filter::{LineCounts, LineFilter, Part};
 use crate::statsd::ring::{Ring, hash};
@@ -184,13 +188,14 @@ impl Group {
 }
 
 /// What a group's sender reuses from batch to batch.
-#[derive(Debug)]
 pub(crate) struct ShardState {
     sharder: Sharder,
     out: Vec<u8>,
     parts: Vec<Part>,
     /// Members pushed to in this batch, to wake.
     pushed: Vec<bool>,
+    /// Sends to a member with an empty queue, without waiting.
+    send: MmsgSend,
 }
 
 impl ShardState {
@@ -200,27 +205,49 @@ impl ShardState {
             out: Vec::new(),
             parts: Vec::new(),
             pushed: vec![false; group.members.len()],
+            send: MmsgSend::new_nonblocking(1),
         }
     }
 }
 
-/// Copies each ready datagram into its member's ring, counting it there.
+/// Hands each ready datagram to its member: sent at once without waiting when the member's queue
+/// is empty (as workers do for plain targets: no wake-up of its sender), else copied into its
+/// ring, behind what waits there. Counted in the member's books either way.
 struct Pusher<'a> {
     group: &'a Group,
     pushed: &'a mut [bool],
+    send: &'a mut MmsgSend,
 }
 
 impl Emit for Pusher<'_> {
     fn emit(&mut self, m: usize, datagram: &[u8], lines: u32, rx_nanos: u64) {
         let core = &self.group.members[m].core;
         let c = core.counters.worker(0);
+        let lines = u64::from(lines);
+        // Offered first, outcomes after: a reader (outcomes first) never sees more out than in.
         c.add_offered(1);
+        c.add_lines(LineOutcome::Offered, lines);
+        if core.ring.is_empty() {
+            match self.send.send_slices(core.socket.as_fd(), &[datagram]) {
+                Ok(1) => {
+                    c.add_forwarded(1, datagram.len() as u64);
+                    c.add_lines(LineOutcome::Sent, lines);
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    count_send_error(core, c, &e);
+                    c.add_lines(LineOutcome::Dropped, lines);
+                    return;
+                }
+            }
+        }
         if core.ring.producer().push_bytes(datagram, rx_nanos) {
             self.pushed[m] = true;
         } else {
             c.add_queue_full(1);
-            c.add_lines(LineOutcome::Dropped, u64::from(lines));
-            c.add_lines(LineOutcome::Offered, u64::from(lines));
+            c.add_lines(LineOutcome::Dropped, lines);
         }
     }
 }
@@ -243,10 +270,12 @@ pub(crate) fn shard_batch<'e>(
         out,
         parts,
         pushed,
+        send,
     } = st;
     let mut emit = Pusher {
         group,
         pushed: &mut pushed[..],
+        send,
     };
     let (mut forwarded, mut bytes, mut none, mut empty) = (0u64, 0u64, 0u64, 0u64);
     let (mut sent, mut lost) = (0u64, 0u64);
@@ -299,20 +328,21 @@ pub(crate) fn shard_batch<'e>(
     } else {
         sent + lost
     };
+    // Offered first: a reader takes outcomes first, so it never sees more out than in.
+    counters.add_lines(LineOutcome::Offered, offered);
     counters.add_lines(LineOutcome::Filtered, counts.filtered);
     counters.add_lines(LineOutcome::SampledOut, counts.sampled_out);
     counters.add_lines(LineOutcome::Malformed, counts.malformed);
     counters.add_lines(LineOutcome::MalformedDropped, counts.malformed_dropped);
     counters.add_lines(LineOutcome::Sent, sent);
     counters.add_lines(LineOutcome::Dropped, lost);
-    counters.add_lines(LineOutcome::Offered, offered);
     counters.add_forwarded(forwarded, bytes);
     counters.add_no_member(none);
     counters.add_filtered(empty);
 }
 
-/// Counts the lines of a member's datagrams (non-empty pieces between `\n`, as the sharder made
-/// them) under `outcome`, and as offered.
+/// Counts the lines of a member's queued datagrams (non-empty pieces between `\n`, as the sharder
+/// made them) under `outcome`, once its sender sent or lost them.
 pub(crate) fn count_member_lines<'e>(
     core: &TargetCore,
     datagrams: impl Iterator<Item = &'e [u8]>,
@@ -326,7 +356,6 @@ pub(crate) fn count_member_lines<'e>(
             start = end + 1;
         }
     }
-    let c = core.counters.sender();
-    c.add_lines(outcome, n);
-    c.add_lines(LineOutcome::Offered, n);
+    // The group's thread counted them offered when it queued them.
+    core.counters.sender().add_lines(outcome, n);
 }

@@ -222,6 +222,14 @@ pub(crate) fn status_json(
                 "versus_primary": versus,
                 "parity_tracked": t.spec.parity || !t.spec.lines.is_passthrough(),
                 "spark": history.spark(name),
+                "members": t.core.group.as_ref().map(|g| g.members().iter().map(|m| json!({
+                    "addr": m.addr,
+                    "up": m.up,
+                    "share": m.share,
+                    "last_check": m.last_check,
+                    "forwarded": m.books.forwarded,
+                    "dropped": m.books.dropped_total(),
+                })).collect::<Vec<_>>()),
             })
         })
         .collect();
