@@ -1,6 +1,6 @@
 //! The fuzz corpus (fuzz/corpus/statsd_lines) through the fuzz target's own check, on stable, plus
 //! a property test of the same check on arbitrary bytes: the parser and every kind of line filter
-//! never panic and count every line under exactly one outcome.
+//! never panic and count every line under exactly one outcome; the group sharder's check the same way.
 
 use std::path::Path;
 
@@ -12,6 +12,7 @@ fn every_corpus_input_passes_the_fuzz_check() {
         let path = entry.unwrap().path();
         let data = std::fs::read(&path).unwrap();
         udptee::statsd::filter::check_datagram(&data);
+        udptee::statsd::shard::check_shard(&data);
         n += 1;
     }
     assert!(n >= 10, "the corpus has its seeds: {n} files");
@@ -21,6 +22,11 @@ proptest::proptest! {
     #[test]
     fn arbitrary_datagrams_pass_the_fuzz_check(data in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
         udptee::statsd::filter::check_datagram(&data);
+    }
+
+    #[test]
+    fn arbitrary_group_traffic_passes_the_shard_check(data in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+        udptee::statsd::shard::check_shard(&data);
     }
 
     #[test]

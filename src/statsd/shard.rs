@@ -147,6 +147,65 @@ impl Sharder {
     }
 }
 
+/// The fuzz target's check (`cargo +nightly fuzz run group_shard`), usable on stable: `data`'s
+/// first byte picks a size limit, the rest is datagrams separated by `\0`, sharded over a 3-member
+/// ring (and an empty one). Panics unless every non-empty line reaches the member its key names,
+/// once and in order, and no re-batched datagram passes the limit unless it is one line.
+pub fn check_shard(data: &[u8]) {
+    let (max, rest) = match data.split_first() {
+        Some((&m, rest)) => (usize::from(m).max(1), rest),
+        None => (1, data),
+    };
+    let ring = Ring::new([
+        (0, "10.0.0.1:8125"),
+        (1, "10.0.0.2:8125"),
+        (2, "10.0.0.3:8125"),
+    ]);
+    let datagrams: Vec<&[u8]> = rest.split(|&b| b == 0).collect();
+    let mut sharder = Sharder::new(3, max);
+    let mut got: Vec<Vec<&[u8]>> = vec![Vec::new(); 3];
+    let mut sent: Vec<(usize, Vec<u8>)> = Vec::new();
+    let mut out = |m: usize, d: &[u8], n: u32, _: u64| {
+        let lines = d.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count();
+        assert_eq!(lines, n as usize, "a datagram's line count");
+        sent.push((m, d.to_vec()));
+    };
+    let mut total = 0;
+    for d in &datagrams {
+        match sharder.shard(&ring, d, 0, &mut out) {
+            Sharded::Placed(n) => total += n as usize,
+            Sharded::NoMember(_) => panic!("a ring with members places every line"),
+        }
+    }
+    sharder.flush(&mut out);
+    for (m, d) in &sent {
+        let lines: Vec<&[u8]> = d.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+        let whole = datagrams.iter().any(|x| x == &d.as_slice());
+        assert!(
+            whole || d.len() <= max || lines.len() == 1,
+            "re-batched within the limit"
+        );
+        got[*m].extend(lines);
+    }
+    for (m, lines) in got.iter().enumerate() {
+        let want: Vec<&[u8]> = datagrams
+            .iter()
+            .flat_map(|d| d.split(|&b| b == b'\n'))
+            .filter(|l| !l.is_empty() && ring.member_of(key(l)) == Some(m))
+            .collect();
+        assert_eq!(lines, &want, "member {m}: its lines once, in order");
+    }
+    assert_eq!(got.iter().map(Vec::len).sum::<usize>(), total);
+    fn never(_: usize, _: &[u8], _: u32, _: u64) {
+        panic!("nothing is sent without members");
+    }
+    let empty = Ring::new(std::iter::empty());
+    for d in &datagrams {
+        let r = sharder.shard(&empty, d, 0, &mut never);
+        assert!(matches!(r, Sharded::NoMember(_)), "{r:?}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
