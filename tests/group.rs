@@ -196,6 +196,29 @@ fn expected(ring: &Ring, members: usize, datagrams: &[Vec<u8>]) -> Vec<Vec<Vec<u
     by
 }
 
+/// Sends `corpus(k)` to `listen` and checks that each `(sink, member)` got exactly the lines
+/// `ring` gives that member, in order; returns what each member should get.
+fn round(
+    listen: SocketAddr,
+    k: usize,
+    ring: &Ring,
+    sinks: &[(&LineSink, usize)],
+) -> Vec<Vec<Vec<u8>>> {
+    let traffic = corpus(k);
+    send_all(listen, &traffic);
+    let want = expected(ring, 4, &traffic);
+    wait_until(
+        &format!("round {k}: every checked member's lines"),
+        Duration::from_secs(10),
+        || sinks.iter().all(|(s, m)| s.lines().len() >= want[*m].len()),
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    for (s, m) in sinks {
+        assert_eq!(s.lines(), want[*m], "round {k}: member {m}");
+    }
+    want
+}
+
 #[test]
 fn lines_land_on_their_ring_members_beside_an_unchanged_mirror() {
     let members: Vec<LineSink> = (0..3).map(|_| LineSink::new()).collect();
@@ -413,15 +436,7 @@ fn health_moves_keys_and_a_dead_member_loses_only_its_own() {
     let live = |up: &[usize]| Ring::new(up.iter().map(|&i| (i, spec[i].0.as_str())));
 
     // A, B and the dead member in the ring (C's admin refuses).
-    let traffic = corpus(1);
-    send_all(listen, &traffic);
-    let want = expected(&live(&[0, 1, 2]), 4, &traffic);
-    wait_until("a and b to get theirs", Duration::from_secs(10), || {
-        a.lines().len() >= want[0].len() && b.lines().len() >= want[1].len()
-    });
-    std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(a.lines(), want[0]);
-    assert_eq!(b.lines(), want[1]);
+    let want = round(listen, 1, &live(&[0, 1, 2]), &[(&a, 0), (&b, 1)]);
     assert!(c.lines().is_empty(), "out of the ring: nothing for c");
     assert!(!want[2].is_empty(), "the dead member owns keys");
     wait_until(
@@ -445,15 +460,8 @@ fn health_moves_keys_and_a_dead_member_loses_only_its_own() {
     });
     a.clear();
     b.clear();
-    let traffic = corpus(2);
-    send_all(listen, &traffic);
-    let want = expected(&live(&[1, 2]), 4, &traffic);
-    wait_until("b to get its share", Duration::from_secs(10), || {
-        b.lines().len() >= want[1].len()
-    });
-    std::thread::sleep(Duration::from_millis(100));
+    round(listen, 2, &live(&[1, 2]), &[(&b, 1)]);
     assert!(a.lines().is_empty(), "a drained: nothing for it");
-    assert_eq!(b.lines(), want[1]);
     assert_eq!(view(0).points, 0);
     assert_eq!(view(1).points, 40);
 
@@ -461,15 +469,7 @@ fn health_moves_keys_and_a_dead_member_loses_only_its_own() {
     a_admin.up.store(true, Ordering::Relaxed);
     wait_until("a to rejoin", Duration::from_secs(5), || view(0).up);
     b.clear();
-    let traffic = corpus(3);
-    send_all(listen, &traffic);
-    let want = expected(&live(&[0, 1, 2]), 4, &traffic);
-    wait_until("a and b again", Duration::from_secs(10), || {
-        a.lines().len() >= want[0].len() && b.lines().len() >= want[1].len()
-    });
-    std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(a.lines(), want[0]);
-    assert_eq!(b.lines(), want[1]);
+    round(listen, 3, &live(&[0, 1, 2]), &[(&a, 0), (&b, 1)]);
     assert!(a_admin.checks.load(Ordering::Relaxed) >= 3);
     let snap = fwd.shutdown();
     assert_accounted(&snap);

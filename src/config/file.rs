@@ -334,25 +334,23 @@ pub fn target_from_table(
     if let Some(members) = &t.members {
         return group_from_table(config, t, members, name);
     }
+    // How an error names this table: the API path's name, its own name, or its address.
+    let shown = || {
+        name.map(str::to_owned)
+            .or(t.name.clone())
+            .unwrap_or(t.addr.clone())
+    };
     if t.addr.is_empty() {
         return Err(ConfigError::BadValue {
             what: "target",
-            got: t
-                .name
-                .clone()
-                .or(name.map(str::to_owned))
-                .unwrap_or_default(),
+            got: shown(),
             expected: "a table with `addr = \"HOST:PORT\"` (or `members`, for a group)",
         });
     }
     if t.health_interval.is_some() || t.max_datagram.is_some() {
         return Err(ConfigError::BadValue {
             what: "target",
-            got: t
-                .name
-                .clone()
-                .or(name.map(str::to_owned))
-                .unwrap_or(t.addr.clone()),
+            got: shown(),
             expected: "`health-interval` and `max-datagram` only on a group (a target with `members`)",
         });
     }

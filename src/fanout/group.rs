@@ -21,7 +21,7 @@ use crate::net::mmsg::MmsgSend;
 use crate::pool::ring::Entry;
 use crate::statsd::filter::{LineCounts, LineFilter, Part};
 use crate::statsd::ring::{Ring, hash};
-use crate::statsd::shard::{Emit, Sharded, Sharder};
+use crate::statsd::shard::{Emit, Sharded, Sharder, count_lines};
 
 /// Where a key goes: its hash, the point it lands on and that point's member.
 #[derive(Debug, Clone, PartialEq)]
@@ -348,14 +348,7 @@ pub(crate) fn count_member_lines<'e>(
     datagrams: impl Iterator<Item = &'e [u8]>,
     outcome: LineOutcome,
 ) {
-    let mut n = 0u64;
-    for d in datagrams {
-        let mut start = 0;
-        for end in memchr::memchr_iter(b'\n', d).chain(std::iter::once(d.len())) {
-            n += u64::from(end > start);
-            start = end + 1;
-        }
-    }
+    let n: u64 = datagrams.map(|d| u64::from(count_lines(d))).sum();
     // The group's thread counted them offered when it queued them.
     core.counters.sender().add_lines(outcome, n);
 }

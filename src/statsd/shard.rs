@@ -40,6 +40,17 @@ impl<F: FnMut(usize, &[u8], u32, u64)> Emit for F {
     }
 }
 
+/// The lines of a datagram as the sharder splits it: the non-empty pieces between `\n`.
+pub fn count_lines(datagram: &[u8]) -> u32 {
+    let mut n = 0;
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', datagram).chain(std::iter::once(datagram.len())) {
+        n += u32::from(end > start);
+        start = end + 1;
+    }
+    n
+}
+
 /// The splitter of one group (one per sharding thread).
 #[derive(Debug)]
 pub struct Sharder {
@@ -72,16 +83,10 @@ impl Sharder {
         rx_nanos: u64,
         out: &mut impl Emit,
     ) -> Sharded {
-        let lines = memchr::memchr_iter(b'\n', datagram);
         if ring.is_empty() {
-            let mut n = 0;
-            let mut start = 0;
-            for end in lines.chain(std::iter::once(datagram.len())) {
-                n += u32::from(end > start);
-                start = end + 1;
-            }
-            return Sharded::NoMember(n);
+            return Sharded::NoMember(count_lines(datagram));
         }
+        let lines = memchr::memchr_iter(b'\n', datagram);
         self.marks.clear();
         let mut start = 0;
         for end in lines.chain(std::iter::once(datagram.len())) {
