@@ -9,7 +9,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::config::file::{FileTarget, target_from_table};
+use crate::config::file::FileTarget;
+use crate::config::table::target_from_table;
 use crate::config::{Config, ConfigError, check_name};
 use crate::fanout::targets::{Change, ChangeError, TargetRegistry};
 use crate::metrics::reloads::ReloadCounters;

@@ -8,7 +8,8 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, ValueEnum};
 
 use super::args::{Args, IoArg, LogFormat, parse_mode};
-use crate::config::file::{Dur, FileTarget, Loaded, Size, target_from_table};
+use crate::config::file::{Dur, FileTarget, Loaded, Size};
+use crate::config::table::target_from_table;
 use crate::config::{self, Config, ConfigError, TargetSpec};
 
 /// Parsed flags with where each came from, so a configuration file can fill in what the command line

@@ -21,6 +21,7 @@ pub mod limits;
 pub mod lines;
 pub mod parse;
 pub mod settings;
+pub mod table;
 pub mod target;
 
 pub use self::addr::{

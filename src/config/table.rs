@@ -1,0 +1,116 @@
+//! A `[[target]]` table (or an API body) made a [`TargetSpec`], with the file's defaults for what
+//! it omits: a plain target, a Unix socket target, or a group. Floor 1: above `file`, `group` and
+//! `target`, whose types it fills.
+
+use super::Config;
+use super::error::ConfigError;
+use super::file::{FileMember, FileTarget};
+use super::group::{DEFAULT_GROUP_MAX_DATAGRAM, DEFAULT_HEALTH_INTERVAL, GroupSpec, MemberSpec};
+use super::target::{TargetSpec, unixgram_name, unixgram_path};
+
+/// A target from a `[[target]]` table or an API body, with `config`'s defaults for what it omits.
+/// `name` (the API path) wins over the table's own name.
+pub fn target_from_table(
+    config: &Config,
+    t: &FileTarget,
+    name: Option<&str>,
+) -> Result<TargetSpec, ConfigError> {
+    if let Some(members) = &t.members {
+        return group_from_table(config, t, members, name);
+    }
+    // How an error names this table: the API path's name, its own name, or its address.
+    let shown = || {
+        name.map(str::to_owned)
+            .or(t.name.clone())
+            .unwrap_or(t.addr.clone())
+    };
+    if t.addr.is_empty() {
+        return Err(ConfigError::BadValue {
+            what: "target",
+            got: shown(),
+            expected: "a table with `addr = \"HOST:PORT\"` (or `members`, for a group)",
+        });
+    }
+    if t.health_interval.is_some() || t.max_datagram.is_some() {
+        return Err(ConfigError::BadValue {
+            what: "target",
+            got: shown(),
+            expected: "`health-interval` and `max-datagram` only on a group (a target with `members`)",
+        });
+    }
+    let unix = unixgram_path(&t.addr).transpose()?;
+    // A Unix target has no IP address; a placeholder that no rule about addresses applies to.
+    let resolved = match &unix {
+        Some(_) => std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+        None => config.resolver.0.resolve(&t.addr)?,
+    };
+    Ok(TargetSpec {
+        name: name
+            .map(str::to_owned)
+            .or_else(|| t.name.clone())
+            .unwrap_or_else(|| match &unix {
+                Some(path) => unixgram_name(path),
+                None => t.addr.clone(),
+            }),
+        addr: t.addr.clone(),
+        resolved,
+        enabled: t.enabled.unwrap_or(true),
+        queue_depth: t.queue_depth.unwrap_or(config.queue_depth),
+        queue_bytes: t.queue_bytes.unwrap_or(config.queue_bytes),
+        sndbuf_bytes: t.sndbuf.or(config.sndbuf_bytes),
+        lines: t.line_settings(),
+        parity: t.parity.unwrap_or(false),
+        unix,
+        group: None,
+    })
+}
+
+/// A group target: its members resolved, its settings with their defaults. Its line and queue
+/// settings are read as a target's.
+fn group_from_table(
+    config: &Config,
+    t: &FileTarget,
+    members: &[FileMember],
+    name: Option<&str>,
+) -> Result<TargetSpec, ConfigError> {
+    let Some(name) = name.map(str::to_owned).or_else(|| t.name.clone()) else {
+        return Err(ConfigError::BadValue {
+            what: "target",
+            got: "a group without a name".into(),
+            expected: "`name` on every target with `members`",
+        });
+    };
+    if !t.addr.is_empty() {
+        return Err(ConfigError::Group {
+            target: name,
+            reason: "give `members` or `addr`, not both".into(),
+        });
+    }
+    let members = members
+        .iter()
+        .map(|m| {
+            Ok(MemberSpec {
+                addr: m.addr.clone(),
+                resolved: config.resolver.0.resolve(&m.addr)?,
+                admin: m.admin.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    Ok(TargetSpec {
+        name,
+        addr: String::new(),
+        resolved: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+        enabled: t.enabled.unwrap_or(true),
+        queue_depth: t.queue_depth.unwrap_or(config.queue_depth),
+        queue_bytes: t.queue_bytes.unwrap_or(config.queue_bytes),
+        sndbuf_bytes: t.sndbuf.or(config.sndbuf_bytes),
+        lines: t.line_settings(),
+        parity: t.parity.unwrap_or(false),
+        unix: None,
+        group: Some(GroupSpec {
+            members,
+            health_interval: t.health_interval.map_or(DEFAULT_HEALTH_INTERVAL, |d| d.0),
+            max_datagram: t.max_datagram.unwrap_or(DEFAULT_GROUP_MAX_DATAGRAM),
+        }),
+    })
+}
