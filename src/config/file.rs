@@ -142,6 +142,8 @@ pub struct FileTarget {
     pub add_tags: Option<Vec<String>>,
     /// Prefix added to this target's metric names.
     pub prefix: Option<String>,
+    /// DogStatsD origin fields removed from this target's copy.
+    pub strip_fields: Option<Vec<String>>,
     /// `forward` or `drop` lines that are not statsd.
     pub malformed: Option<super::lines::OnMalformed>,
     /// Digest what is sent for `GET /parity`.
@@ -177,6 +179,7 @@ impl FileTarget {
             sample_by: self.sample_by.unwrap_or_default(),
             add_tags: self.add_tags.clone().unwrap_or_default(),
             prefix: self.prefix.clone().unwrap_or_default(),
+            strip_fields: self.strip_fields.clone().unwrap_or_default(),
             malformed: self.malformed.unwrap_or_default(),
         }
     }

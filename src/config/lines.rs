@@ -1,5 +1,5 @@
 //! A target's line settings as configured (`include`, `exclude`, `tags-*`, `sample`, `sample-by`,
-//! `add-tags`, `prefix`, `malformed`) and their check. The filter that applies them is
+//! `add-tags`, `prefix`, `strip-fields`, `malformed`) and their check. The filter that applies them is
 //! `statsd::filter`; it imports these, never the other way round. Floor 1.
 
 use std::ffi::OsStr;
@@ -49,9 +49,15 @@ pub struct LineSettings {
     pub add_tags: Vec<String>,
     /// Prefix added to every metric and service check name of this target's copy.
     pub prefix: String,
+    /// DogStatsD origin fields removed from every line of this target's copy (`c`, `e`, `card`).
+    pub strip_fields: Vec<String>,
     /// What to do with lines that are not statsd.
     pub malformed: OnMalformed,
 }
+
+/// The fields `strip-fields` may name: DogStatsD's in-band origin (`|c:` container, protocol
+/// v1.2; `|e:` external data, v1.5; `|card:` cardinality, v1.6).
+pub const STRIPPABLE: [&str; 3] = ["c", "e", "card"];
 
 impl LineSettings {
     /// No line setting at all: the target gets every datagram as received, unparsed.
@@ -63,6 +69,7 @@ impl LineSettings {
             && self.sample.is_none()
             && self.add_tags.is_empty()
             && self.prefix.is_empty()
+            && self.strip_fields.is_empty()
     }
 
     /// Checks the settings; the error names the key.
@@ -86,6 +93,15 @@ impl LineSettings {
                     "add-tags {t:?}: a tag is non-empty, without ',', '|', '#' or newline"
                 ));
             }
+        }
+        if let Some(f) = self
+            .strip_fields
+            .iter()
+            .find(|f| !STRIPPABLE.contains(&f.as_str()))
+        {
+            return Err(format!(
+                "strip-fields {f:?}: expected some of \"c\", \"e\", \"card\" (DogStatsD's origin fields)"
+            ));
         }
         if self
             .prefix

@@ -1,5 +1,6 @@
 //! A target's line settings: which lines it gets (include/exclude by name, tags-include/-exclude),
-//! which share (sample by name or line), and how its copy is rewritten (prefix, add-tags).
+//! which share (sample by name or line), and how its copy is rewritten (prefix, add-tags,
+//! strip-fields).
 //!
 //! [`LineFilter::apply`] turns one received datagram into this target's copy: the kept lines, in
 //! their order, rewritten, packed into as few datagrams as `max-datagram` allows (a rewrite can only
@@ -44,6 +45,8 @@ pub struct LineFilter {
     line_fraction: Option<f64>,
     add_tags: Vec<u8>,
     prefix: Vec<u8>,
+    /// Fields removed, as their starts (`c:`, `e:`, `card:`).
+    strip: Vec<Vec<u8>>,
     drop_malformed: bool,
     max_datagram: usize,
 }
@@ -121,6 +124,11 @@ impl LineFilter {
             },
             add_tags: s.add_tags.join(",").into_bytes(),
             prefix: s.prefix.clone().into_bytes(),
+            strip: s
+                .strip_fields
+                .iter()
+                .map(|f| format!("{f}:").into_bytes())
+                .collect(),
             drop_malformed: s.malformed == OnMalformed::Drop,
             max_datagram,
         })
@@ -270,11 +278,26 @@ impl LineFilter {
             };
         }
         edits.sort_by_key(|e| e.0);
+        // The fields to remove, in order; at one position an insertion goes first.
+        let mut strips = line
+            .fields()
+            .filter(|(_, f)| self.strip.iter().any(|s| f.starts_with(s)))
+            .map(|(pos, f)| (pos, f.len() + 1, Edit::None))
+            .peekable();
+        let mut fixed = edits
+            .into_iter()
+            .filter(|e| !matches!(e.2, Edit::None))
+            .peekable();
         let mut at = 0;
-        for (pos, replaced, edit) in edits {
-            if matches!(edit, Edit::None) {
-                continue;
-            }
+        loop {
+            let next = match (fixed.peek(), strips.peek()) {
+                (Some(f), Some(s)) if s.0 < f.0 => strips.next(),
+                (Some(_), _) => fixed.next(),
+                (None, _) => strips.next(),
+            };
+            let Some((pos, replaced, edit)) = next else {
+                break;
+            };
             out.extend_from_slice(&b[at..pos]);
             match edit {
                 Edit::None => {}
@@ -303,6 +326,7 @@ impl LineFilter {
 /// One change [`LineFilter::rewrite`] makes to a line.
 #[derive(Debug, Clone, Copy)]
 enum Edit {
+    /// Nothing in (with a length replaced: a field removed).
     None,
     Prefix,
     /// The new rate, and whether the `|@` field is new.

@@ -70,6 +70,9 @@ pub struct Line<'a> {
     pub tags: Option<&'a [u8]>,
     /// Offset of the `|` that starts the tags field, if any.
     pub tags_at: Option<usize>,
+    /// Offset where the optional fields start (a metric's after its type, an event's after its
+    /// text, a service check's after its status): a `|`, or the end of the line.
+    pub fields_at: usize,
 }
 
 /// The kind of a line and its name.
@@ -107,6 +110,19 @@ impl<'a> Line<'a> {
             What::Metric { name, .. } | What::ServiceCheck { name, .. } => name,
             What::Event { title } => title,
         }
+    }
+
+    /// The optional fields as (offset of the field's `|`, the field without it), in order; a
+    /// service check's message, which may itself hold `|`, is not among them.
+    pub fn fields(&self) -> impl Iterator<Item = (usize, &'a [u8])> {
+        let end = match self.what {
+            What::ServiceCheck {
+                message_at: Some(m),
+                ..
+            } => m,
+            _ => self.bytes.len(),
+        };
+        fields(&self.bytes[..end], self.fields_at)
     }
 
     /// The line's tags, one by one.
@@ -204,6 +220,7 @@ pub fn parse(line: &[u8]) -> Result<Line<'_>, Malformed> {
         },
         tags: None,
         tags_at: None,
+        fields_at: type_end,
     };
     let mut rate = None;
     for (at, field) in fields(line, type_end) {
@@ -287,6 +304,7 @@ fn parse_event(line: &[u8]) -> Result<Line<'_>, Malformed> {
         },
         tags: None,
         tags_at: None,
+        fields_at: text_end,
     };
     for (at, field) in fields(line, text_end) {
         match field.first() {
@@ -314,6 +332,7 @@ fn parse_service_check(line: &[u8]) -> Result<Line<'_>, Malformed> {
         },
         tags: None,
         tags_at: None,
+        fields_at: status_end,
     };
     let mut message_at = None;
     for (at, field) in fields(line, status_end) {

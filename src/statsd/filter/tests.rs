@@ -303,3 +303,104 @@ proptest::proptest! {
         proptest::prop_assert_eq!(with_cr, b);
     }
 }
+
+#[test]
+fn strip_fields_removes_origin_fields_and_keeps_the_rest_byte_exact() {
+    let s = LineSettings {
+        strip_fields: vec!["c".into(), "e".into(), "card".into()],
+        ..settings()
+    };
+    let (out, counts) = run(
+        &s,
+        "a:1|c|#env:prod,b:2|c:ci-123|T99|e:it-false,cn-x|card:high\n\
+         b:2|g|c:only\n\
+         c:3|ms|@0.5|#x|card:low|c:x\n\
+         plain:1|c|#c:keeps-a-tag-called-c\n\
+         _sc|db|0|c:cid|#x|m:msg |c: stays in the message\n\
+         _e{2,1}:hi|x|c:cid|#t\n\
+         not statsd|c:kept",
+    );
+    assert_eq!(
+        out,
+        [
+            "a:1|c|#env:prod,b:2|T99\nb:2|g\nc:3|ms|@0.5|#x\nplain:1|c|#c:keeps-a-tag-called-c\n\
+          _sc|db|0|#x|m:msg |c: stays in the message\n_e{2,1}:hi|x|#t\nnot statsd|c:kept"
+        ]
+    );
+    assert_eq!((counts.offered, counts.kept, counts.malformed), (7, 7, 1));
+    // With the other rewrites: tags go after the existing list, the prefix before the name.
+    let s = LineSettings {
+        strip_fields: vec!["c".into()],
+        add_tags: vec!["shadow:true".into()],
+        prefix: "s.".into(),
+        sample: Some(0.999_999),
+        sample_by: SampleBy::Line,
+        ..settings()
+    };
+    let (out, _) = run(&s, "a:1|c|c:x|#env:prod|c:y\r\nb:1|c|c:x");
+    assert_eq!(
+        out,
+        ["s.a:1|c|@0.999999|#env:prod,shadow:true\r\ns.b:1|c|@0.999999|#shadow:true"]
+    );
+}
+
+#[test]
+fn strip_fields_names_only_origin_fields() {
+    for bad in ["#", "m", "", "C"] {
+        let s = LineSettings {
+            strip_fields: vec![bad.into()],
+            ..settings()
+        };
+        let e = s.validate().unwrap_err();
+        assert!(
+            e.contains("strip-fields") && e.contains("card"),
+            "{bad}: {e}"
+        );
+    }
+    assert!(
+        !LineSettings {
+            strip_fields: vec!["card".into()],
+            ..settings()
+        }
+        .is_passthrough(),
+        "stripping is a line setting: the copy goes through the filter"
+    );
+}
+
+proptest::proptest! {
+    /// Stripping removes exactly the origin fields: the copy equals the line rebuilt without them,
+    /// and parses to the same name, tags and kind.
+    #[test]
+    fn strip_fields_is_removal_of_exactly_those_fields(
+        fields in proptest::collection::vec(0usize..7, 0..6),
+    ) {
+        const FIELDS: [&str; 7] = ["|c:ci", "|e:it-x", "|card:low", "|T12", "|#a:b,c", "|@0.5", "|k:v"];
+        let mut tags = 0;
+        let mut rate = 0;
+        let picked: Vec<&str> = fields
+            .iter()
+            .map(|&i| FIELDS[i])
+            .filter(|f| match *f {
+                "|#a:b,c" => { tags += 1; tags == 1 }
+                "|@0.5" => { rate += 1; rate == 1 }
+                _ => true,
+            })
+            .collect();
+        let line = format!("m.x:1|c{}", picked.concat());
+        let want = format!(
+            "m.x:1|c{}",
+            picked.iter().filter(|f| !(f.starts_with("|c:") || f.starts_with("|e:") || f.starts_with("|card:"))).copied().collect::<String>()
+        );
+        let s = LineSettings {
+            strip_fields: vec!["c".into(), "e".into(), "card".into()],
+            ..settings()
+        };
+        let (out, counts) = run(&s, &line);
+        proptest::prop_assert_eq!(counts.kept, 1);
+        proptest::prop_assert_eq!(&out, &vec![want.clone()]);
+        let a = parse(want.as_bytes()).unwrap();
+        let b = parse(line.as_bytes()).unwrap();
+        proptest::prop_assert_eq!(a.name(), b.name());
+        proptest::prop_assert_eq!(a.tags, b.tags);
+    }
+}
