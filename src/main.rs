@@ -51,6 +51,9 @@ fn check(path: &std::path::Path) -> ExitCode {
     let argv = ["udptee", "--config", &path.to_string_lossy()];
     match Invocation::try_from_iter(argv).map(|i| i.load_checked()) {
         Ok(Ok((c, _))) => {
+            for w in udptee::fanout::origin_warnings(&c) {
+                eprintln!("udptee: warning: {w}");
+            }
             let _ = writeln!(
                 std::io::stdout(),
                 "{}: ok ({} targets, listen {})",

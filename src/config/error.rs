@@ -178,6 +178,14 @@ pub enum ConfigError {
         /// What and why.
         reason: String,
     },
+    /// `preserve-source = true` where the origin cannot be kept, or without the privilege.
+    #[error("target {target:?}: preserve-source: {reason}")]
+    Origin {
+        /// The target.
+        target: String,
+        /// Why not.
+        reason: String,
+    },
 }
 
 impl ConfigError {
@@ -200,6 +208,7 @@ impl ConfigError {
             Self::User { flag, .. } => (key(flag), None),
             Self::Allow(_) => (key("allow"), None),
             Self::Group { target, .. } => (None, Some(target.clone())),
+            Self::Origin { .. } => (key("preserve-source"), None),
             Self::Lines { reason, .. } => (
                 reason
                     .split(' ')

@@ -148,6 +148,8 @@ pub struct FileTarget {
     pub malformed: Option<super::lines::OnMalformed>,
     /// Digest what is sent for `GET /parity`.
     pub parity: Option<bool>,
+    /// Send each copy with its sender's origin (credentials, or address and port).
+    pub preserve_source: Option<bool>,
     /// A group: lines sharded over these members on statsd's ring (instead of `addr`).
     pub members: Option<Vec<FileMember>>,
     /// A group's health check interval.

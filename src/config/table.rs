@@ -62,6 +62,7 @@ pub fn target_from_table(
         parity: t.parity.unwrap_or(false),
         unix,
         group: None,
+        preserve_source: t.preserve_source,
     })
 }
 
@@ -112,5 +113,6 @@ fn group_from_table(
             health_interval: t.health_interval.map_or(DEFAULT_HEALTH_INTERVAL, |d| d.0),
             max_datagram: t.max_datagram.unwrap_or(DEFAULT_GROUP_MAX_DATAGRAM),
         }),
+        preserve_source: t.preserve_source,
     })
 }

@@ -40,6 +40,9 @@ pub struct TargetSpec {
     /// A group: lines sharded over members on statsd's ring; `addr` is then empty and `resolved`
     /// a placeholder.
     pub group: Option<GroupSpec>,
+    /// `preserve-source`: send each copy with its sender's origin; `None` is the default (on for
+    /// a Unix target fed by a Unix listener when udptee may, off for UDP).
+    pub preserve_source: Option<bool>,
 }
 
 /// The scheme of Unix datagram socket addresses: `unixgram:///var/run/datadog/dsd.socket`.
@@ -88,6 +91,7 @@ impl TargetSpec {
             parity: false,
             unix: None,
             group: None,
+            preserve_source: None,
         }
     }
 
@@ -101,6 +105,7 @@ impl TargetSpec {
             && self.sndbuf_bytes == other.sndbuf_bytes
             && self.unix == other.unix
             && self.group == other.group
+            && self.preserve_source == other.preserve_source
     }
 
     /// True when the address names a host (looked up again every resolve interval).
@@ -139,6 +144,7 @@ pub fn validate_targets(
             MIN_QUEUE_BYTES,
             MAX_QUEUE_BYTES,
         )?;
+        check_origin(a, listen_unix.is_some())?;
         if let Some(group) = &a.group {
             if let Some(b) = targets[..i].iter().find(|b| b.name == a.name) {
                 return Err(ConfigError::DuplicateName {
@@ -213,6 +219,27 @@ pub fn validate_targets(
         }
     }
     Ok(())
+}
+
+/// `preserve-source = true` where the origin cannot be kept: a Unix sender's credentials mean
+/// nothing to a UDP receiver, and a UDP client's address cannot be a Unix sender's; a group
+/// re-batches the lines of many senders into one datagram.
+fn check_origin(a: &TargetSpec, unix_listener: bool) -> Result<(), ConfigError> {
+    if a.preserve_source != Some(true) {
+        return Ok(());
+    }
+    let reason = match (a.group.is_some(), unix_listener, a.unix.is_some()) {
+        (true, _, _) => "a group packs lines of many senders into one datagram",
+        (_, true, false) => {
+            "a Unix listener's senders have credentials, not an address a UDP target could see"
+        }
+        (_, false, true) => "a UDP client's address cannot be a Unix sender's credentials",
+        _ => return Ok(()),
+    };
+    Err(ConfigError::Origin {
+        target: a.name.clone(),
+        reason: reason.into(),
+    })
 }
 
 /// Names are metric labels and URL path segments: letters, digits and `._:-[]`, 1 to 128 bytes,

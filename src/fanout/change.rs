@@ -81,4 +81,6 @@ pub(crate) struct SenderSettings {
     pub(crate) max_targets: usize,
     /// `--max-datagram`: a filtered copy is packed under it.
     pub(crate) max_datagram: usize,
+    /// `--user`: privileges end after start, so nothing may rely on them at every send.
+    pub(crate) gives_up_privileges: bool,
 }

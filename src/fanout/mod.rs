@@ -26,6 +26,8 @@ mod hub;
 mod incarnation;
 mod kernel;
 mod listen;
+mod origin;
+pub use origin::warnings as origin_warnings;
 pub(crate) mod observe;
 mod parity;
 pub(crate) mod ratelimit;
@@ -176,6 +178,7 @@ impl DataPath {
                 sender_cpus: config.sender_cpus.clone(),
                 max_targets: config.max_targets,
                 max_datagram: config.max_datagram,
+                gives_up_privileges: config.user.is_some(),
             },
             Arc::clone(&threads),
         ));

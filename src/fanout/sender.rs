@@ -29,17 +29,31 @@ use crate::metrics::counters::TargetCounterSet;
 use crate::metrics::counters::{LineOutcome, TargetCounters};
 use crate::metrics::histogram::now_nanos;
 use crate::net::mmsg::MmsgSend;
+use crate::net::origin::{Origin, OriginSend};
 use crate::net::socket::{self, WAKE_INTERVAL};
 use crate::pool::ring::ByteRing;
 use crate::pool::ring::Entry;
 use crate::statsd::filter::{LineCounts, LineFilter, Part};
 
-/// The payload of an entry peeked from `core`'s ring and not consumed yet.
+/// The whole entry peeked from `core`'s ring and not consumed yet (with its origin in front, for
+/// a target that keeps it).
 #[allow(unsafe_code)]
-fn payload<'a>(core: &'a TargetCore, e: &Entry) -> &'a [u8] {
+fn entry<'a>(core: &'a TargetCore, e: &Entry) -> &'a [u8] {
     // SAFETY: the sender is the ring's one consumer; every entry passed here comes from its own
     // `peek` of this batch, and it consumes them only after it is done with them.
     unsafe { core.ring.payload(e) }
+}
+
+/// The datagram of an entry (after its origin, for a target that keeps it).
+fn payload<'a>(core: &'a TargetCore, e: &Entry) -> &'a [u8] {
+    entry(core, e)
+        .get(core.origin_bytes()..)
+        .unwrap_or_default()
+}
+
+/// The origin of an entry of a target that keeps it.
+fn origin_of(core: &TargetCore, e: &Entry) -> Origin {
+    Origin::decode(entry(core, e))
 }
 
 /// What became of the items a `send_loop` call sent.
@@ -83,6 +97,11 @@ impl TargetSender {
     /// Sends until the backlog is closed and empty (or its drain deadline has passed).
     pub(crate) fn run(self) {
         let mut send = MmsgSend::new(self.batch);
+        let mut kept = OriginSend::new(if self.core.origin.way.is_some() {
+            self.batch
+        } else {
+            0
+        });
         let mut entries = vec![Entry::default(); self.batch];
         let mut scratch = Scratch::default();
         let mut rng = fastrand::Rng::new();
@@ -115,9 +134,10 @@ impl TargetSender {
                     &mut rng,
                 );
             } else if let Some(filter) = filter {
-                self.send_filtered(&mut send, &entries[..n], &filter, &mut scratch, &mut rng);
+                let sends = (&mut send, &mut kept);
+                self.send_filtered(sends, &entries[..n], &filter, &mut scratch, &mut rng);
             } else {
-                self.send_all(&mut send, &entries[..n]);
+                self.send_all((&mut send, &mut kept), &entries[..n]);
             }
             pos = entries[n - 1].next;
             ring.consume(pos, n);
@@ -177,7 +197,7 @@ impl TargetSender {
     /// first failure; every line under one outcome.
     fn send_filtered(
         &self,
-        send: &mut MmsgSend,
+        (send, kept): (&mut MmsgSend, &mut OriginSend),
         entries: &[Entry],
         filter: &LineFilter,
         s: &mut Scratch,
@@ -215,9 +235,18 @@ impl TargetSender {
         let (parts, out) = (&s.parts, &s.out);
         self.send_loop(
             parts.len(),
-            |start| {
-                let ranges = parts[start..].iter().map(|p| (p.start, p.end));
-                send.send_ranges(self.core.socket.as_fd(), out, ranges)
+            |start| match &self.core.origin.way {
+                Some(way) => {
+                    let copies = parts[start..]
+                        .iter()
+                        .zip(&s.owner[start..])
+                        .map(|(p, &i)| (&out[p.start..p.end], origin_of(&self.core, &entries[i])));
+                    kept.send(self.core.origin_fd(), way, copies)
+                }
+                None => {
+                    let ranges = parts[start..].iter().map(|p| (p.start, p.end));
+                    send.send_ranges(self.core.socket.as_fd(), out, ranges)
+                }
             },
             |outcome| match outcome {
                 Sent(start, n) => state[start..start + n].fill(1),
@@ -269,16 +298,25 @@ impl TargetSender {
     }
 
     /// Sends `entries` in order, resuming after short counts and skipping copies the kernel refused.
-    fn send_all(&self, send: &mut MmsgSend, entries: &[Entry]) {
+    fn send_all(&self, (send, kept): (&mut MmsgSend, &mut OriginSend), entries: &[Entry]) {
         let counters = self.core.counters.sender();
+        let core = &*self.core;
         self.send_loop(
             entries.len(),
-            |start| send.send_entries(self.core.socket.as_fd(), &entries[start..]),
+            |start| match &core.origin.way {
+                Some(way) => {
+                    let copies = entries[start..]
+                        .iter()
+                        .map(|e| (payload(core, e), origin_of(core, e)));
+                    kept.send(core.origin_fd(), way, copies)
+                }
+                None => send.send_entries(core.socket.as_fd(), &entries[start..]),
+            },
             |outcome| match outcome {
                 Sent(start, n) => {
                     let sent = &entries[start..start + n];
                     self.digest_sent(counters, sent, true);
-                    let bytes: usize = sent.iter().map(|e| e.len).sum();
+                    let bytes: usize = sent.iter().map(|e| e.len - core.origin_bytes()).sum();
                     counters.add_forwarded(n as u64, bytes as u64);
                     if self.latency {
                         counters
@@ -343,6 +381,10 @@ impl TargetSender {
         cpu: Option<usize>,
         role: Role,
     ) -> Result<(Arc<TargetCore>, JoinHandle<()>), ChangeError> {
+        let origin = match role {
+            Role::Plain => super::origin::resolve(spec, settings)?,
+            Role::Member | Role::Group(_) => super::origin::Keeping::default(),
+        };
         let socket = match (&spec.unix, &role) {
             // A group sends through its members' sockets; its own is an unbound placeholder.
             (_, Role::Group(_)) => socket::placeholder(),
@@ -376,6 +418,7 @@ impl TargetSender {
             parity: AtomicBool::new(false),
             unix: spec.unix.clone(),
             count_lines: matches!(role, Role::Member),
+            origin,
             group: match role {
                 Role::Group(g) => Some(g),
                 _ => None,

@@ -9,6 +9,7 @@ use std::thread::Thread;
 use std::time::Instant;
 
 use super::observe::Observer;
+use super::origin::Keeping;
 use super::ratelimit::SharedRateLimit;
 use crate::config::{ConfigError, GroupSpec, MemberSpec, TargetSpec};
 use crate::fastpath::Book;
@@ -53,6 +54,8 @@ pub(crate) struct TargetCore {
     pub(crate) group: Option<Arc<Group>>,
     /// A group member: its sender counts the lines of what it sends (`Offered`, `Sent`, `Dropped`).
     pub(crate) count_lines: bool,
+    /// Whether copies keep their sender's origin (`preserve-source`), and how.
+    pub(crate) origin: Keeping,
 }
 
 /// A group in the data path: its members, each a target incarnation of its own (socket, ring,
@@ -85,6 +88,24 @@ pub(crate) struct Member {
 }
 
 impl TargetCore {
+    /// Bytes of origin in front of each entry of this target's ring (0 unless it keeps origins).
+    pub(crate) fn origin_bytes(&self) -> usize {
+        if self.origin.way.is_some() {
+            crate::net::origin::ORIGIN_BYTES
+        } else {
+            0
+        }
+    }
+
+    /// The socket that sends copies with their origin: the raw one, or the target's own.
+    pub(crate) fn origin_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        match &self.origin.raw {
+            Some(raw) => raw.as_fd(),
+            None => self.socket.as_fd(),
+        }
+    }
+
     /// Wakes the sender (after a push, or when closing).
     pub(crate) fn wake(&self) {
         if let Some(t) = self.sender.get() {
@@ -132,7 +153,10 @@ impl TargetEntry {
         producers: Arc<ProducerGuard>,
         spec: TargetSpec,
     ) -> Self {
-        let via_sender = !spec.lines.is_passthrough() || spec.parity || spec.group.is_some();
+        let via_sender = !spec.lines.is_passthrough()
+            || spec.parity
+            || spec.group.is_some()
+            || core.origin.way.is_some();
         Self {
             core,
             producers,

@@ -28,6 +28,7 @@ use super::ratelimit::RateLimit;
 use super::target::{TargetCore, TargetTable};
 use crate::metrics::counters::{TargetCounters, WorkerCounters, WorkerDelta};
 use crate::net::mmsg::{MmsgRecv, MmsgSend, RecvMeta};
+use crate::net::origin::Origin;
 use crate::net::socket::{self, WAKE_INTERVAL};
 use crate::net::uring::UringRecv;
 use crate::pool::{BufId, BufPool};
@@ -243,7 +244,10 @@ impl RecvWorker {
         let mut kernel_drops = None;
         ready.clear();
         ready_at.clear();
-        let observed = !current.observers.is_empty();
+        // Where each kept datagram is in the run: for the observers, and for targets that keep
+        // origins (their ring entries carry each datagram's sender).
+        let keeps = current.targets.iter().any(|t| t.core.origin.way.is_some());
+        let observed = !current.observers.is_empty() || keeps;
         for (i, (&id, m)) in run.ids.iter().zip(run.meta).enumerate() {
             delta.received += 1;
             kernel_drops = m.kernel_drops.or(kernel_drops);
@@ -295,8 +299,12 @@ impl RecvWorker {
             } else {
                 &ready[..]
             };
-            if !rest.is_empty() {
-                self.enqueue(&target.core, counters, rest);
+            if target.core.origin.way.is_some() {
+                // Through the sender (`via_sender`), each entry with its origin in front.
+                let origins = ready_at.iter().map(|&i| Origin::of(&run.meta[i]).encode());
+                self.enqueue(&target.core, counters, ready, origins);
+            } else if !rest.is_empty() {
+                self.enqueue(&target.core, counters, rest, std::iter::repeat([]));
             }
         }
         // The recorder and taps get their copies last: nothing waits for them.
@@ -348,13 +356,20 @@ impl RecvWorker {
         }
     }
 
-    /// Copies `ids` into the target's backlog; copies that do not fit are dropped as `queue_full`.
-    fn enqueue(&self, target: &TargetCore, counters: &TargetCounters, ids: &[BufId]) {
+    /// Copies `ids` into the target's backlog, each behind its prefix (an origin, or nothing);
+    /// copies that do not fit are dropped as `queue_full`.
+    fn enqueue<const N: usize>(
+        &self,
+        target: &TargetCore,
+        counters: &TargetCounters,
+        ids: &[BufId],
+        prefixes: impl Iterator<Item = [u8; N]>,
+    ) {
         let mut full = 0;
         {
             let mut ring = target.ring.producer();
-            for &id in ids {
-                if !ring.push_slot(&self.pool, id) {
+            for (&id, prefix) in ids.iter().zip(prefixes) {
+                if !ring.push_slot_with(&prefix, &self.pool, id) {
                     full += 1;
                 }
             }
@@ -395,6 +410,7 @@ mod tests {
                 sender_cpus: Vec::new(),
                 max_targets: 4,
                 max_datagram: 65535,
+                gives_up_privileges: false,
             },
             Arc::new(Threads::default()),
         );

@@ -78,17 +78,21 @@ pub enum SendErrorKind {
     MessageSize,
     /// EHOSTUNREACH/ENETUNREACH/EPERM (route or firewall).
     Unreachable,
+    /// A copy that could not be sent with its sender's origin (`preserve-source`): the sender's
+    /// pid was gone (ESRCH), or its address of another family than the target's (EAFNOSUPPORT).
+    OriginLost,
     /// Anything else.
     Other,
 }
 
 impl SendErrorKind {
     /// All kinds, in counter order.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::ConnRefused,
         Self::NoBuffers,
         Self::MessageSize,
         Self::Unreachable,
+        Self::OriginLost,
         Self::Other,
     ];
 
@@ -101,6 +105,7 @@ impl SendErrorKind {
             Some(libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EPERM | libc::EACCES) => {
                 Self::Unreachable
             }
+            Some(libc::ESRCH | libc::EAFNOSUPPORT) => Self::OriginLost,
             _ => Self::Other,
         }
     }
@@ -112,6 +117,7 @@ impl SendErrorKind {
             Self::NoBuffers => "no_buffers",
             Self::MessageSize => "message_size",
             Self::Unreachable => "unreachable",
+            Self::OriginLost => "origin_lost",
             Self::Other => "other",
         }
     }

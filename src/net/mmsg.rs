@@ -18,7 +18,8 @@ use crate::pool::{BufId, BufPool};
 
 /// Control-message room per datagram on 64-bit Linux: SO_RXQ_OVFL needs CMSG_SPACE(4) = 24 bytes,
 /// SCM_TIMESTAMPNS CMSG_SPACE(16) = 32, IPV6_PKTINFO CMSG_SPACE(20) = 40 (IP_PKTINFO 32) and SO_MARK
-/// (SO_RCVMARK, with the kernel fast path) CMSG_SPACE(4) = 24; 120 in all.
+/// (SO_RCVMARK, with the kernel fast path) CMSG_SPACE(4) = 24; 120 in all. A Unix listener has no
+/// PKTINFO and no mark, and SCM_CREDENTIALS instead: CMSG_SPACE(12) = 32.
 pub(crate) const CMSG_BYTES: usize = 120;
 
 /// Room for the sender's address: a `sockaddr_in6` is 28 bytes, rounded up to keep what follows aligned.
@@ -46,9 +47,22 @@ pub struct RecvMeta {
     pub dst: Option<IpAddr>,
     /// SO_RCVMARK: the packet's mark (with the kernel fast path, which targets it already served).
     pub mark: u32,
+    /// SCM_CREDENTIALS (a Unix listener, SO_PASSCRED): who sent it.
+    pub cred: Option<Cred>,
     /// Sent by one of this process's own Unix target sockets (their abstract names start with
     /// `\0udptee-target-PID-`): a target that is a link to the listener.
     pub looped: bool,
+}
+
+/// A Unix sender's credentials, as the kernel gives them (`struct ucred`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cred {
+    /// Process id (0 when the sender is not visible in this pid namespace).
+    pub pid: i32,
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
 }
 
 /// True for the address of one of this process's Unix target sockets (an abstract name starting
@@ -253,6 +267,18 @@ pub(crate) fn decode_control(msg: &libc::msghdr, meta: &mut RecvMeta) {
                 // SAFETY: the kernel put the u32 skb mark here (socket(7), SO_RCVMARK); the length
                 // check guarantees it is inside the message.
                 meta.mark = unsafe { ptr::read_unaligned(data.cast::<u32>()) };
+            }
+            (libc::SOL_SOCKET, libc::SCM_CREDENTIALS)
+                if c.cmsg_len as usize >= cmsg_len::<libc::ucred>() =>
+            {
+                // SAFETY: the kernel put a struct ucred here (unix(7), SO_PASSCRED); the length
+                // check guarantees it is inside the message.
+                let u = unsafe { ptr::read_unaligned(data.cast::<libc::ucred>()) };
+                meta.cred = Some(Cred {
+                    pid: u.pid,
+                    uid: u.uid,
+                    gid: u.gid,
+                });
             }
             (libc::IPPROTO_IP, libc::IP_PKTINFO)
                 if c.cmsg_len as usize >= cmsg_len::<libc::in_pktinfo>() =>

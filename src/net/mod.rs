@@ -3,7 +3,7 @@
 //! Required of a backend: receive up to a batch of datagrams into pool slots named by `BufId`, report
 //! each datagram's real length, truncation, the socket's kernel drop count and receive timestamp; send a
 //! batch from pool slots on a connected socket, returning how many went out. Dispatch happens once per
-//! batch, never per datagram. Only `sys`, `mmsg`, `uring` and `fds` contain `unsafe`. Public so that udptee-loadgen's
+//! batch, never per datagram. Only `sys`, `mmsg`, `origin`, `uring` and `fds` contain `unsafe`. Public so that udptee-loadgen's
 //! generator, sink and baseline relay use the very same batch I/O as the forwarder.
 //!
 //! Floor 2 (the data path), its lowest part: imports `config` and `pool` only.
@@ -13,6 +13,7 @@ pub mod diag;
 pub mod fds;
 pub mod lock;
 pub mod mmsg;
+pub mod origin;
 pub mod probe;
 pub mod socket;
 pub(crate) mod sys;

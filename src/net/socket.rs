@@ -144,6 +144,8 @@ pub fn bind_unix_group(
         std::os::unix::fs::chown(&u.path, Some(uid), Some(gid))?;
     }
     let state = configure_receive(&socket, None, rcvbuf_bytes, timestamps)?;
+    // Each datagram's sender credentials, for targets that keep them (`preserve-source`).
+    sys::setsockopt_int(socket.as_fd(), libc::SOL_SOCKET, libc::SO_PASSCRED, 1)?;
     let first = UdpSocket::from(std::os::fd::OwnedFd::from(socket));
     let mut sockets = Vec::with_capacity(count);
     for _ in 1..count {

@@ -284,16 +284,9 @@ impl Producer<'_> {
 }
 
 impl Producer<'_> {
-    /// Copies the datagram in pool slot `id` into the ring; see [`push`](Self::push). The caller must
-    /// hold `id` (a received slot not armed for the kernel), so nobody writes it during the copy.
-    pub(crate) fn push_slot(&mut self, pool: &super::BufPool, id: super::BufId) -> bool {
-        let len = pool.len(id).min(pool.slot_bytes());
-        // SAFETY: a slot's payload is valid for `slot_bytes()` bytes while `pool` is borrowed, `len`
-        // is within it, and the holder's contract above means no one writes it during the copy.
-        unsafe { self.push(pool.as_mut_ptr(id), len, pool.rx_nanos(id)) }
-    }
-
-    /// Like [`push_slot`](Self::push_slot), with `prefix` in front of the payload.
+    /// Copies the datagram in pool slot `id` into the ring behind `prefix` (an origin, or
+    /// nothing); see [`push`](Self::push). The caller must hold `id` (a received slot not armed for
+    /// the kernel), so nobody writes it during the copy.
     pub(crate) fn push_slot_with(
         &mut self,
         prefix: &[u8],
@@ -301,7 +294,8 @@ impl Producer<'_> {
         id: super::BufId,
     ) -> bool {
         let len = pool.len(id).min(pool.slot_bytes());
-        // SAFETY: as in `push_slot`.
+        // SAFETY: a slot's payload is valid for `slot_bytes()` bytes while `pool` is borrowed, `len`
+        // is within it, and the holder's contract above means no one writes it during the copy.
         unsafe { self.push_prefixed(prefix, pool.as_mut_ptr(id), len, pool.rx_nanos(id)) }
     }
 }

@@ -51,6 +51,9 @@ pub(crate) fn targets_json(stats: &Stats, only: Option<&str>) -> serde_json::Val
                     "sndbuf": t.spec.sndbuf_bytes,
                     "lines": t.spec.lines,
                     "parity": t.spec.parity,
+                    "preserve-source": t.spec.preserve_source,
+                    "origin": t.core.origin.as_str(),
+                    "origin_relayed_because": t.core.origin.relayed_because,
                     "queued_bytes": t.core.ring.used_bytes(),
                     "counters": counters,
                     "group": t.spec.group.as_ref().zip(t.core.group.as_ref()).map(|(spec, g)| json!({
