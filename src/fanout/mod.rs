@@ -24,6 +24,7 @@ pub mod group;
 mod health;
 mod hub;
 mod incarnation;
+mod inline;
 mod kernel;
 mod listen;
 mod origin;

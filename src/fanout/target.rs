@@ -153,10 +153,7 @@ impl TargetEntry {
         producers: Arc<ProducerGuard>,
         spec: TargetSpec,
     ) -> Self {
-        let via_sender = !spec.lines.is_passthrough()
-            || spec.parity
-            || spec.group.is_some()
-            || core.origin.way.is_some();
+        let via_sender = !spec.lines.is_passthrough() || spec.parity || spec.group.is_some();
         Self {
             core,
             producers,

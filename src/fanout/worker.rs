@@ -14,7 +14,6 @@
 //! path: no allocation, one receive syscall per batch and at most one send syscall per target per
 //! batch; the backlog lock is taken once per batch, and only for a target that has a backlog.
 
-use std::io;
 use std::net::UdpSocket;
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -23,11 +22,11 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use super::account::{count_send_error, count_sent};
+use super::inline::Inline;
 use super::ratelimit::RateLimit;
 use super::target::{TargetCore, TargetTable};
 use crate::metrics::counters::{TargetCounters, WorkerCounters, WorkerDelta};
-use crate::net::mmsg::{MmsgRecv, MmsgSend, RecvMeta};
+use crate::net::mmsg::{MmsgRecv, RecvMeta};
 use crate::net::origin::Origin;
 use crate::net::socket::{self, WAKE_INTERVAL};
 use crate::net::uring::UringRecv;
@@ -93,7 +92,7 @@ impl RecvWorker {
             None => Backend::Mmsg(MmsgRecv::new(self.batch)),
         };
         let mut table = arc_swap::Cache::new(Arc::clone(&self.table));
-        let mut send = MmsgSend::new_nonblocking(self.batch);
+        let mut send = Inline::new(self.batch);
         // Free slots this worker holds: armed for recvmmsg, or waiting to be provided to the io_uring.
         let mut spare: Vec<BufId> = Vec::with_capacity(self.batch);
         let mut ids: Vec<BufId> = vec![scratch; self.batch];
@@ -235,7 +234,7 @@ impl RecvWorker {
         &self,
         current: &TargetTable,
         run: Run<'_>,
-        send: &mut MmsgSend,
+        send: &mut Inline,
         spare: &mut Vec<BufId>,
         ready: &mut Vec<BufId>,
         ready_at: &mut Vec<usize>,
@@ -294,16 +293,30 @@ impl RecvWorker {
             // An empty ring (Acquire) means every earlier copy for this target has been handed
             // to the kernel, so sending inline now keeps each flow's order. A target with line
             // settings or parity gets everything through its sender, which does that work.
-            let rest = if !target.via_sender && target.core.ring.is_empty() {
-                self.send_inline(send, &target.core, counters, ready)
+            let done = if !target.via_sender && target.core.ring.is_empty() {
+                let meta = ready_at.iter().map(|&i| &run.meta[i]);
+                send.send(
+                    &self.pool,
+                    &target.core,
+                    counters,
+                    ready,
+                    meta,
+                    self.latency,
+                )
             } else {
-                &ready[..]
+                0
             };
+            let rest = &ready[done..];
+            if rest.is_empty() {
+                continue;
+            }
             if target.core.origin.way.is_some() {
-                // Through the sender (`via_sender`), each entry with its origin in front.
-                let origins = ready_at.iter().map(|&i| Origin::of(&run.meta[i]).encode());
-                self.enqueue(&target.core, counters, ready, origins);
-            } else if !rest.is_empty() {
+                // Each entry with its sender's origin in front, for the sender to send with it.
+                let origins = ready_at[done..]
+                    .iter()
+                    .map(|&i| Origin::of(&run.meta[i]).encode());
+                self.enqueue(&target.core, counters, rest, origins);
+            } else {
                 self.enqueue(&target.core, counters, rest, std::iter::repeat([]));
             }
         }
@@ -331,28 +344,6 @@ impl RecvWorker {
             spare.push(id);
         } else {
             self.pool.put_back(id);
-        }
-    }
-
-    /// One non-blocking sendmmsg of `ids` to `target`; returns what the kernel did not take.
-    fn send_inline<'a>(
-        &self,
-        send: &mut MmsgSend,
-        target: &TargetCore,
-        counters: &TargetCounters,
-        ids: &'a [BufId],
-    ) -> &'a [BufId] {
-        match send.send_batch(target.socket.as_fd(), &self.pool, ids) {
-            Ok(k) => {
-                count_sent(counters, &self.pool, &ids[..k], self.latency);
-                &ids[k..]
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ids,
-            Err(e) => {
-                // The first copy failed (sendmmsg(2)); count it and leave the rest to the sender.
-                count_send_error(target, counters, &e);
-                &ids[1..]
-            }
         }
     }
 

@@ -18,12 +18,13 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr;
 
 use super::mmsg::{Cred, RecvMeta};
 use super::sys::retry_if_interrupted;
+use crate::pool::{BufId, BufPool};
 
 /// Bytes an [`Origin`] takes in front of a payload in a ring entry.
 pub const ORIGIN_BYTES: usize = 24;
@@ -96,6 +97,33 @@ impl Origin {
     }
 }
 
+/// The first 32 bits of the IPv6 address that stands for a Unix sender's credentials in a
+/// recording (`fd75:6474::/32`, a unique-local prefix no real sender uses here): then the pid, the
+/// uid and the gid, each a big-endian u32. tcpdump shows it as the source address, port 0.
+pub const CRED_PREFIX: [u8; 4] = [0xfd, 0x75, 0x64, 0x74];
+
+/// A Unix sender's credentials as the source address of a recorded datagram.
+pub fn cred_address(c: Cred) -> Ipv6Addr {
+    let mut b = [0u8; 16];
+    b[..4].copy_from_slice(&CRED_PREFIX);
+    b[4..8].copy_from_slice(&(c.pid as u32).to_be_bytes());
+    b[8..12].copy_from_slice(&c.uid.to_be_bytes());
+    b[12..16].copy_from_slice(&c.gid.to_be_bytes());
+    Ipv6Addr::from(b)
+}
+
+/// The credentials a recorded source address stands for, if it is one ([`cred_address`]).
+pub fn cred_of_address(ip: IpAddr) -> Option<Cred> {
+    let IpAddr::V6(v6) = ip else { return None };
+    let b = v6.octets();
+    let word = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    (b[..4] == CRED_PREFIX).then(|| Cred {
+        pid: word(4) as i32,
+        uid: word(8),
+        gid: word(12),
+    })
+}
+
 /// How a preserving target's copies carry their origin.
 #[derive(Debug)]
 pub enum Way {
@@ -126,6 +154,7 @@ pub struct OriginSend {
     ctrl: Box<[CredBuf]>,
     heads: Box<[[u8; HEAD_BYTES]]>,
     name: libc::sockaddr_storage,
+    flags: libc::c_int,
 }
 
 impl OriginSend {
@@ -143,7 +172,39 @@ impl OriginSend {
             heads: vec![[0; HEAD_BYTES]; batch].into(),
             // SAFETY: sockaddr_storage is plain C data; all-zero is a valid value of it.
             name: unsafe { std::mem::zeroed() },
+            flags: 0,
         }
+    }
+
+    /// Like [`new`](Self::new), but sends never wait (MSG_DONTWAIT): a worker's inline send.
+    pub fn new_nonblocking(batch: usize) -> Self {
+        Self {
+            flags: libc::MSG_DONTWAIT,
+            ..Self::new(batch)
+        }
+    }
+
+    /// Sends the datagrams in pool slots `ids`, each with its origin, as [`send`](Self::send)
+    /// does. The caller holds the slots (received, not armed for the kernel), so nobody writes
+    /// them during the call.
+    pub fn send_slots(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        way: &Way,
+        pool: &BufPool,
+        ids: &[BufId],
+        origins: impl Iterator<Item = Origin>,
+    ) -> io::Result<usize> {
+        let copies = ids.iter().zip(origins).map(|(&id, o)| {
+            let len = pool.len(id).min(pool.slot_bytes());
+            // SAFETY: a slot's payload is valid for `slot_bytes()` bytes while `pool` is
+            // borrowed, `len` is within it, and the caller's hold means no one writes it while
+            // this borrow lives (AtomicU8 has the layout of u8).
+            let bytes =
+                unsafe { std::slice::from_raw_parts(pool.as_mut_ptr(id).cast_const(), len) };
+            (bytes, o)
+        });
+        self.send(fd, way, copies)
     }
 
     /// Sends `copies` (payload and origin; at most a batch) in one `sendmmsg`, each with its
@@ -199,12 +260,12 @@ impl OriginSend {
         if n == 0 {
             return Err(origin_unusable());
         }
-        let hdrs = self.hdrs.as_mut_ptr();
+        let (hdrs, flags) = (self.hdrs.as_mut_ptr(), self.flags);
         retry_if_interrupted(|| {
             // SAFETY: `hdrs` has `n` entries prepared above; each iovec points at a payload the
             // caller's iterator borrowed for 'a (alive during this call) or at this struct's header
             // and control buffers, and the address at `self.name`; the kernel only reads them.
-            let rc = unsafe { libc::sendmmsg(fd.as_raw_fd(), hdrs, n as libc::c_uint, 0) };
+            let rc = unsafe { libc::sendmmsg(fd.as_raw_fd(), hdrs, n as libc::c_uint, flags) };
             if rc < 0 {
                 Err(io::Error::last_os_error())
             } else {
@@ -376,6 +437,14 @@ mod tests {
             assert_eq!(Origin::decode(&o.encode()), o);
         }
         assert_eq!(Origin::decode(&[9; 3]), Origin::Unknown, "short is unknown");
+        let c = Cred {
+            pid: 4_000_000,
+            uid: 65534,
+            gid: u32::MAX,
+        };
+        assert_eq!(cred_of_address(cred_address(c).into()), Some(c));
+        assert_eq!(cred_of_address("::1".parse().unwrap()), None);
+        assert_eq!(cred_of_address("127.0.0.1".parse().unwrap()), None);
     }
 
     #[test]
