@@ -282,9 +282,14 @@ pub(crate) fn format_line(text: &mut String, o: &Observed<'_>, payload: &[u8]) {
     } else {
         UNIX_EPOCH + Duration::from_nanos(o.rx_nanos)
     };
-    let src = o
-        .src
-        .map_or_else(|| "unnamed".to_owned(), |s| s.to_string());
+    // A Unix sender is shown by its credentials (they travel as a documented address).
+    let src = match o.src {
+        None => "unnamed".to_owned(),
+        Some(s) => match crate::net::origin::cred_of_address(s.ip()) {
+            Some(c) => format!("pid={},uid={},gid={}", c.pid, c.uid, c.gid),
+            None => s.to_string(),
+        },
+    };
     let _ = write!(
         text,
         "{} {src} > {} {}B ",

@@ -135,6 +135,7 @@ fn a_unix_receiver_sees_the_clients_credentials_on_a_preserving_target_only() {
     });
     c.stats_interval = Duration::ZERO;
     c.admin = Some("127.0.0.1:0".parse().unwrap());
+    c.record = Some(udptee::record::RecordSettings::new(dir.join("rec.pcap")));
     let fwd = udptee::Forwarder::start(&c).unwrap();
     let (_, targets) = http(fwd.admin_addr().unwrap(), "GET", "/targets", "", "");
     let v: serde_json::Value = serde_json::from_str(&targets).unwrap();
@@ -158,12 +159,24 @@ fn a_unix_receiver_sees_the_clients_credentials_on_a_preserving_target_only() {
         pids.push(pid);
     }
     let snap = fwd.shutdown();
-    for pid in pids {
+    for &pid in &pids {
         reap(pid);
     }
     assert_accounted(&snap);
     for (name, t) in snap.target_names.iter().zip(&snap.targets) {
         assert_eq!((t.forwarded, t.dropped_total()), (60, 0), "{name}");
+    }
+    // The recording keeps each datagram's credentials, as its documented source address.
+    let mut recorded = Vec::new();
+    udptee::replay::capture::for_each_udp(&dir.join("rec.pcap"), &mut Default::default(), |d| {
+        recorded.push(udptee::net::origin::cred_of_address(d.src.ip()));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(recorded.len(), 60);
+    for (i, c) in recorded.iter().enumerate() {
+        let c = c.expect("a credentials address (fd75:6474::/32)");
+        assert_eq!((c.pid, c.uid, c.gid), (pids[i / 20], 0, 0), "record {i}");
     }
 }
 
@@ -360,4 +373,66 @@ fn strip_fields_changes_one_targets_copy_only() {
         fingerprint(want),
         "the shadow's copy without origin fields"
     );
+}
+
+/// `udptee replay --preserve-source`: each datagram leaves from the address and port it was
+/// recorded from; without the flag, from the replaying socket.
+#[test]
+fn replay_keeps_the_recorded_sources_when_asked() {
+    if !root() {
+        eprintln!("skipped: a raw socket needs root (CAP_NET_RAW)");
+        return;
+    }
+    let dir = temp_dir("replay");
+    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sink.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let fwd = forwarder(false, &[sink.local_addr().unwrap()], |c| {
+        c.record = Some(udptee::record::RecordSettings::new(dir.join("rec.pcap")));
+    });
+    let clients: Vec<UdpSocket> = (0..3)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    for (i, c) in clients.iter().enumerate() {
+        c.send_to(format!("c{i}:1|c").as_bytes(), fwd.local_addr())
+            .unwrap();
+    }
+    let mut buf = [0u8; 64];
+    for _ in 0..3 {
+        sink.recv_from(&mut buf).unwrap();
+    }
+    drop(fwd.shutdown());
+    let rec = dir.join("rec.pcap");
+    for keep in [true, false] {
+        let mut args = vec![
+            "replay".to_owned(),
+            rec.to_string_lossy().into_owned(),
+            "--to".into(),
+            sink.local_addr().unwrap().to_string(),
+            "--speed".into(),
+            "max".into(),
+        ];
+        if keep {
+            args.push("--preserve-source".into());
+        }
+        let out = Command::new(BIN).args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for _ in 0..3 {
+            let (n, from) = sink.recv_from(&mut buf).unwrap();
+            let i: usize = std::str::from_utf8(&buf[1..n - 4])
+                .unwrap()
+                .parse()
+                .unwrap();
+            let client = clients[i].local_addr().unwrap();
+            assert_eq!(
+                from == client,
+                keep,
+                "replayed c{i} from {from} (client {client})"
+            );
+        }
+    }
 }

@@ -28,6 +28,12 @@ pub struct ReplayArgs {
     /// Only datagrams recorded with this destination port.
     #[arg(long, value_name = "P")]
     pub port: Option<u16>,
+    /// Send each datagram from its recorded source address and port, as the client sent it (a raw
+    /// socket: needs CAP_NET_RAW). A datagram recorded from a Unix listener carries its sender's
+    /// credentials instead (source fd75:6474::/32) and cannot keep them towards a UDP target: it is
+    /// counted `origin lost` and not sent.
+    #[arg(long)]
+    pub preserve_source: bool,
 }
 
 /// `--speed`.
@@ -97,6 +103,7 @@ impl ReplayArgs {
             },
             loops: self.loops,
             port: self.port,
+            preserve_source: self.preserve_source,
         })
     }
 }

@@ -158,7 +158,12 @@ impl Observer {
             for (id, m) in ready {
                 offered += 1;
                 let dst = SocketAddr::new(m.dst.unwrap_or(local.ip()), local.port());
-                let peer = encode_peer(m.src, dst);
+                // A Unix sender has no address: its credentials stand in for one.
+                let src = m.src.or_else(|| {
+                    let cred = m.cred.map(crate::net::origin::cred_address)?;
+                    Some(SocketAddr::new(cred.into(), 0))
+                });
+                let peer = encode_peer(src, dst);
                 if !ring.push_slot_with(&peer, pool, id) {
                     dropped += 1;
                 }

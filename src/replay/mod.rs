@@ -1,6 +1,7 @@
 //! `udptee replay`: send the UDP datagrams of pcap/pcapng captures to one or more targets, keeping
 //! the recorded gaps scaled by `--speed`, at a fixed `--pps`, or flat out, with `sendmmsg` batches
-//! on one connected socket per target.
+//! on one connected socket per target; with `--preserve-source`, from each datagram's recorded
+//! source address and port, on a raw socket per target (`net::origin`).
 //!
 //! Floor 2 (the data path): a second user of `net`'s batch send; imports `net` only.
 
@@ -13,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::net::mmsg::MmsgSend;
+use crate::net::origin::{self, Origin, OriginSend, Way};
 use capture::{Skip, Skipped};
 
 /// Datagrams per `sendmmsg`.
@@ -42,6 +44,8 @@ pub struct ReplayPlan {
     pub loops: u64,
     /// Only datagrams recorded with this destination port.
     pub port: Option<u16>,
+    /// Send each datagram from its recorded source address and port (a raw socket).
+    pub preserve_source: bool,
 }
 
 /// What a replay did.
@@ -55,6 +59,9 @@ pub struct ReplayReport {
     pub sent: u64,
     /// Copies the kernel refused (e.g. ECONNREFUSED: nothing listens at a target).
     pub send_errors: u64,
+    /// With `--preserve-source`: copies not sent because their recorded origin cannot be a UDP
+    /// source (a Unix sender's credentials, or another address family than the target's).
+    pub origin_lost: u64,
     /// Frames skipped, by [`Skip`].
     pub skipped: Skipped,
     /// Datagrams left out by `--port`.
@@ -76,13 +83,14 @@ impl std::fmt::Display for ReplayReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "replayed {} datagrams ({} bytes) in {:.3} s, {:.0}/s; {} copies sent, {} send errors; skipped",
+            "replayed {} datagrams ({} bytes) in {:.3} s, {:.0}/s; {} copies sent, {} send errors, {} origin lost; skipped",
             self.datagrams,
             self.bytes,
             self.elapsed.as_secs_f64(),
             self.rate(),
             self.sent,
-            self.send_errors
+            self.send_errors,
+            self.origin_lost
         )?;
         for s in Skip::ALL {
             write!(f, " {} {}", s.as_str(), self.skipped[s as usize])?;
@@ -104,21 +112,68 @@ pub struct ReplayError {
     pub report: Box<ReplayReport>,
 }
 
-/// A batch being built: payloads copied out of the capture reader's buffer.
+/// A batch being built: payloads copied out of the capture reader's buffer, with their recorded
+/// sources.
 struct Batch {
     bufs: Vec<Vec<u8>>,
+    srcs: Vec<SocketAddr>,
     len: usize,
 }
 
 impl Batch {
-    fn push(&mut self, payload: &[u8]) {
+    fn push(&mut self, payload: &[u8], src: SocketAddr) {
         if self.len == self.bufs.len() {
             self.bufs.push(Vec::new());
+            self.srcs.push(src);
         }
         let b = &mut self.bufs[self.len];
         b.clear();
         b.extend_from_slice(payload);
+        self.srcs[self.len] = src;
         self.len += 1;
+    }
+}
+
+/// How the copies leave: one connected socket per target, or (`--preserve-source`) one raw socket
+/// per target, each copy from its recorded source.
+enum Senders {
+    Plain(MmsgSend, Vec<UdpSocket>),
+    Kept(OriginSend, Vec<(std::os::fd::OwnedFd, SocketAddr)>),
+}
+
+impl Senders {
+    fn open(plan: &ReplayPlan) -> Result<Self, String> {
+        if plan.preserve_source {
+            let raws = plan
+                .targets
+                .iter()
+                .map(|&t| {
+                    origin::raw_socket(t).map(|s| (s, t)).map_err(|e| {
+                        format!(
+                            "target {t}: --preserve-source needs a raw socket (CAP_NET_RAW): {e}"
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            return Ok(Self::Kept(OriginSend::new(BATCH), raws));
+        }
+        let sockets = plan
+            .targets
+            .iter()
+            .map(|&t| {
+                crate::net::socket::connect_target(t, None).map_err(|e| format!("target {t}: {e}"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self::Plain(MmsgSend::new(BATCH), sockets))
+    }
+}
+
+/// A recorded source as an origin: a Unix sender's credentials (`origin::cred_address`), or an
+/// address and port.
+fn recorded_origin(src: SocketAddr) -> Origin {
+    match origin::cred_of_address(src.ip()) {
+        Some(c) => Origin::Process(c),
+        None => Origin::Ip(src),
     }
 }
 
@@ -139,15 +194,10 @@ pub fn replay_until(
         message,
         report: Box::new(report.clone()),
     };
-    let mut sockets = Vec::with_capacity(plan.targets.len());
-    for &t in &plan.targets {
-        let s = crate::net::socket::connect_target(t, None)
-            .map_err(|e| fail(format!("target {t}: {e}"), &report))?;
-        sockets.push(s);
-    }
-    let mut send = MmsgSend::new(BATCH);
+    let mut senders = Senders::open(plan).map_err(|e| fail(e, &report))?;
     let mut batch = Batch {
         bufs: Vec::with_capacity(BATCH),
+        srcs: Vec::with_capacity(BATCH),
         len: 0,
     };
     let start = Instant::now();
@@ -190,18 +240,18 @@ pub fn replay_until(
                 if let Some(due) = due {
                     last_due = last_due.max(due);
                     if due > Instant::now() {
-                        flush(&mut send, &sockets, &mut batch, &mut report);
+                        flush(&mut senders, &mut batch, &mut report);
                         progress(report.datagrams);
                         if !wait_until(due, stop) {
                             return Err(STOPPED.into());
                         }
                     }
                 }
-                batch.push(d.payload);
+                batch.push(d.payload, d.src);
                 report.datagrams += 1;
                 report.bytes += d.payload.len() as u64;
                 if batch.len == BATCH {
-                    flush(&mut send, &sockets, &mut batch, &mut report);
+                    flush(&mut senders, &mut batch, &mut report);
                     progress(report.datagrams);
                 }
                 Ok(())
@@ -211,7 +261,7 @@ pub fn replay_until(
             for (a, b) in report.skipped.iter_mut().zip(skipped) {
                 *a += b;
             }
-            flush(&mut send, &sockets, &mut batch, &mut report);
+            flush(&mut senders, &mut batch, &mut report);
             progress(report.datagrams);
             if let Err(e) = r {
                 report.elapsed = start.elapsed();
@@ -264,13 +314,31 @@ fn wait_until(due: Instant, stop: &AtomicBool) -> bool {
     }
 }
 
-/// Sends the batch to every target: a short count resumes, a refused copy is counted and skipped.
-fn flush(send: &mut MmsgSend, sockets: &[UdpSocket], batch: &mut Batch, report: &mut ReplayReport) {
+/// Sends the batch to every target: a short count resumes, a refused copy is counted and skipped
+/// (a copy whose origin cannot be sent as `origin_lost`).
+fn flush(senders: &mut Senders, batch: &mut Batch, report: &mut ReplayReport) {
     let bufs = &batch.bufs[..batch.len];
-    for s in sockets {
+    let srcs = &batch.srcs[..batch.len];
+    let targets = match senders {
+        Senders::Plain(_, sockets) => sockets.len(),
+        Senders::Kept(_, raws) => raws.len(),
+    };
+    for t in 0..targets {
         let mut start = 0;
         while start < bufs.len() {
-            match send.send_slices(s.as_fd(), &bufs[start..]) {
+            let r = match senders {
+                Senders::Plain(send, sockets) => {
+                    send.send_slices(sockets[t].as_fd(), &bufs[start..])
+                }
+                Senders::Kept(send, raws) => {
+                    let copies = bufs[start..]
+                        .iter()
+                        .zip(&srcs[start..])
+                        .map(|(b, &s)| (b.as_slice(), recorded_origin(s)));
+                    send.send(raws[t].0.as_fd(), &Way::Raw(raws[t].1), copies)
+                }
+            };
+            match r {
                 Ok(0) => break,
                 Ok(n) => {
                     report.sent += n as u64;
@@ -281,8 +349,12 @@ fn flush(send: &mut MmsgSend, sockets: &[UdpSocket], batch: &mut Batch, report: 
                         e.kind(),
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                     ) => {}
-                Err(_) => {
-                    report.send_errors += 1;
+                Err(e) => {
+                    if e.raw_os_error() == origin::origin_unusable().raw_os_error() {
+                        report.origin_lost += 1;
+                    } else {
+                        report.send_errors += 1;
+                    }
                     start += 1;
                 }
             }
