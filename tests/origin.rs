@@ -242,6 +242,18 @@ fn a_udp_receiver_sees_each_clients_address_on_a_preserving_target_only() {
     }
 }
 
+/// A child process killed when dropped (a test that fails on the way).
+struct Reaped(Option<std::process::Child>);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
@@ -305,6 +317,56 @@ fn without_the_privilege_asking_is_an_error_and_the_default_relays_with_a_warnin
     assert!(
         err.contains("warning") && err.contains("dsd") && err.contains("relayed"),
         "{err}"
+    );
+
+    // Running: /targets says the origin is relayed and why; asking through the API is refused
+    // and the running target stays.
+    let admin = free_tcp();
+    let running = write(
+        &dir,
+        "running.toml",
+        &unix("").replace("admin = \"off\"", &format!("admin = \"{admin}\"")),
+    );
+    // With --user the kernel forgets the parent-death signal at the switch: killed on drop instead,
+    // so that a failed assertion leaves no udptee holding the test's pipes.
+    let mut child = Reaped(Some(
+        Command::new(BIN)
+            .args(["--config", &running.to_string_lossy()])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    wait_until("the admin listener", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(admin).is_ok()
+    });
+    let (_, got) = http(admin, "GET", "/targets/dsd", "", "");
+    let v: serde_json::Value = serde_json::from_str(&got).unwrap();
+    assert_eq!(v["origin"], "relayed", "{got}");
+    assert!(
+        v["origin_relayed_because"]
+            .as_str()
+            .is_some_and(|r| r.contains("--user")),
+        "{got}"
+    );
+    let body = format!(
+        r#"{{"addr": "unixgram://{}", "preserve-source": true}}"#,
+        dir.join("out.sock").display()
+    );
+    let (code, answer) = http(admin, "PUT", "/targets/dsd", "", &body);
+    assert!((400..500).contains(&code), "{code} {answer}");
+    assert!(answer.contains("preserve-source"), "{answer}");
+    let (_, got) = http(admin, "GET", "/targets/dsd", "", "");
+    assert!(
+        got.contains("\"relayed\""),
+        "the running target stays: {got}"
+    );
+    let child = child.0.take().unwrap();
+    signal(&child, "-TERM");
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("origin: relayed") && log.matches("origin: relayed").count() == 1,
+        "said once at start: {log}"
     );
 
     let asked = write(&dir, "asked.toml", &unix("preserve-source = true\n"));
@@ -435,4 +497,49 @@ fn replay_keeps_the_recorded_sources_when_asked() {
             );
         }
     }
+}
+
+/// A copy whose sender is gone (its pid no longer exists) cannot carry its origin: the kernel
+/// refuses it (ESRCH), and udptee counts it `origin_lost`.
+#[test]
+fn a_gone_senders_copy_is_origin_lost() {
+    if !root() {
+        eprintln!("skipped: naming another process's pid needs root (CAP_SYS_ADMIN)");
+        return;
+    }
+    use udptee::metrics::counters::SendErrorKind;
+    use udptee::net::mmsg::Cred;
+    use udptee::net::origin::{Origin, OriginSend, Way};
+    let (a, b) = UnixDatagram::pair().unwrap();
+    let dir = temp_dir("gone");
+    let pid = send_from_child(&dir.join("nobody-listens.sock"), 0);
+    reap(pid);
+    let mut send = OriginSend::new(2);
+    let gone = Origin::Process(Cred {
+        pid,
+        uid: 0,
+        gid: 0,
+    });
+    let here = Origin::Process(Cred {
+        pid: std::process::id() as i32,
+        uid: 0,
+        gid: 0,
+    });
+    let fd = std::os::fd::AsFd::as_fd(&a);
+    let copies = [(&b"mine"[..], here), (&b"gone"[..], gone)];
+    assert_eq!(
+        send.send(fd, &Way::Credentials, copies.into_iter())
+            .unwrap(),
+        1
+    );
+    let e = send
+        .send(fd, &Way::Credentials, copies[1..].iter().copied())
+        .unwrap_err();
+    assert_eq!(SendErrorKind::of(&e), SendErrorKind::OriginLost, "{e}");
+    let mut buf = [0u8; 8];
+    assert_eq!(
+        b.recv(&mut buf).unwrap(),
+        4,
+        "the copy with a live pid went out"
+    );
 }
