@@ -115,6 +115,8 @@ loss = 1 - received / sent if sent else 0
 short = "" if rate >= asked * 0.98 else f" (asked {asked:.0f}/s: the generator's ceiling)"
 print(f"{name} rate {asked:.0f} run {run}: core share {share:.3f}, {share * 1e6 / rate:.2f} us/datagram at {rate:.0f}/s{short}; sent {sent}, least received by a target {received} (loss {loss:.4%})")
 PY
+  # The kernel path's refused clones (backlog_full, per target) from udptee's final summary.
+  [[ $name == kernel ]] && { grep -o 'backlog_full[=: ]*[0-9]*' "$tmp/fwd.log" | tr '\n' ' '; echo; } | sed 's/^/  /' | tee -a "$results" || true
   rm -f "$tmp"/sink-*.json
 }
 
