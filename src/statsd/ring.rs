@@ -32,6 +32,61 @@ pub fn hash(key: &[u8]) -> u32 {
     u32::from_le_bytes([d[0], d[1], d[2], d[3]])
 }
 
+/// Keys up to this long are remembered by [`KeyHashes`]; a longer one is hashed every time.
+const CACHED_KEY: usize = 55;
+/// Keys [`KeyHashes`] remembers (a power of two).
+const CACHED_KEYS: usize = 4096;
+
+/// One remembered key and its hash: 64 bytes, a cache line.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+struct Remembered {
+    len: u8,
+    key: [u8; CACHED_KEY],
+    hash: u32,
+}
+
+/// The md5 [`hash`] of recently seen keys: metric names repeat (a host's clients send a few
+/// thousand), and md5 is most of what sharding a line costs. Direct-mapped by a fast hash of the
+/// key, each entry compared byte for byte, so what it answers is exactly what [`hash`] computes.
+/// 256 KiB, one per sharding thread: no lock.
+#[derive(Debug)]
+pub struct KeyHashes {
+    slots: Box<[Remembered]>,
+}
+
+impl Default for KeyHashes {
+    fn default() -> Self {
+        let empty = Remembered {
+            len: u8::MAX,
+            key: [0; CACHED_KEY],
+            hash: 0,
+        };
+        Self {
+            slots: vec![empty; CACHED_KEYS].into(),
+        }
+    }
+}
+
+impl KeyHashes {
+    /// [`hash`] of `key`, remembered.
+    pub fn hash(&mut self, key: &[u8]) -> u32 {
+        if key.len() > CACHED_KEY {
+            return hash(key);
+        }
+        let i = xxhash_rust::xxh3::xxh3_64(key) as usize & (CACHED_KEYS - 1);
+        let slot = &mut self.slots[i];
+        if usize::from(slot.len) == key.len() && &slot.key[..key.len()] == key {
+            return slot.hash;
+        }
+        let h = hash(key);
+        slot.len = key.len() as u8;
+        slot.key[..key.len()].copy_from_slice(key);
+        slot.hash = h;
+        h
+    }
+}
+
 /// The key of one line (without its `\n`): the bytes before its first `:`, or the whole line.
 pub fn key(line: &[u8]) -> &[u8] {
     match line.iter().position(|&b| b == b':') {
@@ -211,5 +266,21 @@ mod tests {
         assert_eq!(r.locate(u32::MAX), Some((0, 1)));
         assert_eq!(r.locate(4266742389), Some((119, 2)));
         assert_eq!(r.locate(4266742390).unwrap().0, 0);
+    }
+
+    proptest::proptest! {
+        /// What the cache answers is md5's answer, for any keys, however they collide in it:
+        /// long and short, repeated, and more than it holds.
+        #[test]
+        fn remembered_hashes_are_md5s(
+            keys in proptest::collection::vec(proptest::collection::vec(0u8..4, 0..70), 1..300),
+        ) {
+            let mut cache = KeyHashes::default();
+            for round in 0..2 {
+                for k in &keys {
+                    proptest::prop_assert_eq!(cache.hash(k), hash(k), "round {}", round);
+                }
+            }
+        }
     }
 }

@@ -8,7 +8,7 @@
 //! [`Sharder::flush`] hands over what is pending: the caller does so at the end of every received
 //! batch, so nothing waits for a timer. No allocation once warm.
 
-use super::ring::{Ring, hash, key};
+use super::ring::{KeyHashes, Ring, key};
 
 /// A member's datagram being filled.
 #[derive(Debug, Default)]
@@ -58,6 +58,8 @@ pub struct Sharder {
     pending: Vec<Pending>,
     /// The current datagram's lines: (member, start, end).
     marks: Vec<(u16, u32, u32)>,
+    /// md5 of the keys seen lately.
+    hashes: KeyHashes,
 }
 
 impl Sharder {
@@ -72,6 +74,7 @@ impl Sharder {
                 })
                 .collect(),
             marks: Vec::new(),
+            hashes: KeyHashes::default(),
         }
     }
 
@@ -93,7 +96,9 @@ impl Sharder {
             if end > start {
                 let line = &datagram[start..end];
                 // `locate` cannot miss on a ring with points.
-                let member = ring.locate(hash(key(line))).map_or(0, |(_, m)| m);
+                let member = ring
+                    .locate(self.hashes.hash(key(line)))
+                    .map_or(0, |(_, m)| m);
                 self.marks.push((member as u16, start as u32, end as u32));
             }
             start = end + 1;
