@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
+    git_revision();
     println!("cargo::rustc-check-cfg=cfg(udptee_fastpath)");
     println!("cargo::rerun-if-changed=bpf/fastpath.bpf.c");
     println!("cargo::rerun-if-env-changed=CLANG");
@@ -29,6 +30,34 @@ fn main() {
     println!("cargo::rerun-if-changed=/usr/include");
     println!("cargo::rustc-env=UDPTEE_FASTPATH_MISSING={why}");
     println!("cargo::warning=building without the kernel fast path: {why}");
+}
+
+/// `UDPTEE_GIT_REV` for `--version`: the commit this is built from, when built from a checkout
+/// (rebuilt when HEAD moves); unset otherwise (a crate tarball, a source package).
+fn git_revision() {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let Some(rev) = git(&["rev-parse", "--short=12", "HEAD"]) else {
+        return;
+    };
+    println!("cargo::rustc-env=UDPTEE_GIT_REV={rev}");
+    // HEAD names a branch whose ref moves with each commit: watch both (worktrees included).
+    for path in ["HEAD", "packed-refs"]
+        .into_iter()
+        .filter_map(|p| git(&["rev-parse", "--git-path", p]))
+        .chain(
+            git(&["symbolic-ref", "-q", "HEAD"])
+                .and_then(|r| git(&["rev-parse", "--git-path", &r])),
+        )
+    {
+        println!("cargo::rerun-if-changed={path}");
+    }
 }
 
 fn build() -> Result<(), String> {

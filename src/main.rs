@@ -13,6 +13,11 @@ fn main() -> ExitCode {
         Some(Command::Replay(args)) => return replay(args),
         Some(Command::Tap(args)) => return tap(args),
         Some(Command::Ring(args)) => return ring(args),
+        Some(Command::Completions(args)) => {
+            udptee::cli::completions(args.shell, &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Manpages(args)) => return manpages(&args.dir),
         None => {}
     }
     let (config, args) = match inv.load_all() {
@@ -41,6 +46,22 @@ fn main() -> ExitCode {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `udptee manpages DIR`: the pages written, one per line; exit 1 when the directory cannot be written.
+fn manpages(dir: &std::path::Path) -> ExitCode {
+    match udptee::cli::manpages(dir) {
+        Ok(pages) => {
+            for p in pages {
+                let _ = writeln!(std::io::stdout(), "{}", p.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("udptee: writing man pages into {}: {e}", dir.display());
             ExitCode::FAILURE
         }
     }

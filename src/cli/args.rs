@@ -249,6 +249,11 @@ pub enum Command {
     /// this reader is slower than the traffic, the datagrams it misses are counted and announced,
     /// and forwarding never waits.
     Tap(TapArgs),
+    /// Prints a shell completion script (bash, zsh, fish, elvish, powershell) to standard output.
+    Completions(super::generate::CompletionsArgs),
+    /// Writes the man pages (udptee.1 and one per subcommand) into a directory.
+    #[command(hide = true)]
+    Manpages(super::generate::ManpagesArgs),
 }
 
 /// `--io` values.

@@ -24,7 +24,9 @@ pub struct Invocation {
 impl Invocation {
     /// Parses the process's command line (exits with clap's message on a usage error).
     pub fn from_env() -> Self {
-        Self::from_matches(Args::command().get_matches())
+        // Built once per process; clap keeps the text for the whole run.
+        let long: &'static str = Box::leak(super::generate::long_version().into_boxed_str());
+        Self::from_matches(Args::command().long_version(long).get_matches())
     }
 
     /// Parses `argv` (the first item is the program name).

@@ -7,15 +7,18 @@
 
 //!
 //! Floor 5 (the edges): `args` defines the flags, `load` maps them (over the file) to a `Config`,
-//! `replay`, `ring` and `tap` are the subcommands'. Imported by `main` only.
+//! `replay`, `ring` and `tap` are the subcommands'; `generate` the completions, the man pages and
+//! the `--version` text. Imported by `main` only.
 
 mod args;
+mod generate;
 mod load;
 mod replay;
 mod ring;
 mod tap;
 
 pub use self::args::{Args, Command, IoArg, LogFormat};
+pub use self::generate::{CompletionsArgs, ManpagesArgs, completions, long_version, manpages};
 pub use self::load::{Invocation, check_log_level};
 pub use self::replay::{ReplayArgs, ReplaySpeed};
 pub use self::ring::{RingArgs, ring_lines};
