@@ -10,7 +10,7 @@
 # dockerfilelint (dist/Dockerfile). A test whose tool is missing prints why it skips, so a failure here
 # is reported, not fatal.
 set -uo pipefail
-packages=(iproute2 nftables tcpdump prometheus chromium clang libbpf-dev bpftool)
+packages=(iproute2 nftables tcpdump prometheus chromium clang libbpf-dev bpftool dpkg-dev lintian man-db)
 command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
 command -v systemd-analyze >/dev/null || packages+=(systemd)
 missing=()
