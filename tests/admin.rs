@@ -144,7 +144,7 @@ fn a_change_without_the_token_is_refused_before_its_body_and_a_slow_body_is_cut_
 #[test]
 fn only_root_or_udptees_user_may_change_things_on_loopback() {
     if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipping: needs root to connect as another user");
+        skip("skipping: needs root to connect as another user");
         return;
     }
     let a = Sink::new(false);

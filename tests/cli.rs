@@ -7,7 +7,9 @@ use std::net::UdpSocket;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use util::{Sink, free_addr, free_tcp, http, signal, spawn_udptee, wait_bound, wait_until};
+use util::{
+    Sink, free_addr, free_tcp, http, signal, skip_part, spawn_udptee, wait_bound, wait_until,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_udptee");
 
@@ -472,7 +474,7 @@ fn user_drops_every_privilege_after_binding() {
     assert_eq!(err.lines().count(), 1, "{err}");
 
     if !nix::unistd::Uid::effective().is_root() {
-        println!("skipped the privilege drop: this test must run as root to see one");
+        skip_part("skipped the privilege drop: this test must run as root to see one");
         return;
     }
     let nobody = nix::unistd::User::from_name("nobody")
@@ -912,7 +914,7 @@ fn users_and_socket_files_at_the_edges() {
     let _ = sink.finish();
 
     if !nix::unistd::Uid::effective().is_root() {
-        println!("skipped --user root and --user nobody: this part must run as root");
+        skip_part("skipped --user root and --user nobody: this part must run as root");
         let _ = std::fs::remove_dir_all(&dir);
         return;
     }

@@ -15,14 +15,14 @@ use udptee::config::{Config, IoBackend, TargetSpec};
 use udptee::fastpath::{FastPath, Mode};
 use udptee::{Forwarder, Snapshot};
 use util::netns::{self, Net};
-use util::{Sink, fingerprint, payload};
+use util::{Sink, fingerprint, payload, skip, skip_witness};
 
 /// A namespace pair with IPv6 on the veth too, where BPF can be loaded; `None` (said why) otherwise.
 fn net_or_skip(tag: u8) -> Option<Net> {
     let net = match Net::new(tag) {
         Ok(n) => n,
         Err(e) => {
-            eprintln!("skipping: {e}");
+            skip(&format!("skipping: {e}"));
             return None;
         }
     };
@@ -40,7 +40,9 @@ fn net_or_skip(tag: u8) -> Option<Net> {
         FastPath::start(Mode::On, Some("127.0.0.1:9".parse().unwrap()), &[], &[]).map(|_| ())
     });
     if let Err(e) = probe {
-        eprintln!("skipping: the kernel fast path cannot load here: {e}");
+        skip(&format!(
+            "skipping: the kernel fast path cannot load here: {e}"
+        ));
         return None;
     }
     Some(net)
@@ -475,7 +477,7 @@ fn without_privilege_on_refuses_and_auto_falls_back() {
             .output()
             .is_err()
     {
-        eprintln!("skipping: needs root and setpriv to run udptee as an unprivileged user");
+        skip("skipping: needs root and setpriv to run udptee as an unprivileged user");
         return;
     }
     let sink = Sink::new(false);
@@ -845,7 +847,7 @@ fn rewritten_marks_turn_the_kernel_path_off() {
         .output()
         .is_err()
     {
-        eprintln!("skipping: needs nft (nftables) for the mark-rewriting rule");
+        skip_witness("skipping: needs nft (nftables) for the mark-rewriting rule");
         return;
     }
     let nft = |args: &[&str]| {

@@ -22,7 +22,7 @@ fn net_or_skip(tag: u8) -> Option<Net> {
     match Net::new(tag) {
         Ok(n) => Some(n),
         Err(e) => {
-            println!("skipped: {e}");
+            skip(&format!("skipped: {e}"));
             None
         }
     }
@@ -56,7 +56,9 @@ fn loss_and_delay_on_the_path_are_outside_udptee() {
                 ))
             });
         if let Err(e) = loss {
-            println!("skipped: neither netem nor nftables can drop packets here: {e}");
+            skip_witness(&format!(
+                "skipped: neither netem nor nftables can drop packets here: {e}"
+            ));
             return;
         }
         net.qdisc(&["tbf", "rate", "20mbit", "burst", "8kb", "latency", "10s"])

@@ -202,7 +202,7 @@ fn the_status_page_and_its_json_follow_the_admin_rules() {
 #[test]
 fn headless_chromium_renders_the_page_and_fetches_nothing_elsewhere() {
     if !has("chromium") {
-        eprintln!("skipping: chromium is not installed (apt-get install chromium)");
+        skip_witness("skipping: chromium is not installed (apt-get install chromium)");
         return;
     }
     let u = Running::start(&[]);
@@ -344,7 +344,7 @@ fn the_dashboard_and_the_rules_name_only_exported_metrics() {
 #[test]
 fn promtool_checks_and_unit_tests_the_rules() {
     if !has("promtool") {
-        eprintln!("skipping: promtool is not installed (apt-get install prometheus)");
+        skip_witness("skipping: promtool is not installed (apt-get install prometheus)");
         return;
     }
     let dir = root().join("dist/prometheus");
@@ -394,7 +394,7 @@ fn promtool_checks_and_unit_tests_the_rules() {
 #[test]
 fn a_real_prometheus_scrapes_the_forwarded_rate() {
     if !has("prometheus") {
-        eprintln!("skipping: prometheus is not installed (apt-get install prometheus)");
+        skip_witness("skipping: prometheus is not installed (apt-get install prometheus)");
         return;
     }
     let u = Running::start(&[]);

@@ -111,7 +111,7 @@ fn reap(pid: i32) {
 #[test]
 fn a_unix_receiver_sees_the_clients_credentials_on_a_preserving_target_only() {
     if !root() {
-        eprintln!("skipped: sending another process's credentials needs root (CAP_SYS_ADMIN)");
+        skip("skipped: sending another process's credentials needs root (CAP_SYS_ADMIN)");
         return;
     }
     let dir = temp_dir("unix");
@@ -185,12 +185,12 @@ fn a_unix_receiver_sees_the_clients_credentials_on_a_preserving_target_only() {
 #[test]
 fn a_udp_receiver_sees_each_clients_address_on_a_preserving_target_only() {
     if !root() {
-        eprintln!("skipped: a raw socket needs root (CAP_NET_RAW)");
+        skip("skipped: a raw socket needs root (CAP_NET_RAW)");
         return;
     }
     for v6 in [false, true] {
         if v6 && !ipv6_available() {
-            eprintln!("skipped IPv6: no ::1 here");
+            skip_part("skipped IPv6: no ::1 here");
             continue;
         }
         let kept = UdpSocket::bind(loopback(v6)).unwrap();
@@ -265,7 +265,7 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 #[test]
 fn without_the_privilege_asking_is_an_error_and_the_default_relays_with_a_warning() {
     if !root() || Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!("skipped: needs root and setpriv (util-linux) to run udptee as nobody");
+        skip("skipped: needs root and setpriv (util-linux) to run udptee as nobody");
         return;
     }
     let dir = temp_dir("unprivileged");
@@ -442,7 +442,7 @@ fn strip_fields_changes_one_targets_copy_only() {
 #[test]
 fn replay_keeps_the_recorded_sources_when_asked() {
     if !root() {
-        eprintln!("skipped: a raw socket needs root (CAP_NET_RAW)");
+        skip("skipped: a raw socket needs root (CAP_NET_RAW)");
         return;
     }
     let dir = temp_dir("replay");
@@ -504,7 +504,7 @@ fn replay_keeps_the_recorded_sources_when_asked() {
 #[test]
 fn a_gone_senders_copy_is_origin_lost() {
     if !root() {
-        eprintln!("skipped: naming another process's pid needs root (CAP_SYS_ADMIN)");
+        skip("skipped: naming another process's pid needs root (CAP_SYS_ADMIN)");
         return;
     }
     use udptee::metrics::counters::SendErrorKind;

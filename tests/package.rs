@@ -3,8 +3,12 @@
 //! configuration as a conffile, man pages and completions; the installed binary says its version,
 //! checks the installed configuration, and `man -l` renders its page. lintian reports no error.
 
+mod util;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use util::{skip, skip_witness, skip_witness_part};
 
 const BIN: &str = env!("CARGO_BIN_EXE_udptee");
 
@@ -18,8 +22,8 @@ fn have(tool: &str) -> bool {
 fn build(out: &Path) -> Option<PathBuf> {
     let bins = Path::new(BIN).parent().unwrap();
     if !bins.join("udptee-loadgen").exists() {
-        eprintln!(
-            "skipped: udptee-loadgen is not built beside udptee (cargo test --workspace builds it)"
+        skip(
+            "skipped: udptee-loadgen is not built beside udptee (cargo test --workspace builds it)",
         );
         return None;
     }
@@ -40,7 +44,7 @@ fn build(out: &Path) -> Option<PathBuf> {
 #[test]
 fn the_package_installs_and_its_binary_runs() {
     if !have("dpkg-deb") || !have("dpkg-shlibdeps") {
-        eprintln!("skipped: dpkg-deb and dpkg-shlibdeps (dpkg-dev) are not installed");
+        skip_witness("skipped: dpkg-deb and dpkg-shlibdeps (dpkg-dev) are not installed");
         return;
     }
     let out = std::env::temp_dir().join(format!("udptee-deb-{}", std::process::id()));
@@ -154,7 +158,7 @@ fn the_package_installs_and_its_binary_runs() {
             "{text}"
         );
     } else {
-        eprintln!("skipped the man page check: man is not installed");
+        skip_witness_part("skipped the man page check: man is not installed");
     }
 
     if have("lintian") {
@@ -173,7 +177,7 @@ fn the_package_installs_and_its_binary_runs() {
         let errors: Vec<&str> = report.lines().filter(|l| l.starts_with("E:")).collect();
         assert!(errors.is_empty(), "lintian errors:\n{}", errors.join("\n"));
     } else {
-        eprintln!("skipped lintian: not installed (.ci/packages.sh installs it)");
+        skip_witness_part("skipped lintian: not installed (.ci/packages.sh installs it)");
     }
     let _ = std::fs::remove_dir_all(&out);
 }

@@ -55,8 +55,8 @@ fn counter(dump: &str, key: &str) -> Option<u64> {
 #[test]
 fn a_filtered_copy_parses_in_a_real_statsd() {
     let Some(js) = statsd_js() else {
-        println!(
-            "skipped: Etsy statsd not installed (run .ci/packages.sh, or set UDPTEE_STATSD_JS)"
+        skip_witness(
+            "skipped: Etsy statsd not installed (run .ci/packages.sh, or set UDPTEE_STATSD_JS)",
         );
         return;
     };
@@ -65,7 +65,7 @@ fn a_filtered_copy_parses_in_a_real_statsd() {
         .status()
         .is_ok_and(|s| s.success());
     if !python_ok {
-        println!("skipped: the Python datadog client is not installed (pip install datadog)");
+        skip_witness("skipped: the Python datadog client is not installed (pip install datadog)");
         return;
     }
     let port = free_addr().port();

@@ -130,7 +130,7 @@ fn ten_thousand_datagrams_from_two_clients_read_back_and_replay_exactly() {
                     text.lines().next().unwrap()
                 );
             }
-            _ => eprintln!("skipping the tcpdump check: tcpdump is not installed"),
+            _ => skip_witness_part("skipping the tcpdump check: tcpdump is not installed"),
         }
 
         // Replayed flat out into a sink (with room for the whole unpaced burst): every datagram
@@ -158,7 +158,7 @@ fn ten_thousand_datagrams_from_two_clients_read_back_and_replay_exactly() {
 #[test]
 fn ipv6_sources_and_wildcard_destinations_are_recorded() {
     if !ipv6_available() {
-        eprintln!("skipping: no IPv6 loopback here");
+        skip("skipping: no IPv6 loopback here");
         return;
     }
     let dir = temp_dir("v6");
@@ -320,7 +320,7 @@ impl Drop for TinyDisk {
 fn a_full_disk_is_counted_and_forwarding_loses_nothing() {
     let dir = temp_dir("full");
     let Some(_disk) = TinyDisk::mount(&dir) else {
-        eprintln!("skipping: cannot mount a tmpfs here (needs root)");
+        skip("skipping: cannot mount a tmpfs here (needs root)");
         return;
     };
     let path = dir.join("full.pcap");

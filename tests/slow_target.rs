@@ -18,7 +18,7 @@ fn a_rate_limited_target_fills_only_its_own_queue() {
     let ns = match Net::new(7) {
         Ok(ns) => ns,
         Err(e) => {
-            eprintln!("skipped: cannot build the test network: {e}");
+            skip(&format!("skipped: cannot build the test network: {e}"));
             return;
         }
     };

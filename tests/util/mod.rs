@@ -18,6 +18,62 @@ use udptee::{Forwarder, Snapshot};
 
 pub mod netns;
 
+/// A test that cannot run its check here (a privilege, or the host lacks what it needs) says why
+/// and is counted: with `UDPTEE_SKIP_LOG` set (`.ci/run` sets it), the test's name goes into that
+/// file, and the closing line counts it as skipped, not passed.
+pub fn skip(why: &str) {
+    record_skip(why);
+}
+
+/// Like [`skip`], for a missing witness: a real tool that `.ci/packages.sh` installs. In CI
+/// (`CI=true`) that is a failure, so a witness silently missing can never turn CI green.
+pub fn skip_witness(why: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("a witness is missing in CI, where .ci/packages.sh installs it: {why}");
+    }
+    record_skip(why);
+}
+
+/// A part of a test did not run here (one address family, one backend): said, not counted, since
+/// the test ran its other checks.
+pub fn skip_part(why: &str) {
+    eprintln!(
+        "SKIPPED PART of {}: {why}",
+        std::thread::current().name().unwrap_or("?")
+    );
+}
+
+/// Like [`skip_part`], for a missing witness: a failure in CI, as [`skip_witness`].
+pub fn skip_witness_part(why: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("a witness is missing in CI, where .ci/packages.sh installs it: {why}");
+    }
+    skip_part(why);
+}
+
+fn record_skip(why: &str) {
+    let test = std::thread::current().name().unwrap_or("?").to_owned();
+    let binary = std::env::args()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+        })
+        .unwrap_or_default();
+    eprintln!("SKIPPED {test}: {why}");
+    if let Ok(path) = std::env::var("UDPTEE_SKIP_LOG") {
+        use std::io::Write as _;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{binary}::{test}\t{}", why.replace('\n', " "));
+        }
+    }
+}
+
 /// Longest a test waits for datagrams to arrive before it fails with a diagnosis.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -151,7 +207,9 @@ pub fn backends() -> Vec<IoBackend> {
     match udptee::net::uring::probe() {
         Ok(()) => vec![IoBackend::Mmsg, IoBackend::Uring],
         Err(reason) => {
-            eprintln!("io_uring backend skipped: {reason}");
+            skip_part(&format!(
+                "the io_uring round: this kernel refuses io_uring: {reason}"
+            ));
             vec![IoBackend::Mmsg]
         }
     }
