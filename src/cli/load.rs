@@ -24,9 +24,14 @@ pub struct Invocation {
 impl Invocation {
     /// Parses the process's command line (exits with clap's message on a usage error).
     pub fn from_env() -> Self {
-        // Built once per process; clap keeps the text for the whole run.
-        let long: &'static str = Box::leak(super::generate::long_version().into_boxed_str());
-        Self::from_matches(Args::command().long_version(long).get_matches())
+        let mut command = Args::command();
+        // Only when asked: the text probes io_uring, whose teardown leaves kernel work for this
+        // thread that would interrupt a blocking call soon after (a takeover's first read).
+        if std::env::args_os().any(|a| a == "--version") {
+            let long: &'static str = Box::leak(super::generate::long_version().into_boxed_str());
+            command = command.long_version(long);
+        }
+        Self::from_matches(command.get_matches())
     }
 
     /// Parses `argv` (the first item is the program name).

@@ -18,12 +18,19 @@ pub(crate) fn recv_with_fds(conn: &UnixStream) -> std::io::Result<(Vec<u8>, Vec<
     let mut buf = vec![0u8; 4096];
     let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let msg = recvmsg::<()>(
-        conn.as_raw_fd(),
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )?;
+    // A signal (or kernel work queued for this thread, as io_uring's teardown leaves) interrupts
+    // the wait without a message: wait again; SO_RCVTIMEO still bounds each wait.
+    let msg = loop {
+        match recvmsg::<()>(
+            conn.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(nix::errno::Errno::EINTR) => {}
+            r => break r?,
+        }
+    };
     let mut fds = Vec::new();
     for c in msg.cmsgs()? {
         if let ControlMessageOwned::ScmRights(raw) = c {
