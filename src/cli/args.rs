@@ -250,10 +250,26 @@ pub enum Command {
     /// and forwarding never waits.
     Tap(TapArgs),
     /// Prints a shell completion script (bash, zsh, fish, elvish, powershell) to standard output.
-    Completions(super::generate::CompletionsArgs),
+    Completions(CompletionsArgs),
     /// Writes the man pages (udptee.1 and one per subcommand) into a directory.
     #[command(hide = true)]
-    Manpages(super::generate::ManpagesArgs),
+    Manpages(ManpagesArgs),
+}
+
+/// `udptee completions`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `udptee manpages`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ManpagesArgs {
+    /// The directory to write `udptee.1` and one page per subcommand into.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 /// `--io` values.

@@ -9,22 +9,6 @@ use clap::CommandFactory as _;
 
 use super::args::Args;
 
-/// `udptee completions`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct CompletionsArgs {
-    /// The shell to complete for.
-    #[arg(value_enum)]
-    pub shell: clap_complete::Shell,
-}
-
-/// `udptee manpages`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ManpagesArgs {
-    /// The directory to write `udptee.1` and one page per subcommand into.
-    #[arg(value_name = "DIR")]
-    pub dir: PathBuf,
-}
-
 /// Writes the completion script for `shell` to `out`.
 pub fn completions(shell: clap_complete::Shell, out: &mut dyn io::Write) {
     clap_complete::generate(shell, &mut Args::command(), "udptee", out);

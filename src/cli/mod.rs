@@ -17,8 +17,8 @@ mod replay;
 mod ring;
 mod tap;
 
-pub use self::args::{Args, Command, IoArg, LogFormat};
-pub use self::generate::{CompletionsArgs, ManpagesArgs, completions, long_version, manpages};
+pub use self::args::{Args, Command, CompletionsArgs, IoArg, LogFormat, ManpagesArgs};
+pub use self::generate::{completions, long_version, manpages};
 pub use self::load::{Invocation, check_log_level};
 pub use self::replay::{ReplayArgs, ReplaySpeed};
 pub use self::ring::{RingArgs, ring_lines};
