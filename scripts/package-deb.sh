@@ -58,6 +58,7 @@ install -D -m 0644 dist/udptee.toml "$stage/etc/udptee/udptee.toml"
 man=$(mktemp -d)
 trap 'rm -rf "$man"' EXIT
 "$bin/udptee" manpages "$man" > /dev/null
+"$bin/udptee-loadgen" manpages "$man"
 install -d "$stage/usr/share/man/man1"
 for page in "$man"/*.1; do
   gzip -9n < "$page" > "$stage/usr/share/man/man1/$(basename "$page").gz"

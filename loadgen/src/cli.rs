@@ -37,6 +37,13 @@ enum Cmd {
     /// A SCHED_IDLE busy loop (pin it with taskset): how much of its CPU nothing else wanted, for
     /// measuring what a core spends on work /proc does not show (softirq); prints a JSON report.
     Spin(SpinArgs),
+    /// Writes the man pages (udptee-loadgen.1 and one per subcommand) into a directory.
+    #[command(hide = true)]
+    Manpages {
+        /// The directory.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args, Clone)]
@@ -232,6 +239,11 @@ fn send_opts(to: SocketAddr, rate: Rate, limit: Limit, g: &Gen) -> Result<SendOp
 impl Cli {
     /// Runs the chosen subcommand.
     pub fn run(self) -> Result<()> {
+        if let Cmd::Manpages { dir } = &self.command {
+            std::fs::create_dir_all(dir)?;
+            clap_mangen::generate_to(<Self as clap::CommandFactory>::command(), dir)?;
+            return Ok(());
+        }
         let stop = generator::stop_on_signals()?;
         match self.command {
             Cmd::Send(a) => {
@@ -309,6 +321,7 @@ impl Cli {
                 let report = crate::spin::spin(a.duration)?;
                 println!("{}", serde_json::to_string_pretty(&report)?);
             }
+            Cmd::Manpages { .. } => {}
             Cmd::Relay(a) => {
                 let targets = a
                     .targets
