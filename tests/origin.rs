@@ -360,6 +360,23 @@ fn without_the_privilege_asking_is_an_error_and_the_default_relays_with_a_warnin
         got.contains("\"relayed\""),
         "the running target stays: {got}"
     );
+    // The same through a reload of the file: refused, the running set kept.
+    std::fs::write(
+        &running,
+        std::fs::read_to_string(&running).unwrap() + "preserve-source = true\n",
+    )
+    .unwrap();
+    let (code, answer) = http(admin, "POST", "/-/reload", "", "");
+    assert!((400..500).contains(&code), "{code} {answer}");
+    assert!(
+        answer.contains("preserve-source") && answer.contains("--user"),
+        "{answer}"
+    );
+    let (_, got) = http(admin, "GET", "/targets/dsd", "", "");
+    assert!(
+        got.contains("\"relayed\""),
+        "still running as it was: {got}"
+    );
     let child = child.0.take().unwrap();
     signal(&child, "-TERM");
     let out = child.wait_with_output().unwrap();
