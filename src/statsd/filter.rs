@@ -377,6 +377,7 @@ pub fn check_datagram(datagram: &[u8]) {
                 tags_include: all(&["env:*"]),
                 tags_exclude: all(&["noisy"]),
                 malformed: OnMalformed::Drop,
+                strip_fields: all(&["c", "e", "card"]),
                 ..LineSettings::default()
             },
             LineSettings {
@@ -422,6 +423,13 @@ pub fn check_datagram(datagram: &[u8]) {
                 "part over max-datagram"
             );
             assert_eq!(lines(bytes).count(), p.lines as usize, "a part's lines");
+            if f.drop_malformed {
+                // Only well-formed lines are kept: rewritten (tags, prefix, fields stripped), each
+                // still parses.
+                for line in lines(bytes) {
+                    assert!(parse(ending(line).0).is_ok(), "a rewritten line parses");
+                }
+            }
         }
     }
 }
