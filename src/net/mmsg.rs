@@ -99,7 +99,7 @@ pub(crate) fn decode_sockaddr(name: &[u8]) -> Option<SocketAddr> {
     }
 }
 
-fn zeroed_mmsghdrs(n: usize) -> Box<[libc::mmsghdr]> {
+pub(crate) fn zeroed_mmsghdrs(n: usize) -> Box<[libc::mmsghdr]> {
     // SAFETY: mmsghdr is plain C data (integers and raw pointers); all-zero is a valid value of it.
     (0..n)
         .map(|_| unsafe { mem::zeroed::<libc::mmsghdr>() })
@@ -414,20 +414,34 @@ impl MmsgSend {
     }
 
     fn submit(&mut self, fd: BorrowedFd<'_>, n: usize) -> io::Result<usize> {
-        let (hdrs, flags) = (self.hdrs.as_mut_ptr(), self.flags);
-        retry_if_interrupted(|| {
-            // SAFETY: `hdrs` has at least `n` entries, each prepared by the caller with one iovec that
-            // is valid for reads of its length for the duration of this call (a pool slot while the
-            // pool is borrowed, a borrowed slice, or an unconsumed ring entry); the kernel only reads
-            // them.
-            let rc = unsafe { libc::sendmmsg(fd.as_raw_fd(), hdrs, n as libc::c_uint, flags) };
-            if rc < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(rc as usize)
-            }
-        })
+        // SAFETY: the first `n` headers were each prepared by the caller with one iovec that is
+        // valid for reads of its length for the duration of this call (a pool slot while the pool
+        // is borrowed, a borrowed slice, or an unconsumed ring entry).
+        unsafe { sendmmsg(fd, &mut self.hdrs[..n], self.flags) }
     }
+}
+
+/// One `sendmmsg(2)` of `hdrs`, retried when a signal interrupts it: how many went out, or the
+/// first one's error. Shared by every batch send (plain and with origins).
+///
+/// # Safety
+/// Every header's name, iovecs and control buffer must be valid for reads of their stated lengths
+/// for the duration of the call; the kernel only reads them.
+pub(crate) unsafe fn sendmmsg(
+    fd: BorrowedFd<'_>,
+    hdrs: &mut [libc::mmsghdr],
+    flags: libc::c_int,
+) -> io::Result<usize> {
+    let (ptr, n) = (hdrs.as_mut_ptr(), hdrs.len());
+    retry_if_interrupted(|| {
+        // SAFETY: `ptr` points at `n` headers, valid by the caller's contract.
+        let rc = unsafe { libc::sendmmsg(fd.as_raw_fd(), ptr, n as libc::c_uint, flags) };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(rc as usize)
+        }
+    })
 }
 
 #[cfg(test)]

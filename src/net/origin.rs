@@ -19,11 +19,10 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr;
 
-use super::mmsg::{Cred, RecvMeta};
-use super::sys::retry_if_interrupted;
+use super::mmsg::{Cred, RecvMeta, sendmmsg, zeroed_mmsghdrs};
 use crate::pool::{BufId, BufPool};
 
 /// Bytes an [`Origin`] takes in front of a payload in a ring entry.
@@ -165,8 +164,7 @@ impl OriginSend {
             iov_len: 0,
         };
         Self {
-            // SAFETY: mmsghdr is plain C data; all-zero is a valid value of it.
-            hdrs: (0..batch).map(|_| unsafe { std::mem::zeroed() }).collect(),
+            hdrs: zeroed_mmsghdrs(batch),
             iovs: vec![[iov; 2]; batch].into(),
             ctrl: vec![CredBuf([0; 32]); batch].into(),
             heads: vec![[0; HEAD_BYTES]; batch].into(),
@@ -260,18 +258,10 @@ impl OriginSend {
         if n == 0 {
             return Err(origin_unusable());
         }
-        let (hdrs, flags) = (self.hdrs.as_mut_ptr(), self.flags);
-        retry_if_interrupted(|| {
-            // SAFETY: `hdrs` has `n` entries prepared above; each iovec points at a payload the
-            // caller's iterator borrowed for 'a (alive during this call) or at this struct's header
-            // and control buffers, and the address at `self.name`; the kernel only reads them.
-            let rc = unsafe { libc::sendmmsg(fd.as_raw_fd(), hdrs, n as libc::c_uint, flags) };
-            if rc < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(rc as usize)
-            }
-        })
+        // SAFETY: the `n` headers prepared above point at payloads the caller's iterator borrowed
+        // for 'a (alive during this call), at this struct's header and control buffers, and at the
+        // address in `self.name`.
+        unsafe { sendmmsg(fd, &mut self.hdrs[..n], self.flags) }
     }
 }
 
