@@ -3,7 +3,8 @@
 //! on one connected socket per target; with `--preserve-source`, from each datagram's recorded
 //! source address and port, on a raw socket per target (`net::origin`).
 //!
-//! Floor 2 (the data path): a second user of `net`'s batch send; imports `net` only.
+//! Floor 2 (the data path): a second user of `net`'s batch send; imports `net`, and `metrics` for
+//! the send-error classes.
 
 pub mod capture;
 
@@ -13,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::metrics::counters::SendErrorKind;
 use crate::net::mmsg::MmsgSend;
 use crate::net::origin::{self, Origin, OriginSend, Way};
 use capture::{Skip, Skipped};
@@ -344,16 +346,12 @@ fn flush(senders: &mut Senders, batch: &mut Batch, report: &mut ReplayReport) {
                     report.sent += n as u64;
                     start += n;
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
+                Err(e) if crate::net::socket::timed_out(&e) => {}
                 Err(e) => {
-                    if e.raw_os_error() == origin::origin_unusable().raw_os_error() {
-                        report.origin_lost += 1;
-                    } else {
-                        report.send_errors += 1;
+                    // Classified as the forwarder's books classify it.
+                    match SendErrorKind::of(&e) {
+                        SendErrorKind::OriginLost => report.origin_lost += 1,
+                        _ => report.send_errors += 1,
                     }
                     start += 1;
                 }
