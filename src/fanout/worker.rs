@@ -246,7 +246,7 @@ impl RecvWorker {
         // Where each kept datagram is in the run: for the observers, and for targets that keep
         // origins (their ring entries carry each datagram's sender).
         let keeps = current.targets.iter().any(|t| t.core.origin.way.is_some());
-        let observed = !current.observers.is_empty() || keeps;
+        let locate = !current.observers.is_empty() || keeps;
         for (i, (&id, m)) in run.ids.iter().zip(run.meta).enumerate() {
             delta.received += 1;
             kernel_drops = m.kernel_drops.or(kernel_drops);
@@ -267,7 +267,7 @@ impl RecvWorker {
                 delta.bytes += m.len as u64;
                 self.pool.set_meta(id, m.len, m.rx_nanos);
                 ready.push(id);
-                if observed {
+                if locate {
                     ready_at.push(i);
                 }
             }
