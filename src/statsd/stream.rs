@@ -1,0 +1,464 @@
+//! statsd over a byte stream, made datagrams again: newline-delimited lines (statsd's TCP
+//! servers) and DogStatsD's length-prefixed frames (its Unix stream socket).
+//!
+//! [`Lines`] joins lines split anywhere across reads and hands each complete one on; a line
+//! longer than its bound is dropped whole (counted) and the stream goes on at the next newline.
+//! A trailing `\r` is data, as statsd keeps it; empty lines are skipped. [`Packer`] joins lines
+//! into datagrams of up to a size, `\n` between them and none after the last (Etsy statsd reads
+//! a trailing newline as an empty bad line), never splitting one. [`Frames`] reads DogStatsD's
+//! framing: a little-endian `u32` length, then that many bytes, one datagram per frame.
+//! Every buffer is bounded by the caller's limit, whatever the peer sends. Pure: no I/O, no
+//! allocation after the first frame or line of the largest size. Floor 1; hot for stream listeners.
+
+/// Newline-delimited statsd lines from a byte stream, each at most `max_line` bytes.
+#[derive(Debug)]
+pub struct Lines {
+    /// The start of a line whose newline has not arrived yet.
+    carry: Vec<u8>,
+    max_line: usize,
+    /// Inside a line already over `max_line`: skip to its newline.
+    skipping: bool,
+}
+
+/// What a stream's bytes held, beyond the lines handed on.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Fed {
+    /// Complete lines handed on.
+    pub lines: u64,
+    /// Lines dropped for being longer than the bound.
+    pub too_long: u64,
+}
+
+impl Lines {
+    /// A splitter whose lines may be up to `max_line` bytes (the `\n` not included).
+    pub fn new(max_line: usize) -> Self {
+        Self {
+            carry: Vec::new(),
+            max_line,
+            skipping: false,
+        }
+    }
+
+    /// Bytes held of a line not yet ended.
+    pub fn pending(&self) -> usize {
+        self.carry.len()
+    }
+
+    /// Feeds the next bytes of the stream; `line` gets each complete, non-empty line in order.
+    pub fn feed(&mut self, mut data: &[u8], mut line: impl FnMut(&[u8])) -> Fed {
+        let mut fed = Fed::default();
+        while let Some(nl) = memchr::memchr(b'\n', data) {
+            let (head, rest) = (&data[..nl], &data[nl + 1..]);
+            data = rest;
+            if std::mem::take(&mut self.skipping) {
+                continue; // the end of a line already counted as too long
+            }
+            if self.carry.is_empty() {
+                self.hand_on(head, &mut fed, &mut line);
+            } else if self.carry.len() + head.len() > self.max_line {
+                self.carry.clear();
+                fed.too_long += 1;
+            } else {
+                let mut joined = std::mem::take(&mut self.carry);
+                joined.extend_from_slice(head);
+                self.hand_on(&joined, &mut fed, &mut line);
+                joined.clear();
+                self.carry = joined; // keep the allocation for the next split line
+            }
+        }
+        if !self.skipping && !data.is_empty() {
+            if self.carry.len() + data.len() > self.max_line {
+                self.carry.clear();
+                self.skipping = true;
+                fed.too_long += 1;
+            } else {
+                self.carry.extend_from_slice(data);
+            }
+        }
+        fed
+    }
+
+    /// The stream ended cleanly: what is held is its last line.
+    pub fn finish(&mut self, mut line: impl FnMut(&[u8])) -> Fed {
+        let mut fed = Fed::default();
+        self.skipping = false;
+        let last = std::mem::take(&mut self.carry);
+        self.hand_on(&last, &mut fed, &mut line);
+        fed
+    }
+
+    fn hand_on(&self, l: &[u8], fed: &mut Fed, line: &mut impl FnMut(&[u8])) {
+        if l.is_empty() {
+            return;
+        }
+        if l.len() > self.max_line {
+            fed.too_long += 1;
+        } else {
+            fed.lines += 1;
+            line(l);
+        }
+    }
+}
+
+/// Lines packed into datagrams of up to `limit` bytes: `\n` between lines, none after the last; a
+/// line longer than `limit` is a datagram of its own.
+#[derive(Debug)]
+pub struct Packer {
+    buf: Vec<u8>,
+    limit: usize,
+}
+
+impl Packer {
+    /// A packer of datagrams up to `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            buf: Vec::with_capacity(limit),
+            limit,
+        }
+    }
+
+    /// Adds one line; `datagram` gets the datagram it completes, if any.
+    pub fn push(&mut self, line: &[u8], mut datagram: impl FnMut(&[u8])) {
+        let sep = usize::from(!self.buf.is_empty());
+        if !self.buf.is_empty() && self.buf.len() + sep + line.len() > self.limit {
+            datagram(&self.buf);
+            self.buf.clear();
+        }
+        if !self.buf.is_empty() {
+            self.buf.push(b'\n');
+        }
+        self.buf.extend_from_slice(line);
+        if self.buf.len() >= self.limit {
+            datagram(&self.buf);
+            self.buf.clear();
+        }
+    }
+
+    /// Hands on what is packed so far, if anything.
+    pub fn flush(&mut self, mut datagram: impl FnMut(&[u8])) {
+        if !self.buf.is_empty() {
+            datagram(&self.buf);
+            self.buf.clear();
+        }
+    }
+}
+
+/// DogStatsD's stream framing: each frame a little-endian `u32` length, then the payload.
+#[derive(Debug)]
+pub struct Frames {
+    /// The length prefix, then the payload, of the frame being read.
+    buf: Vec<u8>,
+    max_frame: usize,
+}
+
+/// A frame's length over the bound: the stream cannot be read further.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a frame of {len} bytes is over the limit of {max}")]
+pub struct FrameTooLong {
+    /// The length the prefix gave.
+    pub len: u64,
+    /// The bound.
+    pub max: usize,
+    /// Frames handed on by the same `feed` before this one.
+    pub handed_on: u64,
+}
+
+const PREFIX: usize = 4;
+
+/// A frame's payload and the bytes after it.
+type Split<'d> = (&'d [u8], &'d [u8]);
+
+impl Frames {
+    /// A reader of frames up to `max_frame` bytes.
+    pub fn new(max_frame: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            max_frame,
+        }
+    }
+
+    /// Bytes held of a frame not yet complete.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Feeds the next bytes of the stream; `frame` gets each complete frame's payload (empty
+    /// frames are skipped). Returns the number handed on, or the first length over the bound.
+    pub fn feed(
+        &mut self,
+        mut data: &[u8],
+        mut frame: impl FnMut(&[u8]),
+    ) -> Result<u64, FrameTooLong> {
+        let mut frames = 0;
+        let r = self.feed_counting(&mut data, &mut frames, &mut frame);
+        r.map(|()| frames).map_err(|e| FrameTooLong {
+            handed_on: frames,
+            ..e
+        })
+    }
+
+    fn feed_counting(
+        &mut self,
+        data: &mut &[u8],
+        frames: &mut u64,
+        frame: &mut impl FnMut(&[u8]),
+    ) -> Result<(), FrameTooLong> {
+        while !data.is_empty() {
+            // Whole frames straight from `data` while nothing is held.
+            if self.buf.is_empty() {
+                let d: &[u8] = data;
+                match self.whole(d)? {
+                    Some((payload, rest)) => {
+                        if !payload.is_empty() {
+                            *frames += 1;
+                            frame(payload);
+                        }
+                        *data = rest;
+                        continue;
+                    }
+                    None => {
+                        self.buf.extend_from_slice(data);
+                        return Ok(());
+                    }
+                }
+            }
+            // Complete the held frame: its prefix first, then its payload.
+            let want = if self.buf.len() < PREFIX {
+                PREFIX - self.buf.len()
+            } else {
+                PREFIX + self.len_of(&self.buf)? - self.buf.len()
+            };
+            let take = want.min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            *data = &data[take..];
+            if self.buf.len() >= PREFIX {
+                let len = self.len_of(&self.buf)?;
+                if self.buf.len() == PREFIX + len {
+                    if len > 0 {
+                        *frames += 1;
+                        frame(&self.buf[PREFIX..]);
+                    }
+                    self.buf.clear();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A whole frame at the start of `data`, and what follows it; `None` when it is not all there.
+    fn whole<'d>(&self, data: &'d [u8]) -> Result<Option<Split<'d>>, FrameTooLong> {
+        if data.len() < PREFIX {
+            return Ok(None);
+        }
+        let len = self.len_of(data)?;
+        Ok((data.len() >= PREFIX + len).then(|| {
+            let (frame, rest) = data[PREFIX..].split_at(len);
+            (frame, rest)
+        }))
+    }
+
+    fn len_of(&self, prefix: &[u8]) -> Result<usize, FrameTooLong> {
+        let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+        match usize::try_from(len) {
+            Ok(l) if l <= self.max_frame => Ok(l),
+            _ => Err(FrameTooLong {
+                len: u64::from(len),
+                max: self.max_frame,
+                handed_on: 0,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn lines_of(chunks: &[&[u8]], max: usize) -> (Vec<Vec<u8>>, Fed) {
+        let mut l = Lines::new(max);
+        let mut out = Vec::new();
+        let mut fed = Fed::default();
+        for c in chunks {
+            let f = l.feed(c, |x| out.push(x.to_vec()));
+            fed.lines += f.lines;
+            fed.too_long += f.too_long;
+        }
+        let f = l.finish(|x| out.push(x.to_vec()));
+        fed.lines += f.lines;
+        fed.too_long += f.too_long;
+        (out, fed)
+    }
+
+    #[test]
+    fn lines_split_anywhere_are_joined_and_cr_is_data() {
+        let (out, fed) = lines_of(&[b"a:1|c\nb:", b"2|g\r", b"\n\nc:3", b"|ms"], 100);
+        assert_eq!(
+            out,
+            vec![b"a:1|c".to_vec(), b"b:2|g\r".to_vec(), b"c:3|ms".to_vec()]
+        );
+        assert_eq!(
+            fed,
+            Fed {
+                lines: 3,
+                too_long: 0
+            }
+        );
+    }
+
+    #[test]
+    fn an_overlong_line_is_counted_and_the_stream_goes_on() {
+        // Over the bound within one read, across reads, and as the last (unterminated) line.
+        let (out, fed) = lines_of(
+            &[
+                b"ok:1|c\n0123456789\nok:2|c\n01234",
+                b"56789",
+                b"0\nok:3|c\n",
+            ],
+            8,
+        );
+        assert_eq!(
+            out,
+            vec![b"ok:1|c".to_vec(), b"ok:2|c".to_vec(), b"ok:3|c".to_vec()]
+        );
+        assert_eq!(
+            fed,
+            Fed {
+                lines: 3,
+                too_long: 2
+            }
+        );
+        let (out, fed) = lines_of(&[b"a:1|c\n0123456789"], 8);
+        assert_eq!((out.len(), fed.too_long), (1, 1));
+    }
+
+    #[test]
+    fn a_held_line_never_grows_past_the_bound() {
+        let mut l = Lines::new(16);
+        for _ in 0..1000 {
+            l.feed(b"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", |_| {
+                panic!("no line ends")
+            });
+            assert!(l.pending() <= 16);
+        }
+    }
+
+    #[test]
+    fn packed_datagrams_hold_whole_lines_up_to_the_limit() {
+        let mut p = Packer::new(12);
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        for line in [
+            &b"a:1|c"[..],
+            b"b:1|c",
+            b"c:1|c",
+            b"a-very-long:1|c",
+            b"d:1|c",
+        ] {
+            p.push(line, |d| out.push(d.to_vec()));
+        }
+        p.flush(|d| out.push(d.to_vec()));
+        let expect: Vec<&[u8]> = vec![b"a:1|c\nb:1|c", b"c:1|c", b"a-very-long:1|c", b"d:1|c"];
+        assert_eq!(out, expect);
+    }
+
+    #[test]
+    fn frames_split_anywhere_come_out_whole() {
+        let mut wire = Vec::new();
+        for m in [&b"a:1|c"[..], b"", b"b:2|c\nc:3|c"] {
+            wire.extend_from_slice(&(m.len() as u32).to_le_bytes());
+            wire.extend_from_slice(m);
+        }
+        for cut in 0..wire.len() {
+            let mut f = Frames::new(64);
+            let mut out = Vec::new();
+            let (a, b) = wire.split_at(cut);
+            let n = f.feed(a, |x| out.push(x.to_vec())).unwrap()
+                + f.feed(b, |x| out.push(x.to_vec())).unwrap();
+            assert_eq!(n, 2, "cut at {cut}");
+            assert_eq!(out, vec![b"a:1|c".to_vec(), b"b:2|c\nc:3|c".to_vec()]);
+            assert_eq!(f.pending(), 0);
+        }
+    }
+
+    #[test]
+    fn an_overlong_frame_is_an_error_before_any_byte_of_it_is_held() {
+        let mut f = Frames::new(8);
+        let mut wire = 9u32.to_le_bytes().to_vec();
+        wire.extend_from_slice(b"123456789");
+        assert_eq!(
+            f.feed(&wire[..2], |_| ())
+                .and_then(|_| f.feed(&wire[2..], |_| ())),
+            Err(FrameTooLong {
+                len: 9,
+                max: 8,
+                handed_on: 0
+            })
+        );
+        assert!(f.pending() <= PREFIX + 8);
+        let mut f = Frames::new(8);
+        assert!(f.feed(&u32::MAX.to_le_bytes(), |_| ()).is_err());
+    }
+
+    proptest! {
+        /// However a stream of lines is cut, the same lines come out, each within the bound.
+        #[test]
+        fn lines_do_not_depend_on_where_reads_end(
+            lines in proptest::collection::vec("[a-z:|0-9\r]{0,20}", 0..20),
+            cuts in proptest::collection::vec(0usize..400, 0..8),
+            max in 1usize..24,
+        ) {
+            let mut wire = Vec::new();
+            for l in &lines {
+                wire.extend_from_slice(l.as_bytes());
+                wire.push(b'\n');
+            }
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (wire.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut chunks: Vec<&[u8]> = Vec::new();
+            let mut at = 0;
+            for c in cuts {
+                chunks.push(&wire[at..c]);
+                at = c;
+            }
+            chunks.push(&wire[at..]);
+            let (out, fed) = lines_of(&chunks, max);
+            let expect: Vec<Vec<u8>> = lines.iter().filter(|l| !l.is_empty() && l.len() <= max)
+                .map(|l| l.as_bytes().to_vec()).collect();
+            let too_long = lines.iter().filter(|l| l.len() > max).count() as u64;
+            prop_assert_eq!(out, expect);
+            prop_assert_eq!(fed.too_long, too_long);
+        }
+
+        /// Arbitrary bytes never panic nor hold more than a frame.
+        #[test]
+        fn frames_of_any_bytes_are_bounded(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut f = Frames::new(32);
+            for c in data.chunks(7) {
+                if f.feed(c, |p| assert!(!p.is_empty() && p.len() <= 32)).is_err() {
+                    break;
+                }
+                prop_assert!(f.pending() <= PREFIX + 32);
+            }
+        }
+
+        /// Packing keeps every line, whole, in order, and fills datagrams up to the limit.
+        #[test]
+        fn packing_keeps_lines(lines in proptest::collection::vec("[a-z:|0-9]{1,30}", 0..40), limit in 1usize..64) {
+            let mut p = Packer::new(limit);
+            let mut out: Vec<Vec<u8>> = Vec::new();
+            for l in &lines {
+                p.push(l.as_bytes(), |d| out.push(d.to_vec()));
+            }
+            p.flush(|d| out.push(d.to_vec()));
+            let back: Vec<String> = out.iter()
+                .flat_map(|d| String::from_utf8(d.clone()).unwrap().split('\n').map(str::to_owned).collect::<Vec<_>>())
+                .collect();
+            prop_assert_eq!(&back, &lines);
+            for d in &out {
+                prop_assert!(d.len() <= limit || !d.contains(&b'\n'));
+                prop_assert!(!d.ends_with(b"\n"));
+            }
+        }
+    }
+}
