@@ -19,6 +19,7 @@
 mod account;
 mod books;
 mod change;
+mod dispatch;
 mod error;
 pub mod group;
 mod health;

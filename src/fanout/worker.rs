@@ -22,12 +22,11 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use super::inline::Inline;
+use super::dispatch::{Dispatch, Run, served_by_kernel};
 use super::ratelimit::RateLimit;
-use super::target::{TargetCore, TargetTable};
-use crate::metrics::counters::{TargetCounters, WorkerCounters, WorkerDelta};
+use super::target::TargetTable;
+use crate::metrics::counters::WorkerCounters;
 use crate::net::mmsg::{MmsgRecv, RecvMeta};
-use crate::net::origin::Origin;
 use crate::net::socket::{self, WAKE_INTERVAL};
 use crate::net::uring::UringRecv;
 use crate::pool::{BufId, BufPool};
@@ -36,21 +35,6 @@ use crate::pool::{BufId, BufPool};
 const ERROR_BACKOFF: Duration = Duration::from_millis(10);
 /// At stop, how long a worker may keep reading what the kernel queued before SIGTERM.
 const STOP_DRAIN: Duration = Duration::from_secs(1);
-
-/// The target bits the kernel fast path already served for one datagram (0 without it).
-#[inline]
-fn served_by_kernel(table: &TargetTable, m: &RecvMeta) -> u64 {
-    table.kernel.as_ref().map_or(0, |b| b.served(m.mark, m.src))
-}
-
-/// Consecutive datagrams of one batch that the kernel served alike.
-struct Run<'a> {
-    ids: &'a [BufId],
-    meta: &'a [RecvMeta],
-    served: u64,
-    scratch: BufId,
-    local: std::net::SocketAddr,
-}
 
 /// One receive thread's state.
 pub(crate) struct RecvWorker {
@@ -92,13 +76,16 @@ impl RecvWorker {
             None => Backend::Mmsg(MmsgRecv::new(self.batch)),
         };
         let mut table = arc_swap::Cache::new(Arc::clone(&self.table));
-        let mut send = Inline::new(self.batch);
+        let mut dispatch = Dispatch::new(
+            self.index,
+            Arc::clone(&self.pool),
+            Arc::clone(&self.counters),
+            self.latency,
+            self.batch,
+        );
         // Free slots this worker holds: armed for recvmmsg, or waiting to be provided to the io_uring.
         let mut spare: Vec<BufId> = Vec::with_capacity(self.batch);
         let mut ids: Vec<BufId> = vec![scratch; self.batch];
-        let mut ready: Vec<BufId> = Vec::with_capacity(self.batch);
-        // Where each of `ready` is in the batch, kept only while an observer needs its metadata.
-        let mut ready_at: Vec<usize> = Vec::with_capacity(self.batch);
         let mut meta = vec![RecvMeta::default(); self.batch];
         let mut recv_errors = RateLimit::new();
         // A recorded datagram's destination when the kernel does not say (a non-wildcard listener).
@@ -192,7 +179,7 @@ impl RecvWorker {
                 } else {
                     end = n;
                 }
-                let drops = self.dispatch(
+                let drops = dispatch.run(
                     current,
                     Run {
                         ids: &ids[at..end],
@@ -201,10 +188,7 @@ impl RecvWorker {
                         scratch,
                         local,
                     },
-                    &mut send,
                     &mut spare,
-                    &mut ready,
-                    &mut ready_at,
                 );
                 kernel_drops = drops.or(kernel_drops);
                 at = end;
@@ -224,150 +208,6 @@ impl RecvWorker {
             .chain(std::iter::once(scratch))
         {
             self.pool.put_back(id);
-        }
-    }
-
-    /// Hands one run of received datagrams to every target the kernel did not already serve
-    /// (`run.served`), then to the observers; returns the last SO_RXQ_OVFL count seen.
-    #[allow(clippy::too_many_arguments)]
-    fn dispatch(
-        &self,
-        current: &TargetTable,
-        run: Run<'_>,
-        send: &mut Inline,
-        spare: &mut Vec<BufId>,
-        ready: &mut Vec<BufId>,
-        ready_at: &mut Vec<usize>,
-    ) -> Option<u32> {
-        let mut delta = WorkerDelta::default();
-        let mut kernel_drops = None;
-        ready.clear();
-        ready_at.clear();
-        // Where each kept datagram is in the run: for the observers, and for targets that keep
-        // origins (their ring entries carry each datagram's sender).
-        let keeps = current.targets.iter().any(|t| t.core.origin.way.is_some());
-        let locate = !current.observers.is_empty() || keeps;
-        for (i, (&id, m)) in run.ids.iter().zip(run.meta).enumerate() {
-            delta.received += 1;
-            kernel_drops = m.kernel_drops.or(kernel_drops);
-            if id == run.scratch {
-                delta.pool_exhausted += 1;
-            } else if m.truncated {
-                delta.truncated += 1;
-                self.keep_spare(id, spare);
-            } else if current.allow.as_ref().is_some_and(|a| !a.permits(m.src)) {
-                delta.source_denied += 1;
-                self.keep_spare(id, spare);
-            } else if m.looped {
-                // Sent by this process to its own listener: a loop. Denied to every target.
-                delta.looped += 1;
-                delta.source_denied += 1;
-                self.keep_spare(id, spare);
-            } else {
-                delta.bytes += m.len as u64;
-                self.pool.set_meta(id, m.len, m.rx_nanos);
-                ready.push(id);
-                if locate {
-                    ready_at.push(i);
-                }
-            }
-        }
-
-        for target in current.targets.iter() {
-            if run.served & target.core.counters.slot_bit() != 0 {
-                continue; // the kernel made (and counted) this target's copies
-            }
-            let counters = target.core.counters.worker(self.index);
-            // Offered first, outcomes after: a reader's cut never shows more outcomes than offers.
-            counters.add_offered(delta.received);
-            counters.add_truncated(delta.truncated);
-            counters.add_pool_exhausted(delta.pool_exhausted);
-            counters.add_source_denied(delta.source_denied);
-            if ready.is_empty() {
-                continue;
-            }
-            if !target.spec.enabled {
-                counters.add_disabled(ready.len() as u64);
-                continue;
-            }
-            // An empty ring (Acquire) means every earlier copy for this target has been handed
-            // to the kernel, so sending inline now keeps each flow's order. A target with line
-            // settings or parity gets everything through its sender, which does that work.
-            let done = if !target.via_sender && target.core.ring.is_empty() {
-                let meta = ready_at.iter().map(|&i| &run.meta[i]);
-                send.send(
-                    &self.pool,
-                    &target.core,
-                    counters,
-                    ready,
-                    meta,
-                    self.latency,
-                )
-            } else {
-                0
-            };
-            let rest = &ready[done..];
-            if rest.is_empty() {
-                continue;
-            }
-            if target.core.origin.way.is_some() {
-                // Each entry with its sender's origin in front, for the sender to send with it.
-                let origins = ready_at[done..]
-                    .iter()
-                    .map(|&i| Origin::of(&run.meta[i]).encode());
-                self.enqueue(&target.core, counters, rest, origins);
-            } else {
-                self.enqueue(&target.core, counters, rest, std::iter::repeat([]));
-            }
-        }
-        // The recorder and taps get their copies last: nothing waits for them.
-        if !ready_at.is_empty() {
-            for observer in current.observers.iter() {
-                let batch = ready_at.iter().map(|&i| (run.ids[i], &run.meta[i]));
-                observer.push_batch(&self.pool, batch, run.local);
-            }
-        }
-        for &id in ready.iter() {
-            self.keep_spare(id, spare);
-        }
-        if run.served != 0 {
-            delta.kernel_marked = delta.received;
-        }
-        self.counters.add_batch(&delta);
-        kernel_drops
-    }
-
-    /// Keeps a free slot this worker owns for its next receive (cache-warm), or returns it to the
-    /// pool if it has enough.
-    fn keep_spare(&self, id: BufId, spare: &mut Vec<BufId>) {
-        if spare.len() < self.batch {
-            spare.push(id);
-        } else {
-            self.pool.put_back(id);
-        }
-    }
-
-    /// Copies `ids` into the target's backlog, each behind its prefix (an origin, or nothing);
-    /// copies that do not fit are dropped as `queue_full`.
-    fn enqueue<const N: usize>(
-        &self,
-        target: &TargetCore,
-        counters: &TargetCounters,
-        ids: &[BufId],
-        prefixes: impl Iterator<Item = [u8; N]>,
-    ) {
-        let mut full = 0;
-        {
-            let mut ring = target.ring.producer();
-            for (&id, prefix) in ids.iter().zip(prefixes) {
-                if !ring.push_slot_with(&prefix, &self.pool, id) {
-                    full += 1;
-                }
-            }
-        }
-        counters.add_queue_full(full);
-        if full < ids.len() as u64 {
-            target.wake();
         }
     }
 }
