@@ -13,6 +13,7 @@ fn every_corpus_input_passes_the_fuzz_check() {
         let data = std::fs::read(&path).unwrap();
         udptee::statsd::filter::check_datagram(&data);
         udptee::statsd::shard::check_shard(&data);
+        udptee::statsd::stream::check_stream(&data);
         n += 1;
     }
     assert!(n >= 10, "the corpus has its seeds: {n} files");
@@ -22,6 +23,18 @@ proptest::proptest! {
     #[test]
     fn arbitrary_datagrams_pass_the_fuzz_check(data in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
         udptee::statsd::filter::check_datagram(&data);
+    }
+
+    #[test]
+    fn arbitrary_streams_pass_the_framing_check(data in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+        udptee::statsd::stream::check_stream(&data);
+    }
+
+    #[test]
+    fn statsd_like_streams_pass_the_framing_check(knob in proptest::num::u8::ANY, data in "([a-z.]{0,9}:[0-9]{1,3}\\|c\r?\n{0,2}){0,20}") {
+        let mut input = vec![knob];
+        input.extend_from_slice(data.as_bytes());
+        udptee::statsd::stream::check_stream(&input);
     }
 
     #[test]

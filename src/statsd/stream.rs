@@ -270,6 +270,70 @@ impl Frames {
     }
 }
 
+/// The fuzz target's check: any bytes as a stream, cut into reads by its own bytes. Lines come
+/// out the same however the stream is cut, none over the bound nor holding a newline, and held
+/// bytes stay bounded; frames likewise; packing keeps every line. Panics when one does not hold.
+pub fn check_stream(data: &[u8]) {
+    let Some((&knob, data)) = data.split_first() else {
+        return;
+    };
+    let max = usize::from(knob % 64) + 1;
+    let cut = usize::from(knob / 64) + 1;
+    let collect = |chunk: usize| {
+        let mut l = Lines::new(max);
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        let mut too_long = 0;
+        for c in data.chunks(chunk) {
+            too_long += l.feed(c, |x| out.push(x.to_vec())).too_long;
+            assert!(l.pending() <= max, "a held line stays within the bound");
+        }
+        too_long += l.finish(|x| out.push(x.to_vec())).too_long;
+        (out, too_long)
+    };
+    let (whole, too_long) = collect(data.len().max(1));
+    assert_eq!(
+        (whole.clone(), too_long),
+        collect(cut),
+        "lines do not depend on the reads"
+    );
+    for line in &whole {
+        assert!(!line.is_empty() && line.len() <= max && !line.contains(&b'\n'));
+    }
+    let mut p = Packer::new(max);
+    let mut packed: Vec<u8> = Vec::new();
+    for line in &whole {
+        p.push(line, |d| {
+            assert!(!d.ends_with(b"\n") && (d.len() <= max || !d.contains(&b'\n')));
+            packed.extend_from_slice(d);
+            packed.push(b'\n');
+        });
+    }
+    p.flush(|d| {
+        packed.extend_from_slice(d);
+        packed.push(b'\n');
+    });
+    assert_eq!(
+        packed,
+        whole
+            .join(&b'\n')
+            .into_iter()
+            .chain((!whole.is_empty()).then_some(b'\n'))
+            .collect::<Vec<u8>>(),
+        "packing keeps every line"
+    );
+    let mut f = Frames::new(max);
+    for c in data.chunks(cut) {
+        let ok = f.feed(c, |x| assert!(!x.is_empty() && x.len() <= max));
+        assert!(
+            f.pending() <= PREFIX + max,
+            "a held frame stays within the bound"
+        );
+        if ok.is_err() {
+            break;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
