@@ -77,7 +77,16 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
             v.push(key);
         }
     };
-    check("listen", old.listen != new.listen);
+    check(
+        "listen",
+        old.listen != new.listen
+            || old.listen_unix != new.listen_unix
+            || old.streams != new.streams,
+    );
+    check(
+        "max-connections/idle-timeout/pack-size",
+        old.stream != new.stream,
+    );
     check("workers/cpus", old.worker_cpus != new.worker_cpus);
     check("sender-cpus", old.sender_cpus != new.sender_cpus);
     check("batch", old.batch != new.batch);

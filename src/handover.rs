@@ -468,6 +468,7 @@ mod tests {
                 consumed_bytes: 70,
                 ..Default::default()
             }),
+            listeners: Vec::new(),
         };
         let f = Final::of(&summary);
         let received: u64 = f.workers.iter().map(|w| w.received).sum();

@@ -80,7 +80,7 @@ fn check(path: &std::path::Path) -> ExitCode {
                 "{}: ok ({} targets, listen {})",
                 path.display(),
                 c.targets.len(),
-                c.listen
+                c.listener_names().join(", ")
             );
             ExitCode::SUCCESS
         }

@@ -197,7 +197,7 @@ fn log_start(config: &Config, fwd: &Forwarder) {
     let state = fwd.socket_state();
     let uring = fwd.stats().backend() == "uring";
     tracing::info!(
-        listen = %config.listen_unix.as_ref().map_or_else(|| fwd.local_addr().to_string(), |u| format!("unixgram://{}", u.path.display())),
+        listen = %fwd.stats().listener_names().join(" "),
         targets = ?config.targets.iter().map(|t| match &t.unix {
             Some(p) => format!("{}=unixgram://{}", t.name, p.display()),
             None => format!("{}={}", t.name, t.resolved),
@@ -208,6 +208,15 @@ fn log_start(config: &Config, fwd: &Forwarder) {
         admin = %fwd.admin_addr().map_or("off".to_string(), |a| format!("http://{a}/metrics")),
         "udptee forwarding"
     );
+    if !config.streams.is_empty() {
+        tracing::info!(
+            stream_bytes = config.stream_bytes(),
+            max_connections = config.stream.max_connections,
+            idle_timeout = ?config.stream.idle_timeout,
+            pack_size = config.stream.pack_bytes,
+            "stream listeners: each connection holds at most one unfinished line or frame (max-datagram); the most they can hold is counted in the memory check"
+        );
+    }
     tracing::info!(
         staging_bytes = config.pool_bytes(uring),
         staging_slots = fwd.pool().capacity(),

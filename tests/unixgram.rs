@@ -177,7 +177,7 @@ fn a_stale_socket_file_is_replaced_a_live_one_refused_and_the_mode_set() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("another process receives on this socket"),
+        err.contains("another process serves this socket (a datagram socket)"),
         "{err}"
     );
     assert!(listen.exists());

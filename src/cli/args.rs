@@ -38,11 +38,15 @@ pub struct Args {
     #[arg(long, short = 'c', value_name = "PATH")]
     pub config: Option<PathBuf>,
 
-    /// Address to receive on (HOST:PORT: IPv4, IPv6 as `[::1]:8125`, a host name, or `:PORT` for
-    /// every IPv4 address), or a Unix datagram socket, `unixgram:///var/run/datadog/dsd.socket`
-    /// (a stale socket file is replaced, a live one refused; see --unix-mode).
+    /// Where to receive; repeat for several listeners at once. A UDP HOST:PORT (IPv4, IPv6 as
+    /// `[::1]:8125`, a host name, or `:PORT` for every IPv4 address; `udp://` may be written), a
+    /// Unix datagram socket `unixgram:///var/run/datadog/dsd.socket` (a stale socket file is
+    /// replaced, a live one refused; see --unix-mode), statsd lines over TCP `tcp://HOST:PORT`
+    /// (newline-delimited; a trailing `\r` is kept as data), or DogStatsD over a Unix stream socket
+    /// `unix:///PATH` (each message a 4-byte little-endian length, then the payload). One UDP or
+    /// unixgram listener, plus any number of tcp:// and unix:// ones; all go to the same targets.
     #[arg(long, short = 'l', value_name = "ADDR")]
-    pub listen: Option<String>,
+    pub listen: Vec<String>,
 
     /// A receiver to copy every datagram to: [NAME=]HOST:PORT, or [NAME=]unixgram:///PATH for a
     /// Unix datagram socket (the name, used in metrics and the admin API, defaults to the address
@@ -100,6 +104,21 @@ pub struct Args {
     /// truncated and sent nowhere. Sets the size of the workers' receive slots only.
     #[arg(long, value_name = "BYTES", default_value = "65535", value_parser = parse_bytes)]
     pub max_datagram: usize,
+
+    /// tcp:// and unix:// listeners: most connections open at once, per listener; more are closed
+    /// at accept (nothing written to them) and counted.
+    #[arg(long, value_name = "N", default_value_t = config::listen::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
+    /// tcp:// and unix:// listeners: a connection that sends nothing for this long is closed and
+    /// counted.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// tcp:// listeners: complete lines are packed into datagrams of up to this size (never
+    /// splitting a line; a longer line goes alone), at the end of each read: no timer.
+    #[arg(long, value_name = "BYTES", default_value = "1432", value_parser = parse_bytes)]
+    pub pack_size: usize,
 
     /// Period of the stats log line (0 disables it; at least 100ms otherwise).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]

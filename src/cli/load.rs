@@ -129,7 +129,10 @@ impl Invocation {
             fill!(
                 batch => same, queue_depth => same, max_targets => same, admin => same,
                 latency => same, log_level => same,
-                listen => some, sender_cpus => some, histogram_log => some, allow => same,
+                listen => |v: config::file::OneOrMany| Ok(v.into_vec()),
+                max_connections => same, idle_timeout => |v: Dur| Ok(v.0),
+                pack_size => |v: Size| Ok(v.0),
+                sender_cpus => some, histogram_log => some, allow => same,
                 control_socket => some, unix_owner => some,
                 unix_mode => |v: String| parse_mode(&v).map_err(|_| ConfigError::BadValue {
                     what: "unix-mode", got: v, expected: "octal permission bits such as 0660",
@@ -274,14 +277,35 @@ impl TryFrom<&Args> for Config {
     type Error = ConfigError;
 
     fn try_from(args: &Args) -> Result<Self, ConfigError> {
-        let listen = args.listen.as_deref().ok_or(ConfigError::NoListen)?;
-        let unix = config::unixgram_path(listen).transpose()?;
-        let listen = match &unix {
-            Some(_) => std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
-            None => config::resolve(listen)?,
+        let mut datagram = None;
+        let mut streams = Vec::new();
+        for spec in &args.listen {
+            let kind = config::ListenAddr::parse(spec)?;
+            if kind.is_datagram() {
+                if datagram.is_some() {
+                    return Err(ConfigError::BadValue {
+                        what: "listen",
+                        got: spec.clone(),
+                        expected: "one UDP or unixgram listener (more are not supported yet), plus any tcp:// and unix:// listeners",
+                    });
+                }
+                datagram = Some(kind);
+            } else {
+                streams.push(kind);
+            }
+        }
+        let datagram = match datagram {
+            Some(d) => d,
+            None if args.listen.is_empty() => return Err(ConfigError::NoListen),
+            None => {
+                return Err(ConfigError::BadValue {
+                    what: "listen",
+                    got: args.listen.join(" "),
+                    expected: "a UDP or unixgram listener beside the stream ones (one is needed for now)",
+                });
+            }
         };
-        let mut config = Self::new(listen, Vec::new());
-        if let Some(path) = unix {
+        let unix_listen = |path: PathBuf| -> Result<config::UnixListen, ConfigError> {
             let owner = args
                 .unix_owner
                 .as_deref()
@@ -292,12 +316,35 @@ impl TryFrom<&Args> for Config {
                     reason,
                 })?
                 .map(|r| (r.uid, r.gid));
-            config.listen_unix = Some(config::UnixListen {
+            Ok(config::UnixListen {
                 path,
                 mode: args.unix_mode,
                 owner,
+            })
+        };
+        let mut config = match datagram {
+            config::ListenAddr::Unixgram(path) => {
+                let mut c = Self::new(std::net::SocketAddr::from(([0, 0, 0, 0], 0)), Vec::new());
+                c.listen_unix = Some(unix_listen(path)?);
+                c
+            }
+            config::ListenAddr::Udp(addr) => Self::new(config::resolve(&addr)?, Vec::new()),
+            _ => unreachable!("a datagram listener"),
+        };
+        for kind in streams {
+            config.streams.push(match kind {
+                config::ListenAddr::Tcp(addr) => config::StreamListen::Tcp(config::resolve(&addr)?),
+                config::ListenAddr::UnixStream(path) => {
+                    config::StreamListen::Unix(unix_listen(path)?)
+                }
+                _ => unreachable!("a stream listener"),
             });
         }
+        config.stream = config::StreamSettings {
+            max_connections: args.max_connections,
+            idle_timeout: args.idle_timeout,
+            pack_bytes: args.pack_size,
+        };
         config.worker_cpus = match &args.cpus {
             Some(list) => config::parse_cpus("--cpus", list)?
                 .into_iter()
@@ -346,8 +393,14 @@ impl TryFrom<&Args> for Config {
             })?;
         // The socket file is udptee's: owned by the user it runs as (unless --unix-owner says
         // otherwise), so that user may remove it at exit, in a sticky directory such as /tmp too.
-        if let (Some(u), Some(who)) = (&mut config.listen_unix, &config.user) {
-            u.owner.get_or_insert((who.uid, who.gid));
+        if let Some(who) = &config.user {
+            let stream_files = config.streams.iter_mut().filter_map(|s| match s {
+                config::StreamListen::Unix(u) => Some(u),
+                config::StreamListen::Tcp(_) => None,
+            });
+            for u in config.listen_unix.iter_mut().chain(stream_files) {
+                u.owner.get_or_insert((who.uid, who.gid));
+            }
         }
         config.latency = args.latency;
         config.io_backend = match args.io {

@@ -52,12 +52,35 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
+/// A key that takes one value or a list (`listen = "..."` or `listen = ["...", "..."]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged, expecting = "a string or a list of strings")]
+pub enum OneOrMany {
+    /// One value.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The values, in order.
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            Self::One(s) => vec![s],
+            Self::Many(v) => v,
+        }
+    }
+}
+
 /// The file's top level: the flags' keys, and the targets.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 #[allow(missing_docs)]
 pub struct FileConfig {
-    pub listen: Option<String>,
+    pub listen: Option<OneOrMany>,
+    pub max_connections: Option<usize>,
+    pub idle_timeout: Option<Dur>,
+    pub pack_size: Option<Size>,
     pub admin: Option<String>,
     pub admin_token_file: Option<PathBuf>,
     pub user: Option<String>,

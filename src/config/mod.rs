@@ -19,6 +19,7 @@ pub mod file;
 pub mod group;
 pub mod limits;
 pub mod lines;
+pub mod listen;
 pub mod parse;
 pub mod settings;
 pub mod table;
@@ -31,6 +32,7 @@ pub use self::error::ConfigError;
 pub use self::group::{GroupSpec, MemberSpec};
 pub use self::limits::*;
 pub use self::lines::LineSettings;
+pub use self::listen::{ListenAddr, MAX_CONNECTIONS, StreamListen, StreamSettings};
 use self::parse::check_range;
 pub use self::parse::{parse_bytes, parse_cpus, parse_duration};
 pub use self::settings::{FastPathMode, IoBackend, RecordSettings, RunAs};
@@ -95,6 +97,10 @@ pub struct Config {
     pub takeover: bool,
     /// `--listen unixgram:///path`: receive on a Unix datagram socket (`listen` is then unused).
     pub listen_unix: Option<UnixListen>,
+    /// `--listen tcp://` and `--listen unix://`: stream listeners beside the datagram one.
+    pub streams: Vec<StreamListen>,
+    /// The stream listeners' bounds (`--max-connections`, `--idle-timeout`, `--pack-size`).
+    pub stream: StreamSettings,
     /// `--fast-path`: copy to local targets in the kernel.
     pub fast_path: FastPathMode,
     /// `--fast-path-interfaces`: where to attach it (empty: where the listen address receives).
@@ -133,6 +139,8 @@ impl Config {
             control_socket: None,
             takeover: false,
             listen_unix: None,
+            streams: Vec::new(),
+            stream: StreamSettings::default(),
             fast_path: FastPathMode::Off,
             fast_path_interfaces: Vec::new(),
         }
@@ -147,7 +155,23 @@ impl Config {
         } else {
             0
         };
-        self.worker_cpus.len() * (2 * self.batch + ring + 1)
+        self.worker_cpus.len() * (2 * self.batch + ring + 1) + self.streams.len() * (self.batch + 1)
+    }
+
+    /// Every listener's name, the datagram one first (a UDP one as configured, before binding).
+    pub fn listener_names(&self) -> Vec<String> {
+        let datagram = match &self.listen_unix {
+            Some(u) => format!("{UNIXGRAM}{}", u.path.display()),
+            None => self.listen.to_string(),
+        };
+        std::iter::once(datagram)
+            .chain(self.streams.iter().map(StreamListen::name))
+            .collect()
+    }
+
+    /// Bytes the stream listeners may hold at most: each connection's unfinished line or frame.
+    pub fn stream_bytes(&self) -> usize {
+        self.streams.len() * self.stream.max_connections * (self.max_datagram + 4)
     }
 
     /// Bytes of datagram memory the pool allocates (and touches) at start-up.
@@ -225,6 +249,17 @@ impl Config {
                 "filters UDP senders by address; a unixgram listener's senders have none (use --unix-mode and --unix-owner)".into(),
             ));
         }
+        listen::check_streams(
+            self.listen_unix.as_ref().map(|u| u.path.as_path()),
+            &self.streams,
+        )?;
+        check_range(
+            "--max-connections",
+            self.stream.max_connections,
+            1,
+            MAX_CONNECTIONS,
+        )?;
+        check_range("--pack-size", self.stream.pack_bytes, 1, self.max_datagram)?;
         if self.targets.is_empty() {
             return Err(ConfigError::NoTargets);
         }

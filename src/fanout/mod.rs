@@ -34,6 +34,7 @@ pub(crate) mod observe;
 mod parity;
 pub(crate) mod ratelimit;
 mod sender;
+mod stream;
 mod target;
 pub mod targets;
 mod threads;
@@ -54,9 +55,12 @@ pub use self::hub::ObserverHub;
 use self::targets::{SenderSettings, TargetRegistry};
 pub use self::threads::Threads;
 pub use self::view::DataView;
-use crate::config::Config;
+use self::view::ListenerView;
+use crate::config::{Config, StreamListen, StreamSettings};
 use crate::handover::Taken;
 use crate::metrics::counters::WorkerCounters;
+use crate::metrics::stream::StreamCounters;
+use crate::net::stream::StreamSocket;
 use crate::net::uring::UringRecv;
 use crate::net::{SocketState, socket};
 use crate::pool::BufPool;
@@ -93,6 +97,57 @@ struct Pending {
     urings: Vec<UringRecv>,
     batch: usize,
     latency: bool,
+    streams: Vec<BoundStream>,
+    stream: StreamSettings,
+    max_datagram: usize,
+    /// The number of datagram workers (the first stream thread's index).
+    cpus_len: usize,
+}
+
+/// A stream listener, bound, until its thread starts.
+struct BoundStream {
+    name: String,
+    kind: &'static str,
+    socket: StreamSocket,
+    counters: Arc<StreamCounters>,
+    /// A Unix listener's socket file and inode, removed at stop if still ours.
+    file: Option<(std::path::PathBuf, u64)>,
+}
+
+/// Binds every `tcp://` and `unix://` listener.
+fn bind_streams(config: &Config) -> Result<Vec<BoundStream>, StartError> {
+    config
+        .streams
+        .iter()
+        .map(|spec| {
+            let socket = StreamSocket::bind(spec).map_err(|source| match spec {
+                StreamListen::Tcp(addr) => StartError::Bind {
+                    addr: *addr,
+                    source,
+                },
+                StreamListen::Unix(u) => StartError::BindUnix {
+                    path: u.path.clone(),
+                    source,
+                },
+            })?;
+            let (name, kind) = match (spec, socket.tcp_addr()) {
+                (StreamListen::Tcp(_), Some(bound)) => (StreamListen::Tcp(bound).name(), "tcp"),
+                _ => (spec.name(), "unix"),
+            };
+            let file = spec.path().and_then(|p| {
+                use std::os::unix::fs::MetadataExt;
+                std::fs::metadata(p).ok().map(|m| (p.to_owned(), m.ino()))
+            });
+            tracing::info!(listener = %name, "listening for streams");
+            Ok(BoundStream {
+                name,
+                kind,
+                socket,
+                counters: Arc::new(StreamCounters::new()),
+                file,
+            })
+        })
+        .collect()
 }
 
 /// Counts a worker as running for as long as it lives, panics included.
@@ -107,7 +162,7 @@ impl Drop for Running {
 /// Allocates and pre-faults the pool, after checking it fits: touching more than the host has would
 /// get the process OOM-killed instead of refused with a message.
 fn allocate_pool(config: &Config, uring: bool) -> Result<BufPool, StartError> {
-    let bytes = config.pool_bytes(uring) + config.backlog_bytes();
+    let bytes = config.pool_bytes(uring) + config.backlog_bytes() + config.stream_bytes();
     crate::pool::check_available(bytes)
         .map_err(|available| StartError::Memory { bytes, available })?;
     BufPool::try_new(config.pool_slots(uring), config.max_datagram)
@@ -128,6 +183,11 @@ impl DataPath {
     /// ([`start_workers`](Self::start_workers)).
     pub fn bind(config: &Config) -> Result<Self, StartError> {
         config.validate()?;
+        if config.takeover && !config.streams.is_empty() {
+            return Err(StartError::Takeover(
+                "--takeover hands over the datagram listener's sockets; tcp:// and unix:// listeners are not handed over yet (restart instead)".into(),
+            ));
+        }
         let listen::Listen {
             lock: listen_lock,
             sockets,
@@ -146,7 +206,10 @@ impl DataPath {
             config.worker_cpus.resize(sockets.len(), None);
         }
         let config = &config;
+        let streams = bind_streams(config)?;
         let workers = config.worker_cpus.len();
+        // Every receiving thread counts under its own index: the workers, then one per stream listener.
+        let threads_total = workers + streams.len();
         let worker_sockets: Arc<[UdpSocket]> = sockets
             .iter()
             .map(UdpSocket::try_clone)
@@ -165,7 +228,7 @@ impl DataPath {
         )
         .map_err(|reason| StartError::Backend { reason })?;
         let pool = Arc::new(allocate_pool(config, !urings.is_empty())?);
-        let worker_counters: Vec<_> = (0..workers)
+        let worker_counters: Vec<_> = (0..threads_total)
             .map(|_| Arc::new(WorkerCounters::new()))
             .collect();
         let threads = Arc::new(Threads::default());
@@ -173,7 +236,7 @@ impl DataPath {
             SenderSettings {
                 listen: local_addr,
                 listen_unix: config.listen_unix.as_ref().map(|u| u.path.clone()),
-                workers,
+                workers: threads_total,
                 batch: config.batch,
                 latency: config.latency,
                 drain_timeout: config.drain_timeout,
@@ -187,7 +250,7 @@ impl DataPath {
         registry.apply(config.targets.clone())?;
         registry.set_allow(crate::net::allow::AllowList::new(&config.allow));
         let seed = taken.as_ref().map(|t| t.kernel.clone()).unwrap_or_default();
-        registry.watch_marks(worker_counters.clone());
+        registry.watch_marks(worker_counters[..workers].to_vec());
         start_fastpath(
             config,
             local_addr,
@@ -196,13 +259,35 @@ impl DataPath {
             &seed,
             taken.is_some(),
         )?;
+        let mut listeners = vec![ListenerView {
+            name: match &config.listen_unix {
+                Some(u) => format!("{}{}", crate::config::UNIXGRAM, u.path.display()),
+                None => local_addr.to_string(),
+            },
+            kind: if config.listen_unix.is_some() {
+                "unixgram"
+            } else {
+                "udp"
+            },
+            workers: 0..workers,
+            stream: None,
+        }];
+        for (k, s) in streams.iter().enumerate() {
+            listeners.push(ListenerView {
+                name: s.name.clone(),
+                kind: s.kind,
+                workers: workers + k..workers + k + 1,
+                stream: Some(Arc::clone(&s.counters)),
+            });
+        }
         let view = DataView {
             backend: if urings.is_empty() { "mmsg" } else { "uring" },
             pool,
             worker_sockets,
             worker_counters,
             registry: Arc::clone(&registry),
-            workers_expected: workers,
+            listeners,
+            workers_expected: threads_total,
             workers_running: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             threads,
         };
@@ -226,6 +311,10 @@ impl DataPath {
                 urings,
                 batch: config.batch,
                 latency: config.latency,
+                streams,
+                stream: config.stream,
+                max_datagram: config.max_datagram,
+                cpus_len: workers,
             }),
             watch: Some((watch_stop, watch)),
             listen_lock,
@@ -264,6 +353,7 @@ impl DataPath {
             return Ok(());
         };
         let v = &self.view;
+        p.cpus_len = p.sockets.len();
         for (w, (socket, cpu)) in p.sockets.into_iter().zip(p.cpus).enumerate() {
             let worker = worker::RecvWorker {
                 index: w,
@@ -283,6 +373,39 @@ impl DataPath {
             let handle = v
                 .threads
                 .spawn(name.clone(), cpu, move || {
+                    let _running = Running(alive);
+                    worker.run();
+                })
+                .map_err(|source| {
+                    v.workers_running.fetch_sub(1, Ordering::Relaxed);
+                    StartError::Spawn { name, source }
+                })?;
+            self.workers.push(handle);
+        }
+        let first = p.cpus_len;
+        for (k, s) in p.streams.into_iter().enumerate() {
+            let index = first + k;
+            let worker = stream::StreamWorker {
+                name: s.name,
+                socket: s.socket,
+                index,
+                pool: Arc::clone(&v.pool),
+                received: Arc::clone(&v.worker_counters[index]),
+                latency: p.latency,
+                batch: p.batch,
+                table: v.registry.swap(),
+                counters: s.counters,
+                running: Arc::clone(&self.running),
+                settings: p.stream,
+                max_datagram: p.max_datagram,
+                file: s.file,
+            };
+            let alive = Arc::clone(&v.workers_running);
+            alive.fetch_add(1, Ordering::Relaxed);
+            let name = format!("udptee-st{k}");
+            let handle = v
+                .threads
+                .spawn(name.clone(), None, move || {
                     let _running = Running(alive);
                     worker.run();
                 })

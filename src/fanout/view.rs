@@ -12,8 +12,21 @@ use super::targets::TargetRegistry;
 use super::threads::Threads;
 use crate::metrics::counters::{Snapshot, WorkerCounters};
 use crate::metrics::histogram::{LatencySummary, TargetHistograms, new_histogram};
+use crate::metrics::snapshot::ListenerSnapshot;
+use crate::metrics::stream::StreamCounters;
 use crate::net::socket;
 use crate::pool::BufPool;
+
+/// One listener, as reports show it.
+#[derive(Debug, Clone)]
+pub(crate) struct ListenerView {
+    pub(crate) name: String,
+    pub(crate) kind: &'static str,
+    /// Its threads' indexes in the worker counters.
+    pub(crate) workers: std::ops::Range<usize>,
+    /// A stream listener's connection counters.
+    pub(crate) stream: Option<Arc<StreamCounters>>,
+}
 
 /// The data path's shared view for reporting: the stats line, the admin endpoint and SIGUSR1 all
 /// read through it (by way of `report::Stats`). Nothing here is touched by the hot path except the
@@ -27,12 +40,19 @@ pub struct DataView {
     pub(crate) worker_sockets: Arc<[UdpSocket]>,
     pub(crate) worker_counters: Vec<Arc<WorkerCounters>>,
     pub(crate) registry: Arc<TargetRegistry>,
+    /// Each listener and the receive threads that count for it.
+    pub(crate) listeners: Vec<ListenerView>,
     pub(crate) workers_expected: usize,
     pub(crate) workers_running: Arc<std::sync::atomic::AtomicUsize>,
     pub(crate) threads: Arc<Threads>,
 }
 
 impl DataView {
+    /// Each listener's name (its address with its scheme; a TCP one with its bound port).
+    pub fn listener_names(&self) -> Vec<String> {
+        self.listeners.iter().map(|l| l.name.clone()).collect()
+    }
+
     /// Names of the current targets, in table order.
     pub fn target_names(&self) -> Vec<String> {
         self.registry.current().names()
@@ -92,6 +112,16 @@ impl DataView {
             targets,
             target_names,
             kernel,
+            listeners: self
+                .listeners
+                .iter()
+                .map(|l| ListenerSnapshot {
+                    name: l.name.clone(),
+                    kind: l.kind,
+                    workers: l.workers.clone(),
+                    stream: l.stream.as_ref().map(|c| c.snapshot()),
+                })
+                .collect(),
         }
     }
 

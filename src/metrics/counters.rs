@@ -327,6 +327,7 @@ mod tests {
             targets: vec![t],
             target_names: vec!["a".into()],
             kernel: None,
+            listeners: Vec::new(),
         };
         assert_eq!(s.unaccounted(0), 0);
         assert!(s.to_string().contains("conn_refused=1"), "{s}");

@@ -14,4 +14,5 @@ pub mod proc;
 pub mod reason;
 pub mod reloads;
 pub mod snapshot;
+pub mod stream;
 pub mod worker;

@@ -189,6 +189,21 @@ pub struct Snapshot {
     pub target_names: Vec<String>,
     /// The kernel fast path's own counters, when it is loaded.
     pub kernel: Option<KernelSnapshot>,
+    /// Per listener: its name, its workers' totals and, for a stream listener, its connections.
+    pub listeners: Vec<ListenerSnapshot>,
+}
+
+/// One listener's share of the counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListenerSnapshot {
+    /// Its address with its scheme (`127.0.0.1:8125`, `unixgram:///run/dsd.sock`, `tcp://...`).
+    pub name: String,
+    /// `udp`, `unixgram`, `tcp` or `unix`.
+    pub kind: &'static str,
+    /// The indexes in [`Snapshot::workers`] of its receive threads.
+    pub workers: std::ops::Range<usize>,
+    /// A stream listener's connections and lines.
+    pub stream: Option<super::stream::StreamSnapshot>,
 }
 
 impl Snapshot {
@@ -221,6 +236,26 @@ impl Snapshot {
     /// Kernel receive-buffer drops over all worker sockets.
     pub fn rcvbuf_overflow(&self) -> u64 {
         self.sum(|w| w.rcvbuf_overflow)
+    }
+
+    /// Datagrams received by one listener's threads (for a stream listener: datagrams packed).
+    pub fn listener_received(&self, l: &ListenerSnapshot) -> u64 {
+        self.workers
+            .get(l.workers.clone())
+            .unwrap_or_default()
+            .iter()
+            .map(|w| w.received)
+            .sum()
+    }
+
+    /// Bytes received by one listener's threads.
+    pub fn listener_bytes(&self, l: &ListenerSnapshot) -> u64 {
+        self.workers
+            .get(l.workers.clone())
+            .unwrap_or_default()
+            .iter()
+            .map(|w| w.bytes)
+            .sum()
     }
 
     /// Index of the target named `name`.
@@ -261,6 +296,35 @@ impl fmt::Display for Snapshot {
             self.sum(|w| w.source_denied),
             self.rcvbuf_overflow()
         )?;
+        // With several listeners, each one's share, and a stream listener's connections.
+        for l in self.listeners.iter().filter(|_| self.listeners.len() > 1) {
+            write!(
+                f,
+                "listener {} ({}): received {} datagrams ({} bytes)",
+                l.name,
+                l.kind,
+                self.listener_received(l),
+                self.listener_bytes(l)
+            )?;
+            if let Some(s) = &l.stream {
+                let closed: Vec<String> = super::stream::CloseReason::ALL
+                    .iter()
+                    .map(|r| format!("{} {}", r.as_str(), s.closed(*r)))
+                    .collect();
+                write!(
+                    f,
+                    "; connections accepted {}, open {}, closed {}; lines {}, lines_too_long {}; frames {}; cut_bytes {}",
+                    s.accepted,
+                    s.open,
+                    closed.join(", "),
+                    s.lines,
+                    s.lines_too_long,
+                    s.frames,
+                    s.cut_bytes
+                )?;
+            }
+            writeln!(f)?;
+        }
         let looped = self.sum(|w| w.looped);
         if looped > 0 {
             writeln!(

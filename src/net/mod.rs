@@ -16,6 +16,7 @@ pub mod mmsg;
 pub mod origin;
 pub mod probe;
 pub mod socket;
+pub mod stream;
 pub(crate) mod sys;
 pub mod uring;
 

@@ -118,25 +118,8 @@ pub fn bind_unix_group(
     rcvbuf_bytes: usize,
     timestamps: bool,
 ) -> io::Result<(Vec<UdpSocket>, SocketAddr, SocketState)> {
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-    if let Ok(meta) = std::fs::symlink_metadata(&u.path) {
-        if !meta.file_type().is_socket() {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                "the path exists and is not a socket; refusing to replace it",
-            ));
-        }
-        match std::os::unix::net::UnixDatagram::unbound()?.connect(&u.path) {
-            Ok(()) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AddrInUse,
-                    "another process receives on this socket",
-                ));
-            }
-            // Nobody behind it: a stale file from an earlier run.
-            Err(_) => std::fs::remove_file(&u.path)?,
-        }
-    }
+    use std::os::unix::fs::PermissionsExt;
+    super::stream::replace_stale_socket(&u.path)?;
     let socket = Socket::new(Domain::UNIX, Type::DGRAM, None)?;
     socket.bind(&socket2::SockAddr::unix(&u.path)?)?;
     std::fs::set_permissions(&u.path, std::fs::Permissions::from_mode(u.mode))?;

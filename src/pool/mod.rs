@@ -157,6 +157,19 @@ impl BufPool {
         self.bytes[self.start(id)].as_ptr()
     }
 
+    /// Writes `src` as the datagram in a slot the caller owns (as much as fits: `slot_bytes()`) and
+    /// records its length; returns the bytes written. For datagrams made in user space (a stream
+    /// listener's packed lines), where the kernel did not write the slot.
+    pub fn write(&self, id: BufId, src: &[u8]) -> usize {
+        let start = self.start(id) + HEADROOM;
+        let n = src.len().min(self.slot_bytes);
+        for (d, s) in self.bytes[start..start + n].iter().zip(&src[..n]) {
+            d.store(*s, Ordering::Relaxed);
+        }
+        self.set_meta(id, n, 0);
+        n
+    }
+
     /// Copies the datagram in a slot into `dst` (as much as fits); returns the bytes copied.
     pub fn read_into(&self, id: BufId, dst: &mut [u8]) -> usize {
         let start = self.start(id) + HEADROOM;

@@ -8,6 +8,7 @@ mod family;
 pub mod json;
 pub mod line;
 pub mod prometheus;
+mod prometheus_listeners;
 mod prometheus_members;
 mod prometheus_targets;
 pub mod stats;

@@ -16,7 +16,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::family::{Labels, family};
-use super::{prometheus_members, prometheus_targets};
+use super::{prometheus_listeners, prometheus_members, prometheus_targets};
 use crate::report::Stats;
 
 /// Content type of OpenMetrics text.
@@ -85,6 +85,8 @@ impl Collector for ForwarderCollector {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> fmt::Result {
         let stats = &self.0;
         let snap = stats.snapshot();
+        // Receive threads by index: the datagram workers, then one per stream listener (the
+        // `udptee_listener_*` families name each listener).
         let worker = |i: usize| -> Labels { vec![("worker", i.to_string())] };
         let per_worker =
             |f: &dyn Fn(&crate::metrics::counters::WorkerSnapshot) -> u64| -> Vec<(Labels, u64)> {
@@ -172,6 +174,7 @@ impl Collector for ForwarderCollector {
             Counter,
             &per_worker(&|w| w.ring_empty),
         )?;
+        prometheus_listeners::encode(&mut enc, &snap)?;
         let generation = prometheus_targets::encode(&mut enc, stats, &snap)?;
         prometheus_members::encode(&mut enc, stats)?;
         let (ok, err) = stats.reloads().get();

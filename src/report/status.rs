@@ -267,6 +267,7 @@ mod tests {
             }],
             target_names: vec!["t".into()],
             kernel: None,
+            listeners: Vec::new(),
         }
     }
 

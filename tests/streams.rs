@@ -1,0 +1,372 @@
+//! Stream listeners: statsd lines over TCP and DogStatsD frames over a Unix stream socket, beside
+//! the UDP listener, to the same targets. Every line arrives once, in order per connection, however
+//! the client's writes split it; lines are packed into datagrams without splitting one; the bounds
+//! hold (too many connections, an over-long line, an over-long frame, a client that says nothing);
+//! bad listener flags are one clear error.
+
+mod util;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use udptee::config::{StreamListen, UnixListen};
+use util::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_udptee");
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("udptee-streams-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A UDP receiver that keeps every datagram's bytes.
+struct Keep {
+    addr: SocketAddr,
+    got: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl Keep {
+    fn new() -> Self {
+        let s = udp_socket("127.0.0.1:0".parse().unwrap(), 32 << 20);
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let addr = s.local_addr().unwrap();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g = Arc::clone(&got);
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 70_000];
+            loop {
+                if let Ok(n) = s.recv(&mut buf) {
+                    g.lock().unwrap().push(buf[..n].to_vec());
+                }
+                if Arc::strong_count(&g) == 1 {
+                    return;
+                }
+            }
+        });
+        Self { addr, got }
+    }
+
+    /// Every line received so far, in arrival order.
+    fn lines(&self) -> Vec<String> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|d| {
+                assert!(
+                    !d.ends_with(b"\n"),
+                    "no newline after the last line of a datagram"
+                );
+                String::from_utf8(d.clone())
+                    .unwrap()
+                    .split('\n')
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+fn listener_port(fwd: &udptee::Forwarder, scheme: &str) -> SocketAddr {
+    let name = fwd
+        .stats()
+        .listener_names()
+        .into_iter()
+        .find(|n| n.starts_with(scheme))
+        .expect("the listener is named");
+    name[scheme.len()..].parse().unwrap()
+}
+
+fn frame(m: &[u8]) -> Vec<u8> {
+    let mut f = (m.len() as u32).to_le_bytes().to_vec();
+    f.extend_from_slice(m);
+    f
+}
+
+#[test]
+fn every_line_from_every_kind_of_listener_arrives_once_in_order() {
+    let dir = temp_dir("all");
+    let sock = dir.join("dsd.sock");
+    let out = Keep::new();
+    let fwd = forwarder(false, &[out.addr], |c| {
+        c.streams = vec![
+            StreamListen::Tcp("127.0.0.1:0".parse().unwrap()),
+            StreamListen::Unix(UnixListen {
+                path: sock.clone(),
+                mode: 0o666,
+                owner: None,
+            }),
+        ];
+        c.stream.pack_bytes = 200;
+    });
+    let tcp = listener_port(&fwd, "tcp://");
+    const CLIENTS: usize = 8;
+    const LINES: usize = 2000;
+    // TCP clients, each writing its lines in pieces cut anywhere (a trailing \r is data).
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(tcp).unwrap();
+                let mut wire = Vec::new();
+                for i in 0..LINES {
+                    let cr = if i % 100 == 7 { "\r" } else { "" };
+                    wire.extend_from_slice(format!("tcp.c{c}.s{i}:1|c{cr}\n").as_bytes());
+                }
+                let mut at = 0;
+                let mut cut = 1 + c;
+                while at < wire.len() {
+                    let end = (at + cut).min(wire.len());
+                    s.write_all(&wire[at..end]).unwrap();
+                    at = end;
+                    cut = (cut * 7 + 3) % 500 + 1;
+                    if at % 7 == 0 {
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                }
+            })
+        })
+        .collect();
+    // A DogStatsD client on the Unix stream socket: frames of several lines, split too.
+    let mut u = UnixStream::connect(&sock).unwrap();
+    let mut wire = Vec::new();
+    for i in 0..500 {
+        wire.extend(frame(format!("uds.a{i}:1|g\nuds.b{i}:2|g").as_bytes()));
+    }
+    for piece in wire.chunks(333) {
+        u.write_all(piece).unwrap();
+    }
+    // And UDP, as before.
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..200 {
+        udp.send_to(format!("udp.{i}:1|c").as_bytes(), fwd.local_addr())
+            .unwrap();
+        if i % 50 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    for c in clients {
+        c.join().unwrap();
+    }
+    let want = CLIENTS * LINES + 1000 + 200;
+    wait_for(&fwd, "every line at the target", || {
+        out.lines().len() >= want
+    });
+    drop(u);
+    let lines = out.lines();
+    assert_eq!(lines.len(), want, "no line repeated");
+    let mut per: HashMap<String, Vec<usize>> = HashMap::new();
+    for l in &lines {
+        let (name, _) = l.split_once(':').unwrap();
+        let mut parts = name.rsplitn(2, ".");
+        let seq = parts.next().unwrap();
+        let who = parts.next().unwrap().to_owned();
+        let n: usize = seq
+            .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+            .parse()
+            .unwrap();
+        per.entry(who).or_default().push(n);
+        if name.starts_with("tcp.") {
+            let i: usize = seq[1..].parse().unwrap();
+            assert_eq!(
+                l.ends_with('\r'),
+                i % 100 == 7,
+                "a trailing \\r is kept as data: {l:?}"
+            );
+        }
+    }
+    for c in 0..CLIENTS {
+        let seqs = &per[&format!("tcp.c{c}")];
+        assert_eq!(
+            seqs,
+            &(0..LINES).collect::<Vec<_>>(),
+            "client {c}: every line once, in order"
+        );
+    }
+    assert_eq!(per["uds"].len(), 1000);
+    assert_eq!(per["udp"].len(), 200);
+    // Packed: at most 200 bytes unless a line is alone, and far fewer datagrams than lines.
+    let datagrams = out.got.lock().unwrap().clone();
+    assert!(datagrams.iter().all(|d| d.len() <= 200));
+    assert!(
+        datagrams.len() < want / 2,
+        "{} datagrams for {want} lines",
+        datagrams.len()
+    );
+    let snap = fwd.shutdown();
+    assert_accounted(&snap);
+    let tcp_l = snap.listeners.iter().find(|l| l.kind == "tcp").unwrap();
+    let s = tcp_l.stream.as_ref().unwrap();
+    assert_eq!(
+        (s.accepted, s.lines, s.lines_too_long),
+        (CLIENTS as u64, (CLIENTS * LINES) as u64, 0)
+    );
+    let unix_l = snap.listeners.iter().find(|l| l.kind == "unix").unwrap();
+    assert_eq!(unix_l.stream.as_ref().unwrap().frames, 500);
+    assert_eq!(
+        snap.listener_received(unix_l),
+        500,
+        "a frame is one datagram"
+    );
+    assert!(!sock.exists(), "the socket file is removed at stop");
+}
+
+/// Reads until the peer closes (Ok(0)) or resets; false if it stays open past `limit`.
+fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 64];
+    matches!(s.read(&mut buf), Ok(0) | Err(_)) && {
+        // A timeout is an error too: tell it apart.
+        s.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+        !matches!(s.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
+
+#[test]
+fn the_bounds_hold_and_each_is_counted() {
+    let dir = temp_dir("bounds");
+    let sock = dir.join("dsd.sock");
+    let out = Keep::new();
+    let fwd = forwarder(false, &[out.addr], |c| {
+        c.max_datagram = 64;
+        c.streams = vec![
+            StreamListen::Tcp("127.0.0.1:0".parse().unwrap()),
+            StreamListen::Unix(UnixListen {
+                path: sock.clone(),
+                mode: 0o666,
+                owner: None,
+            }),
+        ];
+        c.stream.max_connections = 2;
+        c.stream.idle_timeout = Duration::from_secs(1);
+        c.stream.pack_bytes = 64;
+    });
+    let tcp = listener_port(&fwd, "tcp://");
+    let tcp_stats = || {
+        let snap = fwd.snapshot();
+        snap.listeners
+            .iter()
+            .find(|l| l.kind == "tcp")
+            .unwrap()
+            .stream
+            .clone()
+            .unwrap()
+    };
+    // An over-long line is dropped and counted; the connection goes on.
+    let mut a = TcpStream::connect(tcp).unwrap();
+    let long = "x".repeat(100);
+    a.write_all(format!("ok.1:1|c\n{long}:1|c\nok.2:1|c\n").as_bytes())
+        .unwrap();
+    wait_for(&fwd, "both short lines", || out.lines().len() >= 2);
+    assert_eq!(out.lines(), vec!["ok.1:1|c", "ok.2:1|c"]);
+    assert_eq!(tcp_stats().lines_too_long, 1);
+    // A second connection fits; a third is over --max-connections: closed, nothing written.
+    let _b = TcpStream::connect(tcp).unwrap();
+    wait_for(&fwd, "two open", || tcp_stats().open == 2);
+    let mut c = TcpStream::connect(tcp).unwrap();
+    assert!(
+        closed_within(&mut c, Duration::from_secs(5)),
+        "the third connection is closed"
+    );
+    wait_for(&fwd, "the refusal counted", || tcp_stats().closed[1] == 1);
+    // Quiet connections are closed after the idle timeout; an active one is not.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(2500) {
+        a.write_all(b"keep:1|c\n").unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let s = tcp_stats();
+    assert_eq!(
+        (s.closed[2], s.open),
+        (1, 1),
+        "the quiet one closed as idle, the busy one open"
+    );
+    // An over-long DogStatsD frame closes its connection; earlier frames went through.
+    let mut u = UnixStream::connect(&sock).unwrap();
+    u.write_all(&frame(b"uds:1|c")).unwrap();
+    u.write_all(&frame(&[b'y'; 65])).unwrap();
+    u.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 8];
+    assert!(matches!(u.read(&mut buf), Ok(0) | Err(_)));
+    wait_for(&fwd, "the frame before it", || {
+        out.lines().contains(&"uds:1|c".to_owned())
+    });
+    let snap = fwd.shutdown();
+    let u = snap
+        .listeners
+        .iter()
+        .find(|l| l.kind == "unix")
+        .unwrap()
+        .stream
+        .clone()
+        .unwrap();
+    assert_eq!((u.frames, u.closed[3]), (1, 1), "frame_too_long closed it");
+    assert_accounted(&snap);
+}
+
+#[test]
+fn bad_listener_flags_are_one_clear_error() {
+    let run = |args: &[&str]| {
+        let o = Command::new(BIN)
+            .args(args)
+            .args(["--to", "127.0.0.1:9", "--admin", "off"])
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{args:?} is refused");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let e = run(&["--listen", "127.0.0.1:0", "--listen", "sctp://127.0.0.1:1"]);
+    assert!(e.contains("tcp://HOST:PORT or unix:///PATH"), "{e}");
+    let e = run(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--listen",
+        "tcp://127.0.0.1:1",
+        "--listen",
+        "tcp://127.0.0.1:1",
+    ]);
+    assert!(e.contains("each listener once"), "{e}");
+    let e = run(&["--listen", "tcp://127.0.0.1:1"]);
+    assert!(e.contains("a UDP or unixgram listener"), "{e}");
+    let e = run(&["--listen", "127.0.0.1:0", "--listen", "unix://relative"]);
+    assert!(e.contains("unix:///ABSOLUTE/PATH"), "{e}");
+    let e = run(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--listen",
+        "tcp://127.0.0.1:1",
+        "--max-connections",
+        "0",
+    ]);
+    assert!(e.contains("--max-connections"), "{e}");
+    // The file takes a list, and `udptee check` names every listener.
+    let dir = temp_dir("check");
+    let file = dir.join("udptee.toml");
+    std::fs::write(
+        &file,
+        "listen = [\"127.0.0.1:8125\", \"tcp://127.0.0.1:8125\", \"unix:///run/dsd.stream\"]\n[[target]]\naddr = \"127.0.0.1:8126\"\n",
+    )
+    .unwrap();
+    let o = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        text.contains("listen 127.0.0.1:8125, tcp://127.0.0.1:8125, unix:///run/dsd.stream"),
+        "{text}"
+    );
+}
