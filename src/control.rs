@@ -37,7 +37,7 @@ impl From<ChangeError> for ControlError {
     fn from(e: ChangeError) -> Self {
         match e {
             ChangeError::NotFound(_) => Self::NotFound(e.to_string()),
-            ChangeError::Stopping => Self::Unavailable(e.to_string()),
+            ChangeError::Stopping | ChangeError::Switch { .. } => Self::Unavailable(e.to_string()),
             e => Self::Invalid(e.to_string()),
         }
     }
@@ -398,7 +398,7 @@ impl Control {
         self.resolve_members(&resolver);
         for t in table.targets.iter().filter(|t| t.spec.is_host_name()) {
             let spec = &t.spec;
-            match resolver.0.resolve(&spec.addr) {
+            match resolver.0.resolve(spec.host_port()) {
                 Ok(addr) => {
                     failing.retain(|n| n != &spec.name);
                     if addr != spec.resolved {

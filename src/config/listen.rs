@@ -115,7 +115,8 @@ pub struct StreamSettings {
     pub max_connections: usize,
     /// `--idle-timeout`: a connection quiet for this long is closed, counted.
     pub idle_timeout: Duration,
-    /// `--pack-size`: lines from TCP are packed into datagrams of up to this many bytes.
+    /// `--pack-size`: lines from TCP are packed into datagrams of up to this many bytes (at most
+    /// `--max-datagram`: a larger value is taken as it).
     pub pack_bytes: usize,
 }
 

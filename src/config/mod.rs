@@ -259,13 +259,22 @@ impl Config {
             1,
             MAX_CONNECTIONS,
         )?;
-        check_range("--pack-size", self.stream.pack_bytes, 1, self.max_datagram)?;
+        check_range("--pack-size", self.stream.pack_bytes, 1, MAX_DATAGRAM_LIMIT)?;
         if self.targets.is_empty() {
             return Err(ConfigError::NoTargets);
         }
+        let tcp_listens: Vec<SocketAddr> = self
+            .streams
+            .iter()
+            .filter_map(|s| match s {
+                StreamListen::Tcp(a) => Some(*a),
+                StreamListen::Unix(_) => None,
+            })
+            .collect();
         validate_targets(
             self.listen,
             self.listen_unix.as_ref().map(|u| u.path.as_path()),
+            &tcp_listens,
             &self.targets,
             self.max_targets,
         )

@@ -39,10 +39,18 @@ pub fn target_from_table(
         });
     }
     let unix = unixgram_path(&t.addr).transpose()?;
+    let tcp = t.addr.strip_prefix(super::listen::TCP);
+    if t.addr.contains("://") && unix.is_none() && tcp.is_none() {
+        return Err(ConfigError::BadValue {
+            what: "target address",
+            got: t.addr.chars().take(200).collect(),
+            expected: "HOST:PORT (UDP), unixgram:///PATH or tcp://HOST:PORT",
+        });
+    }
     // A Unix target has no IP address; a placeholder that no rule about addresses applies to.
     let resolved = match &unix {
         Some(_) => std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
-        None => config.resolver.0.resolve(&t.addr)?,
+        None => config.resolver.0.resolve(tcp.unwrap_or(&t.addr))?,
     };
     Ok(TargetSpec {
         name: name
@@ -63,6 +71,7 @@ pub fn target_from_table(
         unix,
         group: None,
         preserve_source: t.preserve_source,
+        tcp: tcp.is_some(),
     })
 }
 
@@ -114,5 +123,6 @@ fn group_from_table(
             max_datagram: t.max_datagram.unwrap_or(DEFAULT_GROUP_MAX_DATAGRAM),
         }),
         preserve_source: t.preserve_source,
+        tcp: false,
     })
 }

@@ -43,6 +43,8 @@ pub struct TargetSpec {
     /// `preserve-source`: send each copy with its sender's origin; `None` is the default (on for
     /// a Unix target fed by a Unix listener when udptee may, off for UDP).
     pub preserve_source: Option<bool>,
+    /// A TCP target (`tcp://HOST:PORT`): statsd lines over one persistent connection.
+    pub tcp: bool,
 }
 
 /// The scheme of Unix datagram socket addresses: `unixgram:///var/run/datadog/dsd.socket`.
@@ -92,7 +94,24 @@ impl TargetSpec {
             unix: None,
             group: None,
             preserve_source: None,
+            tcp: false,
         }
+    }
+
+    /// A TCP target named `name` at the literal address `addr`, with default settings.
+    pub fn new_tcp(name: impl Into<String>, addr: SocketAddr) -> Self {
+        Self {
+            addr: format!("{}{addr}", super::listen::TCP),
+            tcp: true,
+            ..Self::new(name, addr)
+        }
+    }
+
+    /// The address as written without its `tcp://` scheme: what a name look-up takes.
+    pub fn host_port(&self) -> &str {
+        self.addr
+            .strip_prefix(super::listen::TCP)
+            .unwrap_or(&self.addr)
     }
 
     /// True when `other` can be served by the same socket, backlog and sender (it differs in
@@ -106,11 +125,14 @@ impl TargetSpec {
             && self.unix == other.unix
             && self.group == other.group
             && self.preserve_source == other.preserve_source
+            && self.tcp == other.tcp
     }
 
     /// True when the address names a host (looked up again every resolve interval).
     pub fn is_host_name(&self) -> bool {
-        self.unix.is_none() && self.group.is_none() && self.addr.parse::<SocketAddr>().is_err()
+        self.unix.is_none()
+            && self.group.is_none()
+            && self.host_port().parse::<SocketAddr>().is_err()
     }
 }
 
@@ -119,6 +141,7 @@ impl TargetSpec {
 pub fn validate_targets(
     listen: SocketAddr,
     listen_unix: Option<&std::path::Path>,
+    tcp_listens: &[SocketAddr],
     targets: &[TargetSpec],
     max_targets: usize,
 ) -> Result<(), ConfigError> {
@@ -191,6 +214,9 @@ pub fn validate_targets(
             }
             continue;
         }
+        if a.tcp {
+            check_tcp(a)?;
+        }
         if a.resolved.port() == 0 {
             return Err(ConfigError::PortZero {
                 target: a.name.clone(),
@@ -198,7 +224,7 @@ pub fn validate_targets(
         }
         if let Some(b) = targets[..i]
             .iter()
-            .find(|b| canonical(b.resolved) == canonical(a.resolved))
+            .find(|b| b.tcp == a.tcp && canonical(b.resolved) == canonical(a.resolved))
         {
             return Err(ConfigError::DuplicateTarget {
                 a: b.name.clone(),
@@ -211,7 +237,16 @@ pub fn validate_targets(
                 name: b.name.clone(),
             });
         }
-        if forwards_to_itself(listen, a.resolved, &locals) {
+        if let Some(l) = tcp_listens
+            .iter()
+            .find(|l| a.tcp && forwards_to_itself(**l, a.resolved, &locals))
+        {
+            return Err(ConfigError::Loop {
+                target: a.name.clone(),
+                listen: *l,
+            });
+        }
+        if !a.tcp && forwards_to_itself(listen, a.resolved, &locals) {
             return Err(ConfigError::Loop {
                 target: a.name.clone(),
                 listen,
@@ -219,6 +254,25 @@ pub fn validate_targets(
         }
     }
     Ok(())
+}
+
+/// What a TCP target does not do (yet): line settings, `parity`, keeping origins. Its lines go out
+/// as received, each ended by a newline.
+fn check_tcp(a: &TargetSpec) -> Result<(), ConfigError> {
+    let what = if !a.lines.is_passthrough() {
+        "line settings"
+    } else if a.parity {
+        "`parity`"
+    } else if a.preserve_source == Some(true) {
+        "`preserve-source` (a stream has no per-line origin)"
+    } else {
+        return Ok(());
+    };
+    Err(ConfigError::BadValue {
+        what: "tcp:// target",
+        got: format!("{} with {what}", a.name),
+        expected: "a tcp:// target without line settings, parity or preserve-source (not supported on TCP yet)",
+    })
 }
 
 /// `preserve-source = true` where the origin cannot be kept: a Unix sender's credentials mean

@@ -42,6 +42,20 @@ pub enum ChangeError {
         #[source]
         source: std::io::Error,
     },
+    /// A connected TCP target was to move to an address that did not accept a connection: the
+    /// change is refused and the old connection keeps the traffic.
+    #[error(
+        "switching target {name:?} to tcp://{addr}: {source}; it keeps sending to its current address"
+    )]
+    Switch {
+        /// The target.
+        name: String,
+        /// The address it was to move to.
+        addr: SocketAddr,
+        /// Why the connection failed.
+        #[source]
+        source: std::io::Error,
+    },
     /// A backlog ring could not be allocated.
     #[error("target {name:?}: {reason}")]
     Memory {
@@ -73,6 +87,8 @@ pub(crate) struct SenderSettings {
     pub(crate) listen: SocketAddr,
     /// `--listen unixgram://`: its path (a target there would be a loop).
     pub(crate) listen_unix: Option<std::path::PathBuf>,
+    /// The tcp:// listeners' bound addresses (a TCP target there would be a loop).
+    pub(crate) tcp_listens: Vec<SocketAddr>,
     pub(crate) workers: usize,
     pub(crate) batch: usize,
     pub(crate) latency: bool,

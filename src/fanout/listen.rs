@@ -1,14 +1,18 @@
 //! The listen sockets, acquired once at start-up in the one order that loses nothing: from the
 //! udptee being taken over (`--takeover`), else from systemd (`LISTEN_FDS`, the fd store), else
-//! bound now under the instance lock; a unixgram listener is bound on its own. Not on the hot path.
+//! bound now under the instance lock; a unixgram listener is bound on its own; tcp:// and unix://
+//! listeners are bound for their threads. Not on the hot path.
 
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
 
 use super::error::StartError;
-use crate::config::Config;
+use crate::config::{Config, StreamListen};
 use crate::handover::{self, Taken};
+use crate::metrics::stream::StreamCounters;
 use crate::net::fds;
 use crate::net::lock::{self, ListenLock};
+use crate::net::stream::{SocketFile, StreamSocket};
 use crate::net::{SocketState, socket};
 
 /// The listen group, with what it came with.
@@ -31,6 +35,11 @@ pub(crate) fn acquire(config: &Config) -> Result<Listen, StartError> {
         addr: config.listen,
         source,
     };
+    if config.takeover && !config.streams.is_empty() {
+        return Err(StartError::Takeover(
+            "--takeover hands over the datagram listener's sockets; tcp:// and unix:// listeners are not handed over yet (restart instead)".into(),
+        ));
+    }
     // The listen sockets: from the udptee we take over, from systemd, or bound now.
     let taken = match (&config.control_socket, config.takeover) {
         (Some(path), true) => handover::take_over(path, config.listen, config.admin.is_some())
@@ -121,4 +130,47 @@ pub(crate) fn acquire(config: &Config) -> Result<Listen, StartError> {
         socket_state,
         taken,
     })
+}
+
+/// A stream listener, bound, until its thread starts.
+pub(crate) struct BoundStream {
+    pub(crate) name: String,
+    pub(crate) kind: &'static str,
+    pub(crate) socket: StreamSocket,
+    pub(crate) counters: Arc<StreamCounters>,
+    /// A Unix listener's socket file, removed at stop if still ours.
+    pub(crate) file: Option<SocketFile>,
+}
+
+/// Binds every `tcp://` and `unix://` listener.
+pub(crate) fn bind_streams(config: &Config) -> Result<Vec<BoundStream>, StartError> {
+    config
+        .streams
+        .iter()
+        .map(|spec| {
+            let socket = StreamSocket::bind(spec).map_err(|source| match spec {
+                StreamListen::Tcp(addr) => StartError::Bind {
+                    addr: *addr,
+                    source,
+                },
+                StreamListen::Unix(u) => StartError::BindUnix {
+                    path: u.path.clone(),
+                    source,
+                },
+            })?;
+            let (name, kind) = match (spec, socket.tcp_addr()) {
+                (StreamListen::Tcp(_), Some(bound)) => (StreamListen::Tcp(bound).name(), "tcp"),
+                _ => (spec.name(), "unix"),
+            };
+            let file = spec.path().and_then(SocketFile::of);
+            tracing::info!(listener = %name, "listening for streams");
+            Ok(BoundStream {
+                name,
+                kind,
+                socket,
+                counters: Arc::new(StreamCounters::new()),
+                file,
+            })
+        })
+        .collect()
 }

@@ -37,6 +37,7 @@ mod sender;
 mod stream;
 mod target;
 pub mod targets;
+mod tcp;
 mod threads;
 mod view;
 mod watch;
@@ -52,15 +53,15 @@ use std::time::Instant;
 
 pub use self::error::StartError;
 pub use self::hub::ObserverHub;
+use self::listen::{BoundStream, bind_streams};
 use self::targets::{SenderSettings, TargetRegistry};
 pub use self::threads::Threads;
 pub use self::view::DataView;
 use self::view::ListenerView;
-use crate::config::{Config, StreamListen, StreamSettings};
+use crate::config::{Config, StreamSettings};
 use crate::handover::Taken;
 use crate::metrics::counters::WorkerCounters;
-use crate::metrics::stream::StreamCounters;
-use crate::net::stream::StreamSocket;
+use crate::net::stream::SocketFile;
 use crate::net::uring::UringRecv;
 use crate::net::{SocketState, socket};
 use crate::pool::BufPool;
@@ -85,7 +86,7 @@ pub struct DataPath {
     /// Workers read their socket dry at stop, unless it was handed over (the new udptee reads it).
     drain_socket: Arc<AtomicBool>,
     /// A unixgram listener's socket file and its inode, removed at stop if it is still ours.
-    unix_file: Option<(std::path::PathBuf, u64)>,
+    unix_file: Option<SocketFile>,
     receiving_stopped: bool,
     drained: bool,
 }
@@ -100,54 +101,6 @@ struct Pending {
     streams: Vec<BoundStream>,
     stream: StreamSettings,
     max_datagram: usize,
-    /// The number of datagram workers (the first stream thread's index).
-    cpus_len: usize,
-}
-
-/// A stream listener, bound, until its thread starts.
-struct BoundStream {
-    name: String,
-    kind: &'static str,
-    socket: StreamSocket,
-    counters: Arc<StreamCounters>,
-    /// A Unix listener's socket file and inode, removed at stop if still ours.
-    file: Option<(std::path::PathBuf, u64)>,
-}
-
-/// Binds every `tcp://` and `unix://` listener.
-fn bind_streams(config: &Config) -> Result<Vec<BoundStream>, StartError> {
-    config
-        .streams
-        .iter()
-        .map(|spec| {
-            let socket = StreamSocket::bind(spec).map_err(|source| match spec {
-                StreamListen::Tcp(addr) => StartError::Bind {
-                    addr: *addr,
-                    source,
-                },
-                StreamListen::Unix(u) => StartError::BindUnix {
-                    path: u.path.clone(),
-                    source,
-                },
-            })?;
-            let (name, kind) = match (spec, socket.tcp_addr()) {
-                (StreamListen::Tcp(_), Some(bound)) => (StreamListen::Tcp(bound).name(), "tcp"),
-                _ => (spec.name(), "unix"),
-            };
-            let file = spec.path().and_then(|p| {
-                use std::os::unix::fs::MetadataExt;
-                std::fs::metadata(p).ok().map(|m| (p.to_owned(), m.ino()))
-            });
-            tracing::info!(listener = %name, "listening for streams");
-            Ok(BoundStream {
-                name,
-                kind,
-                socket,
-                counters: Arc::new(StreamCounters::new()),
-                file,
-            })
-        })
-        .collect()
 }
 
 /// Counts a worker as running for as long as it lives, panics included.
@@ -183,11 +136,6 @@ impl DataPath {
     /// ([`start_workers`](Self::start_workers)).
     pub fn bind(config: &Config) -> Result<Self, StartError> {
         config.validate()?;
-        if config.takeover && !config.streams.is_empty() {
-            return Err(StartError::Takeover(
-                "--takeover hands over the datagram listener's sockets; tcp:// and unix:// listeners are not handed over yet (restart instead)".into(),
-            ));
-        }
         let listen::Listen {
             lock: listen_lock,
             sockets,
@@ -236,6 +184,7 @@ impl DataPath {
             SenderSettings {
                 listen: local_addr,
                 listen_unix: config.listen_unix.as_ref().map(|u| u.path.clone()),
+                tcp_listens: streams.iter().filter_map(|s| s.socket.tcp_addr()).collect(),
                 workers: threads_total,
                 batch: config.batch,
                 latency: config.latency,
@@ -259,27 +208,7 @@ impl DataPath {
             &seed,
             taken.is_some(),
         )?;
-        let mut listeners = vec![ListenerView {
-            name: match &config.listen_unix {
-                Some(u) => format!("{}{}", crate::config::UNIXGRAM, u.path.display()),
-                None => local_addr.to_string(),
-            },
-            kind: if config.listen_unix.is_some() {
-                "unixgram"
-            } else {
-                "udp"
-            },
-            workers: 0..workers,
-            stream: None,
-        }];
-        for (k, s) in streams.iter().enumerate() {
-            listeners.push(ListenerView {
-                name: s.name.clone(),
-                kind: s.kind,
-                workers: workers + k..workers + k + 1,
-                stream: Some(Arc::clone(&s.counters)),
-            });
-        }
+        let listeners = ListenerView::all(config, local_addr, workers, &streams);
         let view = DataView {
             backend: if urings.is_empty() { "mmsg" } else { "uring" },
             pool,
@@ -314,18 +243,15 @@ impl DataPath {
                 streams,
                 stream: config.stream,
                 max_datagram: config.max_datagram,
-                cpus_len: workers,
             }),
             watch: Some((watch_stop, watch)),
             listen_lock,
             taken,
             drain_socket: Arc::new(AtomicBool::new(true)),
-            unix_file: config.listen_unix.as_ref().and_then(|u| {
-                use std::os::unix::fs::MetadataExt;
-                std::fs::metadata(&u.path)
-                    .ok()
-                    .map(|m| (u.path.clone(), m.ino()))
-            }),
+            unix_file: config
+                .listen_unix
+                .as_ref()
+                .and_then(|u| SocketFile::of(&u.path)),
             receiving_stopped: false,
             drained: false,
         })
@@ -347,14 +273,15 @@ impl DataPath {
         )
     }
 
-    /// Starts one receive worker per listen socket. Called once; later calls do nothing.
+    /// Starts one receive worker per listen socket and one thread per stream listener. Called
+    /// once; later calls do nothing.
     pub fn start_workers(&mut self) -> Result<(), StartError> {
         let Some(mut p) = self.pending.take() else {
             return Ok(());
         };
-        let v = &self.view;
-        p.cpus_len = p.sockets.len();
+        let first_stream = p.sockets.len();
         for (w, (socket, cpu)) in p.sockets.into_iter().zip(p.cpus).enumerate() {
+            let v = &self.view;
             let worker = worker::RecvWorker {
                 index: w,
                 socket,
@@ -367,24 +294,11 @@ impl DataPath {
                 uring: (!p.urings.is_empty()).then(|| p.urings.remove(0)),
                 drain_socket: Arc::clone(&self.drain_socket),
             };
-            let alive = Arc::clone(&v.workers_running);
-            alive.fetch_add(1, Ordering::Relaxed);
-            let name = format!("udptee-rx{w}");
-            let handle = v
-                .threads
-                .spawn(name.clone(), cpu, move || {
-                    let _running = Running(alive);
-                    worker.run();
-                })
-                .map_err(|source| {
-                    v.workers_running.fetch_sub(1, Ordering::Relaxed);
-                    StartError::Spawn { name, source }
-                })?;
-            self.workers.push(handle);
+            self.spawn_receiver(format!("udptee-rx{w}"), cpu, move || worker.run())?;
         }
-        let first = p.cpus_len;
         for (k, s) in p.streams.into_iter().enumerate() {
-            let index = first + k;
+            let v = &self.view;
+            let index = first_stream + k;
             let worker = stream::StreamWorker {
                 name: s.name,
                 socket: s.socket,
@@ -400,21 +314,32 @@ impl DataPath {
                 max_datagram: p.max_datagram,
                 file: s.file,
             };
-            let alive = Arc::clone(&v.workers_running);
-            alive.fetch_add(1, Ordering::Relaxed);
-            let name = format!("udptee-st{k}");
-            let handle = v
-                .threads
-                .spawn(name.clone(), None, move || {
-                    let _running = Running(alive);
-                    worker.run();
-                })
-                .map_err(|source| {
-                    v.workers_running.fetch_sub(1, Ordering::Relaxed);
-                    StartError::Spawn { name, source }
-                })?;
-            self.workers.push(handle);
+            self.spawn_receiver(format!("udptee-st{k}"), None, move || worker.run())?;
         }
+        Ok(())
+    }
+
+    /// Spawns one receiving thread, counted as running for as long as it lives.
+    fn spawn_receiver(
+        &mut self,
+        name: String,
+        cpu: Option<usize>,
+        body: impl FnOnce() + Send + 'static,
+    ) -> Result<(), StartError> {
+        let v = &self.view;
+        let alive = Arc::clone(&v.workers_running);
+        alive.fetch_add(1, Ordering::Relaxed);
+        let handle = v
+            .threads
+            .spawn(name.clone(), cpu, move || {
+                let _running = Running(alive);
+                body();
+            })
+            .map_err(|source| {
+                v.workers_running.fetch_sub(1, Ordering::Relaxed);
+                StartError::Spawn { name, source }
+            })?;
+        self.workers.push(handle);
         Ok(())
     }
 
@@ -500,13 +425,8 @@ impl DataPath {
                 tracing::error!("a receive worker panicked");
             }
         }
-        if let Some((path, ino)) = self.unix_file.take() {
-            use std::os::unix::fs::MetadataExt;
-            if std::fs::metadata(&path).is_ok_and(|m| m.ino() == ino) {
-                if let Err(e) = std::fs::remove_file(&path) {
-                    tracing::warn!(path = %path.display(), error = %e, "could not remove the listener's socket file (the next start replaces it)");
-                }
-            }
+        if let Some(file) = self.unix_file.take() {
+            file.remove();
         }
     }
 

@@ -35,25 +35,14 @@ use crate::pool::ring::ByteRing;
 use crate::pool::ring::Entry;
 use crate::statsd::filter::{LineCounts, LineFilter, Part};
 
-/// The whole entry peeked from `core`'s ring and not consumed yet (with its origin in front, for
-/// a target that keeps it).
-#[allow(unsafe_code)]
-fn entry<'a>(core: &'a TargetCore, e: &Entry) -> &'a [u8] {
-    // SAFETY: the sender is the ring's one consumer; every entry passed here comes from its own
-    // `peek` of this batch, and it consumes them only after it is done with them.
-    unsafe { core.ring.payload(e) }
-}
-
 /// The datagram of an entry (after its origin, for a target that keeps it).
 fn payload<'a>(core: &'a TargetCore, e: &Entry) -> &'a [u8] {
-    entry(core, e)
-        .get(core.origin_bytes()..)
-        .unwrap_or_default()
+    core.payload(e)
 }
 
 /// The origin of an entry of a target that keeps it.
 fn origin_of(core: &TargetCore, e: &Entry) -> Origin {
-    Origin::decode(entry(core, e))
+    Origin::decode(core.entry(e))
 }
 
 /// What became of the items a `send_loop` call sent.
@@ -146,6 +135,11 @@ impl TargetSender {
             group.finish(&self.core);
         }
         self.core.sender_alive.store(false, Ordering::Relaxed);
+        self.log_retired();
+    }
+
+    /// A removed target's final accounting, once its sender has finished.
+    fn log_retired(&self) {
         if self.core.retired.load(Ordering::Relaxed) {
             let s = self.core.counters.snapshot();
             tracing::info!(
@@ -386,8 +380,10 @@ impl TargetSender {
             Role::Member | Role::Group(_) => super::origin::Keeping::default(),
         };
         let socket = match (&spec.unix, &role) {
-            // A group sends through its members' sockets; its own is an unbound placeholder.
+            // A group sends through its members' sockets; its own is an unbound placeholder. So
+            // does a TCP target: its sender connects (and reconnects) on its own.
             (_, Role::Group(_)) => socket::placeholder(),
+            _ if spec.tcp => socket::placeholder(),
             (Some(path), _) => socket::unix_target(path, spec.sndbuf_bytes),
             (None, _) => socket::connect_target(spec.resolved, spec.sndbuf_bytes),
         }
@@ -419,6 +415,11 @@ impl TargetSender {
             unix: spec.unix.clone(),
             count_lines: matches!(role, Role::Member),
             origin,
+            since: std::time::SystemTime::now(),
+            tcp: spec.tcp.then(|| super::tcp::TcpLink {
+                sndbuf_bytes: spec.sndbuf_bytes,
+                ..Default::default()
+            }),
             group: match role {
                 Role::Group(g) => Some(g),
                 _ => None,
@@ -430,7 +431,15 @@ impl TargetSender {
             latency: settings.latency,
         };
         let handle = threads
-            .spawn(sender_thread_name(&spec.name), cpu, move || sender.run())
+            .spawn(sender_thread_name(&spec.name), cpu, move || {
+                if sender.core.tcp.is_some() {
+                    super::tcp::run(&sender.core, sender.batch, sender.latency);
+                    sender.core.sender_alive.store(false, Ordering::Relaxed);
+                    sender.log_retired();
+                } else {
+                    sender.run();
+                }
+            })
             .map_err(|source| ChangeError::Spawn {
                 name: spec.name.clone(),
                 source,

@@ -25,7 +25,7 @@ use crate::config::StreamSettings;
 use crate::metrics::counters::WorkerCounters;
 use crate::metrics::stream::{CloseReason, StreamCounters};
 use crate::net::mmsg::RecvMeta;
-use crate::net::stream::{Conn, Peer, StreamSocket};
+use crate::net::stream::{Conn, Peer, SocketFile, StreamSocket};
 use crate::pool::{BufId, BufPool};
 use crate::statsd::stream::{Frames, Lines, Packer};
 
@@ -57,8 +57,8 @@ pub(crate) struct StreamWorker {
     pub(crate) running: Arc<AtomicBool>,
     pub(crate) settings: StreamSettings,
     pub(crate) max_datagram: usize,
-    /// The socket file to remove at exit (a Unix listener), with its inode.
-    pub(crate) file: Option<(std::path::PathBuf, u64)>,
+    /// The socket file to remove at exit (a Unix listener).
+    pub(crate) file: Option<SocketFile>,
 }
 
 /// How a connection's bytes become datagrams.
@@ -143,15 +143,12 @@ impl Out {
 impl StreamWorker {
     /// Accepts and reads until `running` turns false; then reads what clients already sent,
     /// closes every connection and returns its slots to the pool.
-    pub(crate) fn run(self) {
+    pub(crate) fn run(mut self) {
         if let Err(e) = self.serve() {
             tracing::error!(listener = %self.name, error = %e, "stream listener failed; it no longer accepts");
         }
-        if let Some((path, ino)) = &self.file {
-            use std::os::unix::fs::MetadataExt;
-            if std::fs::metadata(path).is_ok_and(|m| m.ino() == *ino) {
-                let _ = std::fs::remove_file(path);
-            }
+        if let Some(file) = self.file.take() {
+            file.remove();
         }
     }
 
@@ -185,7 +182,8 @@ impl StreamWorker {
         let mut free: Vec<usize> = Vec::new();
         let mut open = 0usize;
         let mut rbuf = vec![0u8; READ_BYTES];
-        let mut packer = Packer::new(self.settings.pack_bytes);
+        // Packed datagrams fit a slot: a pack size over --max-datagram is taken as --max-datagram.
+        let mut packer = Packer::new(self.settings.pack_bytes.min(self.max_datagram));
         let mut events = vec![EpollEvent::empty(); EVENTS];
         let mut swept = Instant::now();
         while self.running.load(Ordering::Relaxed) {

@@ -56,6 +56,10 @@ pub(crate) struct TargetCore {
     pub(crate) count_lines: bool,
     /// Whether copies keep their sender's origin (`preserve-source`), and how.
     pub(crate) origin: Keeping,
+    /// When this incarnation started: since when `addr` is the target's.
+    pub(crate) since: std::time::SystemTime,
+    /// A TCP target's connection state (its sender owns the connection).
+    pub(crate) tcp: Option<super::tcp::TcpLink>,
 }
 
 /// A group in the data path: its members, each a target incarnation of its own (socket, ring,
@@ -88,6 +92,20 @@ pub(crate) struct Member {
 }
 
 impl TargetCore {
+    /// The whole entry peeked from this target's ring and not consumed yet (with its origin in
+    /// front, for a target that keeps it). Only its sender calls it.
+    #[allow(unsafe_code)]
+    pub(crate) fn entry(&self, e: &crate::pool::ring::Entry) -> &[u8] {
+        // SAFETY: the sender is the ring's one consumer; every entry passed here comes from its
+        // own `peek` of this batch, and it consumes them only after it is done with them.
+        unsafe { self.ring.payload(e) }
+    }
+
+    /// The datagram of an entry (after its origin, for a target that keeps it).
+    pub(crate) fn payload(&self, e: &crate::pool::ring::Entry) -> &[u8] {
+        self.entry(e).get(self.origin_bytes()..).unwrap_or_default()
+    }
+
     /// Bytes of origin in front of each entry of this target's ring (0 unless it keeps origins).
     pub(crate) fn origin_bytes(&self) -> usize {
         if self.origin.way.is_some() {
@@ -153,7 +171,8 @@ impl TargetEntry {
         producers: Arc<ProducerGuard>,
         spec: TargetSpec,
     ) -> Self {
-        let via_sender = !spec.lines.is_passthrough() || spec.parity || spec.group.is_some();
+        let via_sender =
+            !spec.lines.is_passthrough() || spec.parity || spec.group.is_some() || spec.tcp;
         Self {
             core,
             producers,

@@ -178,6 +178,7 @@ impl TargetRegistry {
         validate_targets(
             self.settings.listen,
             self.settings.listen_unix.as_deref(),
+            &self.settings.tcp_listens,
             &specs,
             self.settings.max_targets,
         )?;
@@ -207,8 +208,10 @@ impl TargetRegistry {
                         change.added.push(spec.name.clone());
                     }
                     let previous = prev.and_then(|p| p.core.group.clone());
+                    let first = super::tcp::open_first(prev.map(|p| &*p.core), &spec)?;
                     match self.start_core(state, &spec, previous.as_deref()) {
                         Ok(Started { core, handles }) => {
+                            super::tcp::hand_over(&core, first);
                             started.extend(handles);
                             let producers = Arc::new(ProducerGuard(Arc::clone(&core)));
                             Arc::new(TargetEntry::new(core, producers, spec))

@@ -28,6 +28,37 @@ pub(crate) struct ListenerView {
     pub(crate) stream: Option<Arc<StreamCounters>>,
 }
 
+impl ListenerView {
+    /// The datagram listener (its `workers` threads first), then each stream listener's thread.
+    pub(crate) fn all(
+        config: &crate::config::Config,
+        local_addr: std::net::SocketAddr,
+        workers: usize,
+        streams: &[super::listen::BoundStream],
+    ) -> Vec<Self> {
+        let datagram = Self {
+            name: match &config.listen_unix {
+                Some(u) => format!("{}{}", crate::config::UNIXGRAM, u.path.display()),
+                None => local_addr.to_string(),
+            },
+            kind: if config.listen_unix.is_some() {
+                "unixgram"
+            } else {
+                "udp"
+            },
+            workers: 0..workers,
+            stream: None,
+        };
+        let streams = streams.iter().enumerate().map(|(k, s)| Self {
+            name: s.name.clone(),
+            kind: s.kind,
+            workers: workers + k..workers + k + 1,
+            stream: Some(Arc::clone(&s.counters)),
+        });
+        std::iter::once(datagram).chain(streams).collect()
+    }
+}
+
 /// The data path's shared view for reporting: the stats line, the admin endpoint and SIGUSR1 all
 /// read through it (by way of `report::Stats`). Nothing here is touched by the hot path except the
 /// counters it reads.

@@ -37,7 +37,8 @@ struct Seen {
     send_errors: u64,
     forwarded: u64,
     up: Option<bool>,
-    /// A Unix datagram target: whether something listened at its path at the last connect.
+    /// A Unix datagram target: whether something listened at its path at the last connect; a
+    /// TCP target: whether its sender holds a connection. Its UDP sockets are not looked for.
     unix: Option<bool>,
 }
 
@@ -114,6 +115,9 @@ impl Watch {
             if let (Some(path), Some(seen)) = (&t.core.unix, self.seen.get_mut(&name)) {
                 seen.unix = Some(crate::net::socket::reconnect_unix(&t.core.socket, path).is_ok());
             }
+            if let (Some(link), Some(seen)) = (&t.core.tcp, self.seen.get_mut(&name)) {
+                seen.unix = Some(link.connected.load(Ordering::Relaxed));
+            }
             current.push(name);
         }
         self.look_all();
@@ -126,7 +130,8 @@ impl Watch {
     fn look_all(&mut self) {
         let mut by_port: HashMap<u16, Option<Vec<UdpSocketInfo>>> = HashMap::new();
         for (name, seen) in &mut self.seen {
-            let sockets = match (&mut self.diag, is_local(seen.addr.ip(), &self.locals)) {
+            let local = seen.unix.is_none() && is_local(seen.addr.ip(), &self.locals);
+            let sockets = match (&mut self.diag, local) {
                 (Some(diag), true) => by_port
                     .entry(seen.addr.port())
                     .or_insert_with(|| diag.udp_on_port(seen.addr.port()).ok())

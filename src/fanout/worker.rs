@@ -234,6 +234,7 @@ mod tests {
             SenderSettings {
                 listen: rx.local_addr().unwrap(),
                 listen_unix: None,
+                tcp_listens: Vec::new(),
                 workers: 1,
                 batch: 8,
                 latency: false,

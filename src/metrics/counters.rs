@@ -27,6 +27,7 @@ pub struct TargetCounters {
     send_errors: [AtomicU64; SendErrorKind::ALL.len()],
     queue_full: AtomicU64,
     drain_timeout: AtomicU64,
+    connection_lost: AtomicU64,
     truncated: AtomicU64,
     pool_exhausted: AtomicU64,
     disabled: AtomicU64,
@@ -77,6 +78,11 @@ impl TargetCounters {
         add(&self.drain_timeout, n);
     }
 
+    /// Counts copies lost with a TCP target's connection (written, not acknowledged).
+    pub fn add_connection_lost(&self, n: u64) {
+        add(&self.connection_lost, n);
+    }
+
     /// Counts datagrams over `--max-datagram` received while this target was in the set.
     pub fn add_truncated(&self, n: u64) {
         add(&self.truncated, n);
@@ -122,6 +128,7 @@ impl TargetCounters {
         }
         add(&self.queue_full, s.queue_full);
         add(&self.drain_timeout, s.drain_timeout);
+        add(&self.connection_lost, s.connection_lost);
         add(&self.truncated, s.truncated);
         add(&self.pool_exhausted, s.pool_exhausted);
         add(&self.disabled, s.disabled);
@@ -152,6 +159,7 @@ impl TargetCounters {
             bytes: get(&self.bytes),
             send_errors: std::array::from_fn(|i| get(&self.send_errors[i])),
             drain_timeout: get(&self.drain_timeout),
+            connection_lost: get(&self.connection_lost),
             queue_full: get(&self.queue_full),
             truncated: get(&self.truncated),
             pool_exhausted: get(&self.pool_exhausted),

@@ -29,6 +29,9 @@ pub enum DropReason {
     BacklogFull,
     /// Kernel fast path: the clone or its rewrite failed for another reason.
     CloneError,
+    /// A TCP target's connection was lost (a reset, a keepalive timeout) with this copy written
+    /// into its send queue and not yet acknowledged: estimated from `SIOCOUTQ`, never resent.
+    ConnectionLost,
     /// Dropped by the kernel before udptee saw it (socket receive buffer full, SO_RXQ_OVFL). Not part of
     /// `received`: udptee never had it.
     RcvbufOverflow,
@@ -36,7 +39,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Reasons that count against a target in the accounting invariant.
-    pub const PER_TARGET: [Self; 10] = [
+    pub const PER_TARGET: [Self; 11] = [
         Self::QueueFull,
         Self::SendError,
         Self::Truncated,
@@ -47,6 +50,7 @@ impl DropReason {
         Self::NoMember,
         Self::BacklogFull,
         Self::CloneError,
+        Self::ConnectionLost,
     ];
 
     /// The label value (`reason="queue_full"`).
@@ -62,6 +66,7 @@ impl DropReason {
             Self::NoMember => "no_member",
             Self::BacklogFull => "backlog_full",
             Self::CloneError => "clone_error",
+            Self::ConnectionLost => "connection_lost",
             Self::RcvbufOverflow => "rcvbuf_overflow",
         }
     }

@@ -47,6 +47,9 @@ pub struct TargetSnapshot {
     pub send_errors: [u64; SendErrorKind::ALL.len()],
     /// Copies abandoned at shutdown or removal.
     pub drain_timeout: u64,
+    /// Copies lost with a TCP target's connection (written, not acknowledged when it was lost).
+    #[serde(default)]
+    pub connection_lost: u64,
     /// Copies dropped because the queue was full.
     pub queue_full: u64,
     /// Datagrams over `--max-datagram` offered to this target.
@@ -89,6 +92,7 @@ impl TargetSnapshot {
             *a += b;
         }
         self.drain_timeout += o.drain_timeout;
+        self.connection_lost += o.connection_lost;
         self.queue_full += o.queue_full;
         self.truncated += o.truncated;
         self.pool_exhausted += o.pool_exhausted;
@@ -114,6 +118,7 @@ impl TargetSnapshot {
             bytes: d(self.bytes, before.bytes),
             send_errors: std::array::from_fn(|i| d(self.send_errors[i], before.send_errors[i])),
             drain_timeout: d(self.drain_timeout, before.drain_timeout),
+            connection_lost: d(self.connection_lost, before.connection_lost),
             queue_full: d(self.queue_full, before.queue_full),
             truncated: d(self.truncated, before.truncated),
             pool_exhausted: d(self.pool_exhausted, before.pool_exhausted),
@@ -156,6 +161,7 @@ impl TargetSnapshot {
             DropReason::NoMember => self.no_member,
             DropReason::BacklogFull => self.backlog_full,
             DropReason::CloneError => self.clone_error,
+            DropReason::ConnectionLost => self.connection_lost,
             DropReason::RcvbufOverflow => 0,
         }
     }
@@ -387,6 +393,9 @@ impl fmt::Display for Snapshot {
                     ", backlog_full {}, clone_error {} (kernel path: {} of the forwarded)",
                     s.backlog_full, s.clone_error, s.kernel_forwarded
                 )?;
+            }
+            if s.connection_lost > 0 {
+                write!(f, ", connection_lost {}", s.connection_lost)?;
             }
             write!(
                 f,

@@ -18,6 +18,7 @@ pub mod probe;
 pub mod socket;
 pub mod stream;
 pub(crate) mod sys;
+pub mod tcp;
 pub mod uring;
 
 pub use crate::config::IoBackend;

@@ -187,6 +187,35 @@ pub fn replace_stale_socket(path: &Path) -> io::Result<()> {
     std::fs::remove_file(path)
 }
 
+/// A listener's socket file, known by its inode, so it is removed at stop only while it is still
+/// the one this process bound (a successor may have replaced it).
+#[derive(Debug)]
+pub struct SocketFile {
+    path: std::path::PathBuf,
+    ino: u64,
+}
+
+impl SocketFile {
+    /// The file at `path` as it is now, if there is one.
+    pub fn of(path: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| Self {
+            path: path.to_owned(),
+            ino: m.ino(),
+        })
+    }
+
+    /// Removes the file if it is still this one.
+    pub fn remove(self) {
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.ino) {
+            if let Err(e) = std::fs::remove_file(&self.path) {
+                tracing::warn!(path = %self.path.display(), error = %e, "could not remove the listener's socket file (the next start replaces it)");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

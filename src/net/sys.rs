@@ -87,3 +87,34 @@ pub(crate) fn gettid() -> i32 {
     // SAFETY: gettid(2) takes no arguments and cannot fail.
     unsafe { libc::gettid() }
 }
+
+/// Bytes of data the peer of a TCP socket has acknowledged so far (`tcpi_bytes_acked` of
+/// `TCP_INFO`, Linux 4.1+; the FIN counts one when it is acknowledged). Still readable after the
+/// connection was reset, when `SIOCOUTQ` already reads 0 (the kernel purged the queue).
+pub(crate) fn tcp_bytes_acked(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    // SAFETY: tcp_info is plain integers, so all-zero is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` is a writable local of `len` bytes; the kernel writes at most `len` bytes and
+    // updates `len` to what it wrote.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &raw mut len,
+        )
+    };
+    if rc == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    let end = std::mem::offset_of!(libc::tcp_info, tcpi_bytes_acked) + size_of::<u64>();
+    if (len as usize) < end {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "TCP_INFO without tcpi_bytes_acked (kernel < 4.1)",
+        ));
+    }
+    Ok(info.tcpi_bytes_acked)
+}

@@ -40,10 +40,22 @@ pub(crate) fn targets_json(stats: &Stats, only: Option<&str>) -> serde_json::Val
                     "name": name,
                     "state": "active",
                     "addr": t.spec.addr,
-                    "resolved": t.spec.unix.as_ref().map_or_else(
-                        || t.spec.resolved.to_string(),
-                        |p| format!("unixgram://{}", p.display()),
-                    ),
+                    "resolved": match (&t.spec.unix, t.spec.tcp) {
+                        (Some(p), _) => format!("unixgram://{}", p.display()),
+                        (None, true) => format!("tcp://{}", t.spec.resolved),
+                        (None, false) => t.spec.resolved.to_string(),
+                    },
+                    // Since when this address is the target's (its incarnation started).
+                    "since": humantime::format_rfc3339_seconds(t.core.since).to_string(),
+                    "tcp": t.core.tcp.as_ref().map(|l| {
+                        use std::sync::atomic::Ordering::Relaxed;
+                        json!({
+                            "connected": l.connected.load(Relaxed),
+                            "connects": l.connects.load(Relaxed),
+                            "connections_lost": l.lost.load(Relaxed),
+                            "connect_failures": l.failed.load(Relaxed),
+                        })
+                    }),
                     "enabled": t.spec.enabled,
                     "path": stats.registry().path_of(name),
                     "queue-depth": t.spec.queue_depth,
