@@ -2,6 +2,8 @@
 //! client library (Datadog's Python `datadog`, buffered: multi-line datagrams, tags, events and
 //! service checks). The filtered copy still parses in statsd (no bad line) with exactly the totals
 //! the client sent for the names it keeps; an unfiltered target gets every datagram byte for byte.
+//! And statsd lines over TCP, from many connections cut anywhere, through a tcp:// listener and a
+//! tcp:// target into statsd's own TCP server (`servers/tcp`), give the totals a direct run gives.
 //!
 //! Needs `node` with statsd installed where `.ci/packages.sh` puts it (target/ci-tools, or
 //! `UDPTEE_STATSD_JS=/path/to/stats.js`) and Python with `datadog`; skips, saying why, without them.
@@ -40,6 +42,10 @@ fn mgmt(port: u16, command: &str) -> String {
             Ok(n) => out.push_str(&String::from_utf8_lossy(&buf[..n])),
         }
     }
+    // Let statsd close first: a close with its last bytes unread would reset the connection,
+    // and statsd 0.9 dies of an unhandled ECONNRESET.
+    let _ = s.write_all(b"quit\n");
+    while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
     out
 }
 
@@ -192,4 +198,181 @@ s.close_socket()
     );
     assert!(snap.targets[1].lines(udptee::metrics::counters::LineOutcome::Filtered) > 0);
     assert_accounted(&snap);
+}
+
+/// Starts Etsy statsd with its TCP server on a free port; returns it, its port and its management
+/// port.
+fn start_tcp_statsd(js: &std::path::Path, dir: &std::path::Path) -> (Reap, u16, u16) {
+    let port = free_tcp().port();
+    let mgmt_port = free_tcp().port();
+    let conf = dir.join(format!("tcp-{port}.js"));
+    std::fs::write(
+        &conf,
+        format!(
+            "{{ servers: [{{ server: \"./servers/tcp\", address: \"127.0.0.1\", port: {port} }}], mgmt_address: \"127.0.0.1\", mgmt_port: {mgmt_port}, backends: [], flushInterval: 3600000, deleteCounters: false }}"
+        ),
+    )
+    .unwrap();
+    let child = Command::new("node")
+        .arg(js)
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("node runs");
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", mgmt_port)).is_err()
+        || TcpStream::connect(("127.0.0.1", port)).is_err()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "statsd did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (Reap(child), port, mgmt_port)
+}
+
+/// Kills a child at the end of the test, passed or not.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Each of `clients` connections' statsd lines, as bytes: counters, gauges and timers.
+fn tcp_workload(clients: usize, lines: usize) -> Vec<Vec<u8>> {
+    (0..clients)
+        .map(|c| {
+            let mut wire = Vec::new();
+            for i in 0..lines {
+                let line = match i % 3 {
+                    0 => format!("tcp.count.{}:{}|c\n", c % 3, 1 + i % 5),
+                    1 => format!("tcp.gauge.{c}:{i}|g\n"),
+                    _ => format!("tcp.timer.{}:{}|ms\n", c % 2, i % 100),
+                };
+                wire.extend_from_slice(line.as_bytes());
+            }
+            wire
+        })
+        .collect()
+}
+
+/// Writes each client's bytes over its own connection to `to`, cut at uneven places.
+fn send_streams(to: SocketAddr, streams: &[Vec<u8>]) {
+    let threads: Vec<_> = streams
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(c, wire)| {
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(to).unwrap();
+                let (mut at, mut cut) = (0, 7 + c);
+                while at < wire.len() {
+                    let end = (at + cut).min(wire.len());
+                    s.write_all(&wire[at..end]).unwrap();
+                    at = end;
+                    cut = (cut * 13 + 5) % 700 + 1;
+                    if at % 5 == 0 {
+                        std::thread::sleep(Duration::from_micros(300));
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+/// statsd's `counters` and `gauges` dumps, keys under `tcp.` and the bad-line count.
+fn tcp_totals(mgmt_port: u16) -> Vec<String> {
+    let mut out: Vec<String> = ["counters", "gauges"]
+        .iter()
+        .flat_map(|c| {
+            mgmt(mgmt_port, c)
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .map(|l| l.trim().trim_end_matches(',').to_owned())
+        .filter(|l| l.starts_with("'tcp.") || l.starts_with("'statsd.bad_lines_seen'"))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn statsd_lines_over_tcp_through_udptee_reach_etsy_statsds_tcp_server_as_a_direct_run_does() {
+    let Some(js) = statsd_js() else {
+        skip_witness(
+            "skipped: Etsy statsd not installed (run .ci/packages.sh, or set UDPTEE_STATSD_JS)",
+        );
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("udptee-statsd-tcp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let streams = tcp_workload(8, 3000);
+    // The direct run: the clients to statsd's TCP server.
+    let (_direct, direct_port, direct_mgmt) = start_tcp_statsd(&js, &dir);
+    send_streams(([127, 0, 0, 1], direct_port).into(), &streams);
+    // Through udptee: a tcp:// listener, a tcp:// target.
+    let (_teed, teed_port, teed_mgmt) = start_tcp_statsd(&js, &dir);
+    let fwd = forwarder(false, &[], |c| {
+        c.targets = vec![udptee::config::TargetSpec::new_tcp(
+            "statsd",
+            ([127, 0, 0, 1], teed_port).into(),
+        )];
+        c.streams = vec![udptee::config::StreamListen::Tcp(
+            "127.0.0.1:0".parse().unwrap(),
+        )];
+    });
+    let listen = fwd
+        .stats()
+        .listener_names()
+        .iter()
+        .find_map(|n| {
+            n.strip_prefix("tcp://")
+                .map(|a| a.parse::<SocketAddr>().unwrap())
+        })
+        .unwrap();
+    send_streams(listen, &streams);
+    let lines = (8 * 3000) as u64;
+    wait_for(&fwd, "every line acknowledged by statsd", || {
+        let s = fwd.snapshot();
+        let l = s.listeners.iter().find(|l| l.kind == "tcp").unwrap();
+        l.stream.as_ref().unwrap().lines == lines
+            && s.unaccounted(0) == 0
+            && s.targets[0].forwarded == s.received()
+    });
+    // statsd reads what was acknowledged a moment later.
+    let expect = tcp_totals(direct_mgmt);
+    let start = Instant::now();
+    while tcp_totals(teed_mgmt) != expect && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let snap = fwd.shutdown();
+    assert!(
+        expect.iter().any(|l| l.starts_with("'tcp.count.0'")),
+        "{expect:?}"
+    );
+    assert!(
+        expect.contains(&"'statsd.bad_lines_seen': 0".to_owned()),
+        "{expect:?}"
+    );
+    assert_eq!(
+        tcp_totals(teed_mgmt),
+        expect,
+        "the same totals as the direct run\n{snap}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_accounted(&snap);
+    assert!(
+        snap.received() < lines / 10,
+        "lines were packed: {} datagrams",
+        snap.received()
+    );
 }
