@@ -139,9 +139,9 @@ pub enum ConfigError {
         /// The listen address.
         listen: SocketAddr,
     },
-    /// A Unix socket target is the unixgram listener itself (the same path, or a link to it).
+    /// A Unix socket target is one of udptee's own listeners (the same path, or a link to it).
     #[error(
-        "target {target:?} at {} is the unixgram listener {} (the same socket{}): udptee would forward to itself forever",
+        "target {target:?} at {} is udptee's own listener {} (the same socket{}): udptee would forward to itself, or to a socket that cannot take datagrams",
         path.display(), listen.display(), if *link { ", through a link" } else { "" }
     )]
     UnixLoop {

@@ -56,9 +56,11 @@ pub fn target_from_table(
         name: name
             .map(str::to_owned)
             .or_else(|| t.name.clone())
-            .unwrap_or_else(|| match &unix {
-                Some(path) => unixgram_name(path),
-                None => t.addr.clone(),
+            .unwrap_or_else(|| match (&unix, tcp) {
+                (Some(path), _) => unixgram_name(path),
+                // A name may not hold `/`: `tcp:HOST:PORT`.
+                (None, Some(host_port)) => format!("tcp:{host_port}"),
+                (None, None) => t.addr.clone(),
             }),
         addr: t.addr.clone(),
         resolved,
