@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::control::{Control, Loader};
 use crate::fanout::targets::TargetRegistry;
 use crate::fanout::{DataPath, StartError};
-use crate::handover::{ControlServer, Handover};
+use crate::handover::{ControlServer, Handover, Holdings};
 use crate::metrics::counters::Snapshot;
 use crate::net::SocketState;
 use crate::pool::BufPool;
@@ -104,12 +104,28 @@ impl Forwarder {
             if fwd.data.taking_over() && crate::net::socket::is_socket_file(path) {
                 let _ = std::fs::remove_file(path);
             }
+            // The first listener's sockets; the others travel as described listeners.
+            let first: Arc<[UdpSocket]> = fwd
+                .stats
+                .listen_sockets()
+                .iter()
+                .map(UdpSocket::try_clone)
+                .collect::<std::io::Result<Vec<_>>>()
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?
+                .into();
+            let held = Holdings {
+                sockets: first,
+                locks: handover_locks,
+                admin: fwd.admin.as_ref().and_then(AdminServer::handover_fd),
+                extra: fwd.data.take_carried(),
+            };
             match ControlServer::start(
                 path,
                 fwd.data.local_addr(),
-                Arc::clone(&fwd.stats.worker_sockets),
-                handover_locks,
-                fwd.admin.as_ref().and_then(AdminServer::handover_fd),
+                held,
                 handover_tx,
                 Arc::new(move |handing| registry.kernel_handover(handing)),
             ) {
@@ -139,6 +155,11 @@ impl Forwarder {
     /// The listen sockets (for systemd's file-descriptor store).
     pub fn listen_sockets(&self) -> &[UdpSocket] {
         self.stats.listen_sockets()
+    }
+
+    /// The listen sockets systemd's file-descriptor store keeps across a restart.
+    pub fn systemd_fds(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
+        self.data.systemd_fds()
     }
 
     /// The bound listen address (with the real port when the config asked for port 0).

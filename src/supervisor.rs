@@ -83,9 +83,7 @@ pub fn run(config: &Config, loader: Option<Loader>) -> Result<Snapshot, StartErr
         fwd.stats().target_names().len()
     ));
     // Under systemd, the sockets outlive this process: a restart finds them with their queue.
-    if config.listen_unix.is_none() {
-        crate::net::fds::store_in_systemd(fwd.listen_sockets());
-    }
+    crate::net::fds::store_in_systemd(&fwd.systemd_fds());
     let handovers = fwd.handovers().clone();
     let mut handover = None;
     let watchdog = systemd.watchdog_interval().map_or_else(never, tick);

@@ -8,7 +8,7 @@ mod util;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::Command;
@@ -75,6 +75,23 @@ impl Keep {
     }
 }
 
+/// A TCP receiver keeping every line of the one connection it accepts.
+fn tcp_sink() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let keep = Arc::clone(&lines);
+    std::thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        // Split at `\n` only: a `\r` before it is data (`BufRead::lines` would drop it).
+        for line in std::io::BufRead::split(std::io::BufReader::new(s), b'\n') {
+            let Ok(line) = line else { return };
+            keep.lock().unwrap().push(String::from_utf8(line).unwrap());
+        }
+    });
+    (addr, lines)
+}
+
 fn listener_port(fwd: &udptee::Forwarder, scheme: &str) -> SocketAddr {
     let name = fwd
         .stats()
@@ -94,9 +111,17 @@ fn frame(m: &[u8]) -> Vec<u8> {
 #[test]
 fn every_line_from_every_kind_of_listener_arrives_once_in_order() {
     let dir = temp_dir("all");
-    let sock = dir.join("dsd.sock");
+    let (sock, gram) = (dir.join("dsd.sock"), dir.join("dsd.gram"));
     let out = Keep::new();
+    let (tcp_out, tcp_lines) = tcp_sink();
     let fwd = forwarder(false, &[out.addr], |c| {
+        c.targets
+            .push(udptee::config::TargetSpec::new_tcp("tcp", tcp_out));
+        c.extra_listen = vec![udptee::config::DatagramListen::Unixgram(UnixListen {
+            path: gram.clone(),
+            mode: 0o666,
+            owner: None,
+        })];
         c.streams = vec![
             StreamListen::Tcp("127.0.0.1:0".parse().unwrap()),
             StreamListen::Unix(UnixListen {
@@ -143,10 +168,14 @@ fn every_line_from_every_kind_of_listener_arrives_once_in_order() {
     for piece in wire.chunks(333) {
         u.write_all(piece).unwrap();
     }
-    // And UDP, as before.
+    // And UDP and unixgram, as before.
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let unixgram = std::os::unix::net::UnixDatagram::unbound().unwrap();
     for i in 0..200 {
         udp.send_to(format!("udp.{i}:1|c").as_bytes(), fwd.local_addr())
+            .unwrap();
+        unixgram
+            .send_to(format!("gram.{i}:1|c").as_bytes(), &gram)
             .unwrap();
         if i % 50 == 0 {
             std::thread::sleep(Duration::from_millis(2));
@@ -155,7 +184,7 @@ fn every_line_from_every_kind_of_listener_arrives_once_in_order() {
     for c in clients {
         c.join().unwrap();
     }
-    let want = CLIENTS * LINES + 1000 + 200;
+    let want = CLIENTS * LINES + 1000 + 200 + 200;
     wait_for(&fwd, "every line at the target", || {
         out.lines().len() >= want
     });
@@ -192,6 +221,34 @@ fn every_line_from_every_kind_of_listener_arrives_once_in_order() {
     }
     assert_eq!(per["uds"].len(), 1000);
     assert_eq!(per["udp"].len(), 200);
+    assert_eq!(per["gram"].len(), 200);
+    // The TCP target got the same lines, each connection's in order.
+    wait_for(&fwd, "every line at the TCP target", || {
+        tcp_lines.lock().unwrap().len() >= want
+    });
+    let mut tcp_got = tcp_lines.lock().unwrap().clone();
+    for c in 0..CLIENTS {
+        let prefix = format!("tcp.c{c}.s");
+        let seqs: Vec<usize> = tcp_got
+            .iter()
+            .filter_map(|l| l.strip_prefix(&prefix)?.split(':').next()?.parse().ok())
+            .collect();
+        assert_eq!(
+            seqs,
+            (0..LINES).collect::<Vec<_>>(),
+            "client {c} at the TCP target"
+        );
+    }
+    tcp_got.sort();
+    let mut udp_got = lines.clone();
+    udp_got.sort();
+    let differ = tcp_got.iter().zip(&udp_got).find(|(a, b)| a != b);
+    assert!(
+        tcp_got.len() == udp_got.len() && differ.is_none(),
+        "both targets got the same lines: {} and {}, first difference {differ:?}",
+        tcp_got.len(),
+        udp_got.len()
+    );
     // Packed: at most 200 bytes unless a line is alone, and far fewer datagrams than lines.
     let datagrams = out.got.lock().unwrap().clone();
     assert!(datagrams.iter().all(|d| d.len() <= 200));
@@ -215,7 +272,11 @@ fn every_line_from_every_kind_of_listener_arrives_once_in_order() {
         500,
         "a frame is one datagram"
     );
-    assert!(!sock.exists(), "the socket file is removed at stop");
+    assert!(
+        !sock.exists() && !gram.exists(),
+        "the socket files are removed at stop"
+    );
+    assert_eq!(snap.listeners.len(), 4, "udp, unixgram, tcp, unix");
 }
 
 /// Reads until the peer closes (Ok(0)) or resets; false if it stays open past `limit`.
@@ -334,7 +395,33 @@ fn bad_listener_flags_are_one_clear_error() {
     ]);
     assert!(e.contains("each listener once"), "{e}");
     let e = run(&["--listen", "tcp://127.0.0.1:1"]);
-    assert!(e.contains("a UDP or unixgram listener"), "{e}");
+    assert!(e.contains("UDP or unixgram listener"), "{e}");
+    let e = run(&["--listen", "127.0.0.1:7001", "--listen", "0.0.0.0:7001"]);
+    assert!(e.contains("a wildcard UDP listener covers"), "{e}");
+    // A target at any of udptee's own listeners is a loop.
+    let o = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:7001", "--listen", "127.0.0.1:7002"])
+        .args(["--listen", "tcp://127.0.0.1:7003", "--admin", "off"])
+        .args(["--to", "127.0.0.1:7002"])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains("127.0.0.1:7002"), "{e}");
+    let o = Command::new(BIN)
+        .args([
+            "--listen",
+            "127.0.0.1:7001",
+            "--listen",
+            "tcp://127.0.0.1:7003",
+        ])
+        .args(["--admin", "off", "--to", "tcp://127.0.0.1:7003"])
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("127.0.0.1:7003"),
+        "a TCP target at a tcp:// listener: {e}"
+    );
     let e = run(&["--listen", "127.0.0.1:0", "--listen", "unix://relative"]);
     assert!(e.contains("unix:///ABSOLUTE/PATH"), "{e}");
     let e = run(&[
@@ -369,4 +456,245 @@ fn bad_listener_flags_are_one_clear_error() {
         text.contains("listen 127.0.0.1:8125, tcp://127.0.0.1:8125, unix:///run/dsd.stream"),
         "{text}"
     );
+}
+
+/// Waits until `addr` accepts a TCP connection.
+fn wait_tcp(addr: SocketAddr) {
+    wait_until("the tcp:// listener", Duration::from_secs(10), || {
+        TcpStream::connect(addr).is_ok()
+    });
+}
+
+#[test]
+fn a_takeover_carries_every_listener_and_the_socket_files_stay() {
+    let dir = temp_dir("takeover");
+    let (control, stream, gram) = (
+        dir.join("control.sock"),
+        dir.join("dsd.stream"),
+        dir.join("dsd.gram"),
+    );
+    let out = Keep::new();
+    let (udp1, udp2, tcp) = (free_addr(), free_addr(), free_tcp());
+    let args: Vec<String> = vec![
+        "--listen".into(),
+        udp1.to_string(),
+        "--listen".into(),
+        udp2.to_string(),
+        "--listen".into(),
+        format!("tcp://{tcp}"),
+        "--listen".into(),
+        format!("unix://{}", stream.display()),
+        "--listen".into(),
+        format!("unixgram://{}", gram.display()),
+        "--to".into(),
+        out.addr.to_string(),
+        "--control-socket".into(),
+        control.display().to_string(),
+        "--admin".into(),
+        "off".into(),
+        "--stats-interval".into(),
+        "0".into(),
+    ];
+    let start = |extra: &[&str]| {
+        Command::new(BIN)
+            .args(&args)
+            .args(extra)
+            .stderr(std::process::Stdio::piped())
+            .die_with_test()
+            .spawn()
+            .unwrap()
+    };
+    let mut old = start(&[]);
+    wait_bound(&mut old, udp1);
+    wait_tcp(tcp);
+    wait_until("the control socket", Duration::from_secs(10), || {
+        control.exists()
+    });
+    let mut before = TcpStream::connect(tcp).unwrap();
+    before.write_all(b"before.tcp:1|c\n").unwrap();
+    wait_until("the old one forwards", Duration::from_secs(10), || {
+        out.lines().contains(&"before.tcp:1|c".to_owned())
+    });
+    let new = start(&["--takeover"]);
+    wait_until("the old udptee to exit", Duration::from_secs(30), || {
+        old.try_wait().unwrap().is_some()
+    });
+    let o = old.wait_with_output().unwrap();
+    let old_err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{old_err}");
+    assert!(
+        stream.exists() && gram.exists(),
+        "the socket files are the new one's now"
+    );
+    // A connection to the old one was closed at its stop; the listeners are the new one's.
+    before
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut b = [0u8; 8];
+    assert!(
+        matches!(before.read(&mut b), Ok(0) | Err(_)),
+        "closed by the old udptee"
+    );
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.send_to(b"after.udp1:1|c", udp1).unwrap();
+    udp.send_to(b"after.udp2:1|c", udp2).unwrap();
+    std::os::unix::net::UnixDatagram::unbound()
+        .unwrap()
+        .send_to(b"after.gram:1|c", &gram)
+        .unwrap();
+    TcpStream::connect(tcp)
+        .unwrap()
+        .write_all(b"after.tcp:1|c\n")
+        .unwrap();
+    UnixStream::connect(&stream)
+        .unwrap()
+        .write_all(&frame(b"after.unix:1|c"))
+        .unwrap();
+    let want = [
+        "after.udp1",
+        "after.udp2",
+        "after.gram",
+        "after.tcp",
+        "after.unix",
+    ];
+    wait_until(
+        "every listener forwards in the new one",
+        Duration::from_secs(10),
+        || {
+            let got = out.lines();
+            want.iter().all(|w| got.contains(&format!("{w}:1|c")))
+        },
+    );
+    signal(&new, "-TERM");
+    let o = new.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("final: received 6 datagrams"),
+        "the old one's counted too: {err}"
+    );
+    assert!(
+        !stream.exists() && !gram.exists(),
+        "removed by the last one at its stop"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The descriptors of the first FDSTORE=1 message on `notify`.
+fn stored_fds(notify: &std::os::unix::net::UnixDatagram) -> Vec<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    for _ in 0..10 {
+        let mut buf = [0u8; 4096];
+        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 8]);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let Ok(msg) = recvmsg::<()>(
+            notify.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::empty(),
+        ) else {
+            break;
+        };
+        let fds: Vec<i32> = msg
+            .cmsgs()
+            .unwrap()
+            .filter_map(|c| match c {
+                ControlMessageOwned::ScmRights(f) => Some(f),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        if String::from_utf8_lossy(iov[0].as_ref()).contains("FDSTORE=1") {
+            // SAFETY: the kernel installed these descriptors for us with the message.
+            return fds
+                .into_iter()
+                .map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+                .collect();
+        }
+    }
+    Vec::new()
+}
+
+#[test]
+fn a_tcp_listener_from_systemd_serves_what_waited_in_it_and_goes_into_the_fd_store() {
+    use std::os::fd::AsRawFd;
+    let dir = temp_dir("systemd");
+    let notify_path = dir.join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let out = Keep::new();
+    // The listening socket systemd holds (socket activation, or the store after a restart), with a
+    // client that connected and wrote while no udptee ran.
+    let held = TcpListener::bind("127.0.0.1:0").unwrap();
+    let tcp = held.local_addr().unwrap();
+    let mut early = TcpStream::connect(tcp).unwrap();
+    early.write_all(b"waited.1:1|c\nwaited.2:1|c\n").unwrap();
+    let fd = held.as_raw_fd();
+    let udp = free_addr();
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        "LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=udptee-listen exec \"$0\" \"$@\"",
+    ])
+    .arg(BIN)
+    .args([
+        "--listen",
+        &udp.to_string(),
+        "--listen",
+        &format!("tcp://{tcp}"),
+    ])
+    .args([
+        "--to",
+        &out.addr.to_string(),
+        "--admin",
+        "off",
+        "--stats-interval",
+        "0",
+    ])
+    .args(["--control-socket", "off"])
+    .env("NOTIFY_SOCKET", &notify_path)
+    .stderr(std::process::Stdio::piped())
+    .die_with_test();
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: dup2 is async-signal-safe; it puts the listener at fd 3 (without CLOEXEC).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(fd, 3) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let child = cmd.spawn().unwrap();
+    drop(held);
+    wait_until("what waited arrives", Duration::from_secs(10), || {
+        out.lines().len() >= 2
+    });
+    assert_eq!(out.lines(), vec!["waited.1:1|c", "waited.2:1|c"]);
+    let stored = stored_fds(&notify);
+    signal(&child, "-TERM");
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let kinds: Vec<(socket2::Type, Option<SocketAddr>)> = stored
+        .into_iter()
+        .map(|fd| {
+            let s = socket2::Socket::from(fd);
+            (s.r#type().unwrap(), s.local_addr().unwrap().as_socket())
+        })
+        .collect();
+    assert!(
+        kinds.contains(&(socket2::Type::DGRAM, Some(udp))),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&(socket2::Type::STREAM, Some(tcp))),
+        "the tcp:// listener is stored too: {kinds:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

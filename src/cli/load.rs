@@ -277,34 +277,28 @@ impl TryFrom<&Args> for Config {
     type Error = ConfigError;
 
     fn try_from(args: &Args) -> Result<Self, ConfigError> {
-        let mut datagram = None;
+        let mut datagrams = Vec::new();
         let mut streams = Vec::new();
         for spec in &args.listen {
             let kind = config::ListenAddr::parse(spec)?;
             if kind.is_datagram() {
-                if datagram.is_some() {
-                    return Err(ConfigError::BadValue {
-                        what: "listen",
-                        got: spec.clone(),
-                        expected: "one UDP or unixgram listener (more are not supported yet), plus any tcp:// and unix:// listeners",
-                    });
-                }
-                datagram = Some(kind);
+                datagrams.push(kind);
             } else {
                 streams.push(kind);
             }
         }
-        let datagram = match datagram {
-            Some(d) => d,
-            None if args.listen.is_empty() => return Err(ConfigError::NoListen),
-            None => {
-                return Err(ConfigError::BadValue {
+        if datagrams.is_empty() {
+            return Err(match args.listen.is_empty() {
+                true => ConfigError::NoListen,
+                false => ConfigError::BadValue {
                     what: "listen",
                     got: args.listen.join(" "),
-                    expected: "a UDP or unixgram listener beside the stream ones (one is needed for now)",
-                });
-            }
-        };
+                    expected: "at least one UDP or unixgram listener beside the stream ones (one is needed for now)",
+                },
+            });
+        }
+        let mut datagrams = datagrams.into_iter();
+        let datagram = datagrams.next().expect("one");
         let unix_listen = |path: PathBuf| -> Result<config::UnixListen, ConfigError> {
             let owner = args
                 .unix_owner
@@ -331,6 +325,17 @@ impl TryFrom<&Args> for Config {
             config::ListenAddr::Udp(addr) => Self::new(config::resolve(&addr)?, Vec::new()),
             _ => unreachable!("a datagram listener"),
         };
+        for kind in datagrams {
+            config.extra_listen.push(match kind {
+                config::ListenAddr::Udp(addr) => {
+                    config::DatagramListen::Udp(config::resolve(&addr)?)
+                }
+                config::ListenAddr::Unixgram(path) => {
+                    config::DatagramListen::Unixgram(unix_listen(path)?)
+                }
+                _ => unreachable!("a datagram listener"),
+            });
+        }
         for kind in streams {
             config.streams.push(match kind {
                 config::ListenAddr::Tcp(addr) => config::StreamListen::Tcp(config::resolve(&addr)?),
@@ -398,7 +403,16 @@ impl TryFrom<&Args> for Config {
                 config::StreamListen::Unix(u) => Some(u),
                 config::StreamListen::Tcp(_) => None,
             });
-            for u in config.listen_unix.iter_mut().chain(stream_files) {
+            let datagram_files = config.extra_listen.iter_mut().filter_map(|d| match d {
+                config::DatagramListen::Unixgram(u) => Some(u),
+                config::DatagramListen::Udp(_) => None,
+            });
+            for u in config
+                .listen_unix
+                .iter_mut()
+                .chain(datagram_files)
+                .chain(stream_files)
+            {
                 u.owner.get_or_insert((who.uid, who.gid));
             }
         }

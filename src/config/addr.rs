@@ -40,6 +40,26 @@ impl Default for Resolver {
     }
 }
 
+/// The scheme of Unix datagram socket addresses: `unixgram:///var/run/datadog/dsd.socket`.
+pub const UNIXGRAM: &str = "unixgram://";
+
+/// The path of a `unixgram:///path` address, if it is one; the path must be absolute.
+pub fn unixgram_path(addr: &str) -> Option<Result<PathBuf, ConfigError>> {
+    let rest = addr.strip_prefix(UNIXGRAM)?;
+    let path = PathBuf::from(rest);
+    Some(
+        if path.is_absolute() && path.file_name().is_some() && rest.len() < 108 {
+            Ok(path)
+        } else {
+            Err(ConfigError::BadValue {
+                what: "unixgram address",
+                got: addr.chars().take(200).collect(),
+                expected: "unixgram:///ABSOLUTE/PATH (under 108 bytes)",
+            })
+        },
+    )
+}
+
 /// A Unix datagram listen socket (DogStatsD's `dsd.socket`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnixListen {

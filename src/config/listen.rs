@@ -6,9 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::addr::{UnixListen, canonical};
+use super::addr::{UNIXGRAM, UnixListen, canonical, unixgram_path};
 use super::error::ConfigError;
-use super::target::{UNIXGRAM, unixgram_path};
 
 /// The scheme of a TCP listener.
 pub const TCP: &str = "tcp://";
@@ -130,25 +129,95 @@ impl Default for StreamSettings {
     }
 }
 
-/// The same listener named twice, or a stream listener on the datagram listener's socket file.
-pub fn check_streams(
-    datagram_unix: Option<&std::path::Path>,
-    streams: &[StreamListen],
-) -> Result<(), ConfigError> {
-    for (i, s) in streams.iter().enumerate() {
-        let twice = streams[..i].iter().any(|o| match (o, s) {
-            (StreamListen::Tcp(a), StreamListen::Tcp(b)) => canonical(*a) == canonical(*b),
-            _ => o.path().is_some() && o.path() == s.path(),
-        });
-        if twice || (s.path().is_some() && s.path() == datagram_unix) {
-            return Err(ConfigError::BadValue {
-                what: "listen",
-                got: s.name(),
-                expected: "each listener once (a socket file, or a TCP address, can have one)",
-            });
+/// A datagram listener after the first (which is `Config::listen` or `Config::listen_unix`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatagramListen {
+    /// UDP.
+    Udp(SocketAddr),
+    /// A Unix datagram socket file.
+    Unixgram(UnixListen),
+}
+
+impl DatagramListen {
+    /// The listener's name in metrics and logs.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Udp(a) => a.to_string(),
+            Self::Unixgram(u) => format!("{UNIXGRAM}{}", u.path.display()),
         }
     }
-    Ok(())
+}
+
+/// Every address udptee itself listens on, for the rules that look at them all: loops,
+/// duplicates, and which origin a copy can keep.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listening {
+    /// UDP listeners.
+    pub udp: Vec<SocketAddr>,
+    /// Unix datagram socket files.
+    pub unixgram: Vec<PathBuf>,
+    /// TCP listeners.
+    pub tcp: Vec<SocketAddr>,
+    /// Unix stream socket files.
+    pub unix: Vec<PathBuf>,
+}
+
+/// How the senders of what udptee receives are known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origins {
+    /// By address and port (UDP, TCP listeners only).
+    Addresses,
+    /// By process credentials (unixgram and unix stream listeners only).
+    Credentials,
+    /// Both: a copy's origin could not always be kept.
+    Mixed,
+}
+
+impl Listening {
+    /// How senders are known, over every listener.
+    pub fn origins(&self) -> Origins {
+        let addresses = !self.udp.is_empty() || !self.tcp.is_empty();
+        let credentials = !self.unixgram.is_empty() || !self.unix.is_empty();
+        match (addresses, credentials) {
+            (true, true) => Origins::Mixed,
+            (false, true) => Origins::Credentials,
+            _ => Origins::Addresses,
+        }
+    }
+
+    /// Each listener once: no socket file twice (of either type), no TCP address twice, and no two
+    /// UDP listeners on one port where one is the other's address or a wildcard (their sockets
+    /// would share the port's traffic).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let twice = |got: String| ConfigError::BadValue {
+            what: "listen",
+            got,
+            expected: "each listener once (a socket file, a TCP address, or a UDP address and port, can have one; a wildcard UDP listener covers every address of its port)",
+        };
+        let files: Vec<&PathBuf> = self.unixgram.iter().chain(&self.unix).collect();
+        for (i, f) in files.iter().enumerate() {
+            if files[..i].contains(f) {
+                return Err(twice(f.display().to_string()));
+            }
+        }
+        for (i, a) in self.tcp.iter().enumerate() {
+            if self.tcp[..i].iter().any(|b| canonical(*a) == canonical(*b)) {
+                return Err(twice(format!("{TCP}{a}")));
+            }
+        }
+        for (i, a) in self.udp.iter().enumerate() {
+            let (a, overlap) = (canonical(*a), |b: &SocketAddr| {
+                let b = canonical(*b);
+                b.port() == a.port()
+                    && a.port() != 0
+                    && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+            });
+            if self.udp[..i].iter().any(overlap) {
+                return Err(twice(a.to_string()));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -181,17 +250,49 @@ mod tests {
 
     #[test]
     fn a_listener_given_twice_is_refused() {
-        let tcp = |s: &str| StreamListen::Tcp(s.parse().unwrap());
-        let unix = |p: &str| {
-            StreamListen::Unix(UnixListen {
-                path: p.into(),
-                mode: 0o660,
-                owner: None,
-            })
+        let addrs = |v: &[&str]| {
+            v.iter()
+                .map(|s| s.parse().unwrap())
+                .collect::<Vec<SocketAddr>>()
         };
-        assert!(check_streams(None, &[tcp("127.0.0.1:1"), tcp("127.0.0.1:2")]).is_ok());
-        assert!(check_streams(None, &[tcp("127.0.0.1:1"), tcp("[::ffff:127.0.0.1]:1")]).is_err());
-        assert!(check_streams(None, &[unix("/a"), unix("/a")]).is_err());
-        assert!(check_streams(Some("/a".as_ref()), &[unix("/a")]).is_err());
+        let tcp = |v: &[&str]| Listening {
+            tcp: addrs(v),
+            ..Listening::default()
+        };
+        let udp = |v: &[&str]| Listening {
+            udp: addrs(v),
+            ..Listening::default()
+        };
+        assert!(tcp(&["127.0.0.1:1", "127.0.0.1:2"]).check().is_ok());
+        assert!(
+            tcp(&["127.0.0.1:1", "[::ffff:127.0.0.1]:1"])
+                .check()
+                .is_err()
+        );
+        assert!(
+            udp(&["127.0.0.1:1", "127.0.0.2:1", "[::1]:1"])
+                .check()
+                .is_ok()
+        );
+        assert!(
+            udp(&["127.0.0.1:1", "0.0.0.0:1"]).check().is_err(),
+            "a wildcard covers it"
+        );
+        assert!(udp(&["127.0.0.1:1", "127.0.0.1:1"]).check().is_err());
+        let files = Listening {
+            unixgram: vec!["/a".into()],
+            unix: vec!["/a".into()],
+            ..Listening::default()
+        };
+        assert!(files.check().is_err(), "one socket file, one listener");
+        assert_eq!(files.origins(), Origins::Credentials);
+        assert_eq!(
+            Listening {
+                tcp: addrs(&["127.0.0.1:1"]),
+                ..files
+            }
+            .origins(),
+            Origins::Mixed
+        );
     }
 }

@@ -32,7 +32,9 @@ pub use self::error::ConfigError;
 pub use self::group::{GroupSpec, MemberSpec};
 pub use self::limits::*;
 pub use self::lines::LineSettings;
-pub use self::listen::{ListenAddr, MAX_CONNECTIONS, StreamListen, StreamSettings};
+pub use self::listen::{
+    DatagramListen, ListenAddr, Listening, MAX_CONNECTIONS, Origins, StreamListen, StreamSettings,
+};
 use self::parse::check_range;
 pub use self::parse::{parse_bytes, parse_cpus, parse_duration};
 pub use self::settings::{FastPathMode, IoBackend, RecordSettings, RunAs};
@@ -97,7 +99,9 @@ pub struct Config {
     pub takeover: bool,
     /// `--listen unixgram:///path`: receive on a Unix datagram socket (`listen` is then unused).
     pub listen_unix: Option<UnixListen>,
-    /// `--listen tcp://` and `--listen unix://`: stream listeners beside the datagram one.
+    /// Datagram listeners after the first (`listen` or `listen_unix`), each with its own workers.
+    pub extra_listen: Vec<DatagramListen>,
+    /// `--listen tcp://` and `--listen unix://`: stream listeners beside the datagram ones.
     pub streams: Vec<StreamListen>,
     /// The stream listeners' bounds (`--max-connections`, `--idle-timeout`, `--pack-size`).
     pub stream: StreamSettings,
@@ -139,6 +143,7 @@ impl Config {
             control_socket: None,
             takeover: false,
             listen_unix: None,
+            extra_listen: Vec::new(),
             streams: Vec::new(),
             stream: StreamSettings::default(),
             fast_path: FastPathMode::Off,
@@ -155,18 +160,43 @@ impl Config {
         } else {
             0
         };
-        self.worker_cpus.len() * (2 * self.batch + ring + 1) + self.streams.len() * (self.batch + 1)
+        (1 + self.extra_listen.len()) * self.worker_cpus.len() * (2 * self.batch + ring + 1)
+            + self.streams.len() * (self.batch + 1)
     }
 
-    /// Every listener's name, the datagram one first (a UDP one as configured, before binding).
+    /// Every listener's name, the first datagram one first (a UDP one as configured, before
+    /// binding).
     pub fn listener_names(&self) -> Vec<String> {
         let datagram = match &self.listen_unix {
             Some(u) => format!("{UNIXGRAM}{}", u.path.display()),
             None => self.listen.to_string(),
         };
         std::iter::once(datagram)
+            .chain(self.extra_listen.iter().map(DatagramListen::name))
             .chain(self.streams.iter().map(StreamListen::name))
             .collect()
+    }
+
+    /// Every address this configuration listens on (as configured, before binding).
+    pub fn listening(&self) -> Listening {
+        let mut l = Listening::default();
+        match &self.listen_unix {
+            Some(u) => l.unixgram.push(u.path.clone()),
+            None => l.udp.push(self.listen),
+        }
+        for d in &self.extra_listen {
+            match d {
+                DatagramListen::Udp(a) => l.udp.push(*a),
+                DatagramListen::Unixgram(u) => l.unixgram.push(u.path.clone()),
+            }
+        }
+        for s in &self.streams {
+            match s {
+                StreamListen::Tcp(a) => l.tcp.push(*a),
+                StreamListen::Unix(u) => l.unix.push(u.path.clone()),
+            }
+        }
+        l
     }
 
     /// Bytes the stream listeners may hold at most: each connection's unfinished line or frame.
@@ -244,15 +274,13 @@ impl Config {
         if let Some(r) = &self.record {
             r.validate().map_err(ConfigError::Record)?;
         }
-        if self.listen_unix.is_some() && !self.allow.is_empty() {
+        let listening = self.listening();
+        listening.check()?;
+        if listening.origins() != Origins::Addresses && !self.allow.is_empty() {
             return Err(ConfigError::Allow(
-                "filters UDP senders by address; a unixgram listener's senders have none (use --unix-mode and --unix-owner)".into(),
+                "filters senders by address; a unixgram or unix:// listener's senders have none (use --unix-mode and --unix-owner)".into(),
             ));
         }
-        listen::check_streams(
-            self.listen_unix.as_ref().map(|u| u.path.as_path()),
-            &self.streams,
-        )?;
         check_range(
             "--max-connections",
             self.stream.max_connections,
@@ -263,21 +291,7 @@ impl Config {
         if self.targets.is_empty() {
             return Err(ConfigError::NoTargets);
         }
-        let tcp_listens: Vec<SocketAddr> = self
-            .streams
-            .iter()
-            .filter_map(|s| match s {
-                StreamListen::Tcp(a) => Some(*a),
-                StreamListen::Unix(_) => None,
-            })
-            .collect();
-        validate_targets(
-            self.listen,
-            self.listen_unix.as_ref().map(|u| u.path.as_path()),
-            &tcp_listens,
-            &self.targets,
-            self.max_targets,
-        )
+        validate_targets(&listening, &self.targets, self.max_targets)
     }
 }
 

@@ -5,11 +5,13 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+pub use super::addr::{UNIXGRAM, unixgram_path};
 use super::addr::{canonical, local_addresses};
 use super::error::ConfigError;
 use super::group::GroupSpec;
 use super::limits::*;
 use super::lines::LineSettings;
+use super::listen::{Listening, Origins};
 use super::parse::check_range;
 
 /// A receiver every datagram is copied to, with its own settings.
@@ -45,26 +47,6 @@ pub struct TargetSpec {
     pub preserve_source: Option<bool>,
     /// A TCP target (`tcp://HOST:PORT`): statsd lines over one persistent connection.
     pub tcp: bool,
-}
-
-/// The scheme of Unix datagram socket addresses: `unixgram:///var/run/datadog/dsd.socket`.
-pub const UNIXGRAM: &str = "unixgram://";
-
-/// The path of a `unixgram:///path` address, if it is one; the path must be absolute.
-pub fn unixgram_path(addr: &str) -> Option<Result<PathBuf, ConfigError>> {
-    let rest = addr.strip_prefix(UNIXGRAM)?;
-    let path = PathBuf::from(rest);
-    Some(
-        if path.is_absolute() && path.file_name().is_some() && rest.len() < 108 {
-            Ok(path)
-        } else {
-            Err(ConfigError::BadValue {
-                what: "unixgram address",
-                got: addr.chars().take(200).collect(),
-                expected: "unixgram:///ABSOLUTE/PATH (under 108 bytes)",
-            })
-        },
-    )
 }
 
 /// The default name of a Unix socket target: `unixgram:` and the path with `/` as `.`.
@@ -139,9 +121,7 @@ impl TargetSpec {
 /// Checks a target set on its own: names, sizes, duplicates, loops, and the count. Used at start-up,
 /// on reload and by the admin API, so each refuses the same things with the same words.
 pub fn validate_targets(
-    listen: SocketAddr,
-    listen_unix: Option<&std::path::Path>,
-    tcp_listens: &[SocketAddr],
+    own: &Listening,
     targets: &[TargetSpec],
     max_targets: usize,
 ) -> Result<(), ConfigError> {
@@ -167,7 +147,7 @@ pub fn validate_targets(
             MIN_QUEUE_BYTES,
             MAX_QUEUE_BYTES,
         )?;
-        check_origin(a, listen_unix.is_some())?;
+        check_origin(a, own.origins())?;
         if let Some(group) = &a.group {
             if let Some(b) = targets[..i].iter().find(|b| b.name == a.name) {
                 return Err(ConfigError::DuplicateName {
@@ -181,15 +161,17 @@ pub fn validate_targets(
                     reason: "`parity` is for a plain target, not a group".into(),
                 });
             }
-            if let Some(m) = group
-                .members
-                .iter()
-                .find(|m| forwards_to_itself(listen, m.resolved, &locals))
-            {
-                return Err(ConfigError::Loop {
-                    target: format!("{} (member {})", a.name, m.addr),
-                    listen,
-                });
+            for listen in &own.udp {
+                if let Some(m) = group
+                    .members
+                    .iter()
+                    .find(|m| forwards_to_itself(*listen, m.resolved, &locals))
+                {
+                    return Err(ConfigError::Loop {
+                        target: format!("{} (member {})", a.name, m.addr),
+                        listen: *listen,
+                    });
+                }
             }
             continue;
         }
@@ -204,7 +186,14 @@ pub fn validate_targets(
                     name: format!("{} and {} (both {})", b.name, a.name, path.display()),
                 });
             }
-            if let Some(l) = listen_unix.filter(|l| same_socket(l, path)) {
+            // Any of udptee's own socket files: a unixgram one is a loop, a stream one a target
+            // that could never be sent to.
+            if let Some(l) = own
+                .unixgram
+                .iter()
+                .chain(&own.unix)
+                .find(|l| same_socket(l, path))
+            {
                 return Err(ConfigError::UnixLoop {
                     target: a.name.clone(),
                     path: path.clone(),
@@ -237,19 +226,14 @@ pub fn validate_targets(
                 name: b.name.clone(),
             });
         }
-        if let Some(l) = tcp_listens
+        let same_kind = if a.tcp { &own.tcp } else { &own.udp };
+        if let Some(l) = same_kind
             .iter()
-            .find(|l| a.tcp && forwards_to_itself(**l, a.resolved, &locals))
+            .find(|l| forwards_to_itself(**l, a.resolved, &locals))
         {
             return Err(ConfigError::Loop {
                 target: a.name.clone(),
                 listen: *l,
-            });
-        }
-        if !a.tcp && forwards_to_itself(listen, a.resolved, &locals) {
-            return Err(ConfigError::Loop {
-                target: a.name.clone(),
-                listen,
             });
         }
     }
@@ -276,18 +260,24 @@ fn check_tcp(a: &TargetSpec) -> Result<(), ConfigError> {
 }
 
 /// `preserve-source = true` where the origin cannot be kept: a Unix sender's credentials mean
-/// nothing to a UDP receiver, and a UDP client's address cannot be a Unix sender's; a group
-/// re-batches the lines of many senders into one datagram.
-fn check_origin(a: &TargetSpec, unix_listener: bool) -> Result<(), ConfigError> {
+/// nothing to a UDP receiver, and a UDP client's address cannot be a Unix sender's; with
+/// listeners of both kinds some copies could keep it and others not; a group re-batches the
+/// lines of many senders into one datagram.
+fn check_origin(a: &TargetSpec, origins: Origins) -> Result<(), ConfigError> {
     if a.preserve_source != Some(true) {
         return Ok(());
     }
-    let reason = match (a.group.is_some(), unix_listener, a.unix.is_some()) {
+    let reason = match (a.group.is_some(), origins, a.unix.is_some()) {
         (true, _, _) => "a group packs lines of many senders into one datagram",
-        (_, true, false) => {
+        (_, Origins::Mixed, _) => {
+            "udptee listens for senders known by address (UDP, TCP) and by credentials (Unix):              some copies could not keep theirs"
+        }
+        (_, Origins::Credentials, false) => {
             "a Unix listener's senders have credentials, not an address a UDP target could see"
         }
-        (_, false, true) => "a UDP client's address cannot be a Unix sender's credentials",
+        (_, Origins::Addresses, true) => {
+            "a UDP client's address cannot be a Unix sender's credentials"
+        }
         _ => return Ok(()),
     };
     Err(ConfigError::Origin {

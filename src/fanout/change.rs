@@ -84,11 +84,10 @@ pub enum ChangeError {
 /// Settings every target's sender shares; fixed at start-up.
 #[derive(Debug, Clone)]
 pub(crate) struct SenderSettings {
+    /// The first UDP listener's bound address (the kernel fast path serves it).
     pub(crate) listen: SocketAddr,
-    /// `--listen unixgram://`: its path (a target there would be a loop).
-    pub(crate) listen_unix: Option<std::path::PathBuf>,
-    /// The tcp:// listeners' bound addresses (a TCP target there would be a loop).
-    pub(crate) tcp_listens: Vec<SocketAddr>,
+    /// Every listener, bound (a target at one of them would be a loop; how senders are known).
+    pub(crate) own: crate::config::Listening,
     pub(crate) workers: usize,
     pub(crate) batch: usize,
     pub(crate) latency: bool,

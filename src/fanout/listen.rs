@@ -1,45 +1,68 @@
 //! The listen sockets, acquired once at start-up in the one order that loses nothing: from the
 //! udptee being taken over (`--takeover`), else from systemd (`LISTEN_FDS`, the fd store), else
-//! bound now under the instance lock; a unixgram listener is bound on its own; tcp:// and unix://
-//! listeners are bound for their threads. Not on the hot path.
+//! bound now under the instance lock (a unixgram listener is bound on its own: its live-socket
+//! check is its lock). The first datagram listener, then the others, then the tcp:// and unix://
+//! ones, each claiming what was carried or passed for it. Not on the hot path.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 
 use super::error::StartError;
-use crate::config::{Config, StreamListen};
-use crate::handover::{self, Taken};
+use crate::config::{Config, DatagramListen, StreamListen};
+use crate::handover::{self, Carried, Extra, Taken};
 use crate::metrics::stream::StreamCounters;
-use crate::net::fds;
+use crate::net::fds::Inherited;
 use crate::net::lock::{self, ListenLock};
 use crate::net::stream::{SocketFile, StreamSocket};
 use crate::net::{SocketState, socket};
 
-/// The listen group, with what it came with.
+/// The listeners, with what they came with.
 pub(crate) struct Listen {
-    /// Held for the forwarder's life: no second udptee can join the listen port.
+    /// Held for the forwarder's life: no second udptee can join a listen port.
     pub(crate) lock: ListenLock,
-    /// One socket per worker.
+    /// The first datagram listener: one socket per worker.
     pub(crate) sockets: Vec<UdpSocket>,
-    /// The bound address (the real port when the configuration asked for port 0).
+    /// Its bound address (the real port when the configuration asked for port 0).
     pub(crate) local_addr: SocketAddr,
     /// What the kernel granted.
     pub(crate) socket_state: SocketState,
     /// The takeover in progress, when the sockets came from another udptee.
     pub(crate) taken: Option<Taken>,
+    /// The other datagram listeners, each a group of its own.
+    pub(crate) extra: Vec<ExtraGroup>,
+    /// The tcp:// and unix:// listeners.
+    pub(crate) streams: Vec<BoundStream>,
 }
 
-/// Acquires the listen sockets for `config`; see the module docs.
+/// A datagram listener after the first: its own sockets (one per worker), workers and counters.
+pub(crate) struct ExtraGroup {
+    pub(crate) name: String,
+    pub(crate) kind: &'static str,
+    pub(crate) sockets: Vec<UdpSocket>,
+    /// A UDP listener's bound address (a placeholder for unixgram).
+    pub(crate) local: SocketAddr,
+    /// A unixgram listener's socket file path.
+    pub(crate) path: Option<std::path::PathBuf>,
+}
+
+impl ExtraGroup {
+    /// How it travels in a takeover.
+    pub(crate) fn described(&self) -> Extra {
+        Extra {
+            kind: self.kind.into(),
+            addr: self.path.is_none().then_some(self.local),
+            path: self.path.clone(),
+            fds: self.sockets.len(),
+        }
+    }
+}
+
+/// Acquires every listen socket for `config`; see the module docs.
 pub(crate) fn acquire(config: &Config) -> Result<Listen, StartError> {
     let bind_error = |source| StartError::Bind {
         addr: config.listen,
         source,
     };
-    if config.takeover && !config.streams.is_empty() {
-        return Err(StartError::Takeover(
-            "--takeover hands over the datagram listener's sockets; tcp:// and unix:// listeners are not handed over yet (restart instead)".into(),
-        ));
-    }
     // The listen sockets: from the udptee we take over, from systemd, or bound now.
     let taken = match (&config.control_socket, config.takeover) {
         (Some(path), true) => handover::take_over(path, config.listen, config.admin.is_some())
@@ -51,17 +74,21 @@ pub(crate) fn acquire(config: &Config) -> Result<Listen, StartError> {
         }
         _ => None,
     };
-    let inherited = if taken.is_none() {
-        fds::from_systemd(config.listen)
+    let mut inherited = if taken.is_none() {
+        Inherited::from_systemd()
     } else {
-        Vec::new()
+        Inherited::default()
     };
     if config.listen_unix.is_some() && (taken.is_some() || config.takeover) {
         return Err(StartError::Takeover(
-            "--takeover hands over UDP listen sockets; a unixgram listener is not supported yet"
+            "--takeover hands over a UDP first listener's sockets; a unixgram one is not supported yet"
                 .into(),
         ));
     }
+    let first_inherited = match (&taken, &config.listen_unix) {
+        (None, None) => inherited.take_udp(config.listen),
+        _ => Vec::new(),
+    };
     let (lock, (sockets, local_addr, socket_state), taken) = match (taken, &config.listen_unix) {
         (None, Some(u)) => {
             let group = socket::bind_unix_group(
@@ -93,11 +120,11 @@ pub(crate) fn acquire(config: &Config) -> Result<Listen, StartError> {
             );
             (lock, group, Some(t))
         }
-        (None, None) if !inherited.is_empty() => {
-            let n = inherited.len();
+        (None, None) if !first_inherited.is_empty() => {
+            let n = first_inherited.len();
             let (lock, group) = lock::bind_locked(config.listen, || {
                 socket::adopt_group(
-                    inherited,
+                    first_inherited,
                     config.listen,
                     config.rcvbuf_bytes,
                     config.latency,
@@ -123,13 +150,110 @@ pub(crate) fn acquire(config: &Config) -> Result<Listen, StartError> {
             (lock, group, None)
         }
     };
+    let (mut lock, mut taken) = (lock, taken);
+    let mut carried = taken.as_mut().map(|t| std::mem::take(&mut t.extra));
+    let extra = config
+        .extra_listen
+        .iter()
+        .map(|d| extra_group(config, d, carried.as_mut(), &mut inherited, &mut lock))
+        .collect::<Result<Vec<_>, _>>()?;
+    let streams = config
+        .streams
+        .iter()
+        .map(|spec| bind_stream(spec, carried.as_mut(), &mut inherited))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Listen {
         lock,
         sockets,
         local_addr,
         socket_state,
         taken,
+        extra,
+        streams,
     })
+}
+
+/// One datagram listener after the first: carried over by a takeover, passed by systemd, or bound.
+fn extra_group(
+    config: &Config,
+    d: &DatagramListen,
+    carried: Option<&mut Carried>,
+    inherited: &mut Inherited,
+    locks: &mut ListenLock,
+) -> Result<ExtraGroup, StartError> {
+    let workers = config.worker_cpus.len();
+    let (rcvbuf, stamps) = (config.rcvbuf_bytes, config.latency);
+    let name = d.name();
+    match d {
+        DatagramListen::Udp(addr) => {
+            let bind_error = |source| StartError::Bind {
+                addr: *addr,
+                source,
+            };
+            let handed = carried
+                .and_then(|c| c.claim("udp", Some(*addr), None))
+                .map(|fds| fds.into_iter().map(UdpSocket::from).collect::<Vec<_>>());
+            let (sockets, local, _) = match handed {
+                Some(sockets) => {
+                    socket::adopt_group(sockets, *addr, rcvbuf, stamps).map_err(bind_error)?
+                }
+                None => {
+                    let passed = inherited.take_udp(*addr);
+                    let (lock, group) = lock::bind_locked(*addr, || {
+                        if passed.is_empty() {
+                            socket::bind_reuseport_group(*addr, workers, rcvbuf, stamps)
+                        } else {
+                            socket::adopt_group(passed, *addr, rcvbuf, stamps)
+                        }
+                    })
+                    .map_err(bind_error)?;
+                    locks.join(lock);
+                    group
+                }
+            };
+            let name = if addr.port() == 0 {
+                local.to_string()
+            } else {
+                name
+            };
+            Ok(ExtraGroup {
+                name,
+                kind: "udp",
+                sockets,
+                local,
+                path: None,
+            })
+        }
+        DatagramListen::Unixgram(u) => {
+            let bind_error = |source| StartError::BindUnix {
+                path: u.path.clone(),
+                source,
+            };
+            let sockets = match carried.and_then(|c| c.claim("unixgram", None, Some(&u.path))) {
+                Some(fds) => {
+                    let mut sockets: Vec<UdpSocket> =
+                        fds.into_iter().map(UdpSocket::from).collect();
+                    while sockets.len() < workers {
+                        let more = sockets[0].try_clone().map_err(bind_error)?;
+                        sockets.push(more);
+                    }
+                    sockets
+                }
+                None => {
+                    socket::bind_unix_group(u, workers, rcvbuf, stamps)
+                        .map_err(bind_error)?
+                        .0
+                }
+            };
+            Ok(ExtraGroup {
+                name,
+                kind: "unixgram",
+                sockets,
+                local: SocketAddr::from(([0, 0, 0, 0], 0)),
+                path: Some(u.path.clone()),
+            })
+        }
+    }
 }
 
 /// A stream listener, bound, until its thread starts.
@@ -142,35 +266,61 @@ pub(crate) struct BoundStream {
     pub(crate) file: Option<SocketFile>,
 }
 
-/// Binds every `tcp://` and `unix://` listener.
-pub(crate) fn bind_streams(config: &Config) -> Result<Vec<BoundStream>, StartError> {
-    config
-        .streams
-        .iter()
-        .map(|spec| {
-            let socket = StreamSocket::bind(spec).map_err(|source| match spec {
-                StreamListen::Tcp(addr) => StartError::Bind {
-                    addr: *addr,
-                    source,
-                },
-                StreamListen::Unix(u) => StartError::BindUnix {
-                    path: u.path.clone(),
-                    source,
-                },
-            })?;
-            let (name, kind) = match (spec, socket.tcp_addr()) {
-                (StreamListen::Tcp(_), Some(bound)) => (StreamListen::Tcp(bound).name(), "tcp"),
-                _ => (spec.name(), "unix"),
-            };
-            let file = spec.path().and_then(SocketFile::of);
-            tracing::info!(listener = %name, "listening for streams");
-            Ok(BoundStream {
-                name,
-                kind,
-                socket,
-                counters: Arc::new(StreamCounters::new()),
-                file,
-            })
-        })
-        .collect()
+/// One `tcp://` or `unix://` listener: carried over by a takeover, passed by systemd, or bound.
+fn bind_stream(
+    spec: &StreamListen,
+    carried: Option<&mut Carried>,
+    inherited: &mut Inherited,
+) -> Result<BoundStream, StartError> {
+    let error = |source| match spec {
+        StreamListen::Tcp(addr) => StartError::Bind {
+            addr: *addr,
+            source,
+        },
+        StreamListen::Unix(u) => StartError::BindUnix {
+            path: u.path.clone(),
+            source,
+        },
+    };
+    let (kind, addr, path) = match spec {
+        StreamListen::Tcp(a) => ("tcp", Some(*a), None),
+        StreamListen::Unix(u) => ("unix", None, Some(u.path.as_path())),
+    };
+    let passed = carried
+        .and_then(|c| c.claim(kind, addr, path))
+        .and_then(|fds| fds.into_iter().next())
+        .or_else(|| inherited.take_stream(spec));
+    let socket = match passed {
+        Some(fd) => StreamSocket::adopt(spec, fd),
+        None => StreamSocket::bind(spec),
+    }
+    .map_err(error)?;
+    let name = match (spec, socket.tcp_addr()) {
+        (StreamListen::Tcp(_), Some(bound)) => StreamListen::Tcp(bound).name(),
+        _ => spec.name(),
+    };
+    let file = spec.path().and_then(SocketFile::of);
+    tracing::info!(listener = %name, "listening for streams");
+    Ok(BoundStream {
+        name,
+        kind,
+        socket,
+        counters: Arc::new(StreamCounters::new()),
+        file,
+    })
+}
+
+impl BoundStream {
+    /// How it travels in a takeover (with a second descriptor of its socket).
+    pub(crate) fn described(&self) -> std::io::Result<(Extra, std::os::fd::OwnedFd)> {
+        use std::os::fd::AsFd;
+        let fd = self.socket.as_fd().try_clone_to_owned()?;
+        let extra = Extra {
+            kind: self.kind.into(),
+            addr: self.socket.tcp_addr(),
+            path: self.file.as_ref().map(|f| f.path().to_owned()),
+            fds: 1,
+        };
+        Ok((extra, fd))
+    }
 }

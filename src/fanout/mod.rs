@@ -22,6 +22,7 @@ mod change;
 mod dispatch;
 mod error;
 pub mod group;
+mod handing;
 mod health;
 mod hub;
 mod incarnation;
@@ -33,6 +34,7 @@ pub use origin::warnings as origin_warnings;
 pub(crate) mod observe;
 mod parity;
 pub(crate) mod ratelimit;
+mod receivers;
 mod sender;
 mod stream;
 mod target;
@@ -53,11 +55,11 @@ use std::time::Instant;
 
 pub use self::error::StartError;
 pub use self::hub::ObserverHub;
-use self::listen::{BoundStream, bind_streams};
+use self::listen::BoundStream;
+use self::receivers::Receivers;
 use self::targets::{SenderSettings, TargetRegistry};
 pub use self::threads::Threads;
 pub use self::view::DataView;
-use self::view::ListenerView;
 use crate::config::{Config, StreamSettings};
 use crate::handover::Taken;
 use crate::metrics::counters::WorkerCounters;
@@ -85,8 +87,13 @@ pub struct DataPath {
     taken: Option<Taken>,
     /// Workers read their socket dry at stop, unless it was handed over (the new udptee reads it).
     drain_socket: Arc<AtomicBool>,
-    /// A unixgram listener's socket file and its inode, removed at stop if it is still ours.
-    unix_file: Option<SocketFile>,
+    /// The unixgram listeners' socket files, removed at stop if they are still ours and were not
+    /// handed over.
+    unix_files: Vec<SocketFile>,
+    /// A second descriptor of each stream listener's socket, for systemd's store.
+    stream_fds: Vec<OwnedFd>,
+    /// The listeners after the first, for the control server to hand over.
+    carried: Option<Vec<(crate::handover::Extra, Vec<OwnedFd>)>>,
     receiving_stopped: bool,
     drained: bool,
 }
@@ -95,7 +102,7 @@ pub struct DataPath {
 struct Pending {
     sockets: Vec<UdpSocket>,
     cpus: Vec<Option<usize>>,
-    urings: Vec<UringRecv>,
+    urings: Vec<Option<UringRecv>>,
     batch: usize,
     latency: bool,
     streams: Vec<BoundStream>,
@@ -142,6 +149,8 @@ impl DataPath {
             local_addr,
             socket_state,
             taken,
+            extra,
+            streams,
         } = listen::acquire(config)?;
         // One worker per socket: a handed-over group may differ from --workers.
         let mut config = config.clone();
@@ -154,11 +163,13 @@ impl DataPath {
             config.worker_cpus.resize(sockets.len(), None);
         }
         let config = &config;
-        let streams = bind_streams(config)?;
-        let workers = config.worker_cpus.len();
-        // Every receiving thread counts under its own index: the workers, then one per stream listener.
-        let threads_total = workers + streams.len();
-        let worker_sockets: Arc<[UdpSocket]> = sockets
+        let r = Receivers::assemble(config, sockets, local_addr, extra, streams)?;
+        let workers = r.first;
+        // Every receiving thread counts under its own index: the datagram workers of each
+        // listener, then one per stream listener.
+        let threads_total = r.threads();
+        let worker_sockets: Arc<[UdpSocket]> = r
+            .sockets
             .iter()
             .map(UdpSocket::try_clone)
             .collect::<io::Result<Vec<_>>>()
@@ -167,15 +178,17 @@ impl DataPath {
                 source,
             })?
             .into();
-
-        let urings = crate::net::probe::choose_backend(
-            config.io_backend,
-            config.listen_unix.is_some(),
-            config.batch,
-            &sockets,
-        )
-        .map_err(|reason| StartError::Backend { reason })?;
-        let pool = Arc::new(allocate_pool(config, !urings.is_empty())?);
+        let stream_fds = r
+            .carried
+            .iter()
+            .filter(|(e, _)| e.kind == "tcp" || e.kind == "unix")
+            .flat_map(|(_, fds)| fds.iter().map(OwnedFd::try_clone))
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(|source| StartError::Bind {
+                addr: local_addr,
+                source,
+            })?;
+        let pool = Arc::new(allocate_pool(config, r.uring)?);
         let worker_counters: Vec<_> = (0..threads_total)
             .map(|_| Arc::new(WorkerCounters::new()))
             .collect();
@@ -183,8 +196,7 @@ impl DataPath {
         let registry = Arc::new(TargetRegistry::new(
             SenderSettings {
                 listen: local_addr,
-                listen_unix: config.listen_unix.as_ref().map(|u| u.path.clone()),
-                tcp_listens: streams.iter().filter_map(|s| s.socket.tcp_addr()).collect(),
+                own: r.own.clone(),
                 workers: threads_total,
                 batch: config.batch,
                 latency: config.latency,
@@ -203,19 +215,19 @@ impl DataPath {
         start_fastpath(
             config,
             local_addr,
-            &worker_sockets,
+            &worker_sockets[..workers],
             &registry,
             &seed,
             taken.is_some(),
         )?;
-        let listeners = ListenerView::all(config, local_addr, workers, &streams);
         let view = DataView {
-            backend: if urings.is_empty() { "mmsg" } else { "uring" },
+            backend: if r.uring { "uring" } else { "mmsg" },
             pool,
             worker_sockets,
+            first: workers,
             worker_counters,
             registry: Arc::clone(&registry),
-            listeners,
+            listeners: r.listeners,
             workers_expected: threads_total,
             workers_running: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             threads,
@@ -235,23 +247,22 @@ impl DataPath {
             running: Arc::new(AtomicBool::new(true)),
             workers: Vec::new(),
             pending: Some(Pending {
-                sockets,
-                cpus: config.worker_cpus.clone(),
-                urings,
+                sockets: r.sockets,
+                cpus: r.cpus,
+                urings: r.urings,
                 batch: config.batch,
                 latency: config.latency,
-                streams,
+                streams: r.streams,
                 stream: config.stream,
                 max_datagram: config.max_datagram,
             }),
+            stream_fds,
+            carried: Some(r.carried),
             watch: Some((watch_stop, watch)),
             listen_lock,
             taken,
             drain_socket: Arc::new(AtomicBool::new(true)),
-            unix_file: config
-                .listen_unix
-                .as_ref()
-                .and_then(|u| SocketFile::of(&u.path)),
+            unix_files: r.files,
             receiving_stopped: false,
             drained: false,
         })
@@ -276,11 +287,12 @@ impl DataPath {
     /// Starts one receive worker per listen socket and one thread per stream listener. Called
     /// once; later calls do nothing.
     pub fn start_workers(&mut self) -> Result<(), StartError> {
-        let Some(mut p) = self.pending.take() else {
+        let Some(p) = self.pending.take() else {
             return Ok(());
         };
         let first_stream = p.sockets.len();
-        for (w, (socket, cpu)) in p.sockets.into_iter().zip(p.cpus).enumerate() {
+        let datagram = p.sockets.into_iter().zip(p.cpus).zip(p.urings);
+        for (w, ((socket, cpu), uring)) in datagram.enumerate() {
             let v = &self.view;
             let worker = worker::RecvWorker {
                 index: w,
@@ -291,7 +303,7 @@ impl DataPath {
                 running: Arc::clone(&self.running),
                 batch: p.batch,
                 latency: p.latency,
-                uring: (!p.urings.is_empty()).then(|| p.urings.remove(0)),
+                uring,
                 drain_socket: Arc::clone(&self.drain_socket),
             };
             self.spawn_receiver(format!("udptee-rx{w}"), cpu, move || worker.run())?;
@@ -313,6 +325,7 @@ impl DataPath {
                 settings: p.stream,
                 max_datagram: p.max_datagram,
                 file: s.file,
+                handed_over: Arc::clone(&self.drain_socket),
             };
             self.spawn_receiver(format!("udptee-st{k}"), None, move || worker.run())?;
         }
@@ -341,55 +354,6 @@ impl DataPath {
             })?;
         self.workers.push(handle);
         Ok(())
-    }
-
-    /// The admin listener of the udptee being taken over, when it sent one (once).
-    pub fn take_admin_listener(&mut self) -> Option<std::net::TcpListener> {
-        self.taken.as_mut().and_then(|t| t.admin.take())
-    }
-
-    /// Whether the listen sockets came from a udptee being taken over.
-    pub fn taking_over(&self) -> bool {
-        self.taken.is_some()
-    }
-
-    /// Finishes a takeover: tells the old udptee to stop, and carries its final counters into
-    /// ours when they come. Nothing to do when the sockets were not taken over.
-    pub fn finish_takeover(&mut self) -> Result<(), StartError> {
-        let Some(t) = self.taken.take() else {
-            return Ok(());
-        };
-        let registry = Arc::clone(&self.view.registry);
-        let workers = self.view.worker_counters.clone();
-        t.ready(move |last| {
-            if let Some(last) = last {
-                registry.carry(&last.targets);
-                for (w, s) in workers.iter().zip(&last.workers) {
-                    w.add_snapshot(s);
-                }
-                tracing::info!("takeover: the previous udptee drained and exited; its counters are carried over");
-            } else {
-                tracing::warn!("takeover: the previous udptee exited without sending its final counters");
-            }
-            // Nobody else reads the sockets now: the kernel path may mark datagrams again.
-            registry.kernel_handover(false);
-        })
-        .map_err(|e| StartError::Takeover(format!("--takeover: telling the old udptee to stop: {e}")))
-    }
-
-    /// A second descriptor of each instance lock socket, for the next takeover.
-    pub fn handover_locks(&self) -> io::Result<Vec<OwnedFd>> {
-        self.listen_lock
-            .sockets()
-            .iter()
-            .map(|s| s.try_clone().map(OwnedFd::from))
-            .collect()
-    }
-
-    /// Marks the listen sockets as handed over: at stop, workers leave what is queued in them to the
-    /// new udptee instead of reading them dry.
-    pub fn hand_over(&self) {
-        self.drain_socket.store(false, Ordering::Relaxed);
     }
 
     /// The bound listen address (with the real port when the config asked for port 0).
@@ -425,7 +389,8 @@ impl DataPath {
                 tracing::error!("a receive worker panicked");
             }
         }
-        if let Some(file) = self.unix_file.take() {
+        let handed_over = !self.drain_socket.load(Ordering::Relaxed);
+        for file in self.unix_files.drain(..).filter(|_| !handed_over) {
             file.remove();
         }
     }

@@ -10,7 +10,7 @@
 use std::os::fd::OwnedFd;
 
 use super::change::{ChangeError, SenderSettings};
-use crate::config::{Config, ConfigError, TargetSpec};
+use crate::config::{Config, ConfigError, Origins, TargetSpec};
 use crate::net::origin::{self, Way};
 
 /// How an incarnation's copies carry their origin.
@@ -59,7 +59,8 @@ pub fn warnings(config: &Config) -> Vec<String> {
         .targets
         .iter()
         .filter(|t| t.unix.is_some() && t.preserve_source.is_none());
-    if config.listen_unix.is_none() || unix_targets.clone().next().is_none() {
+    if config.listening().origins() != Origins::Credentials || unix_targets.clone().next().is_none()
+    {
         return Vec::new();
     }
     let Some(why) = credentials_refused(config.user.is_some()) else {
@@ -90,8 +91,8 @@ pub(crate) fn resolve(
     if spec.group.is_some() || spec.preserve_source == Some(false) {
         return Ok(Keeping::default());
     }
-    match (settings.listen_unix.is_some(), spec.unix.is_some()) {
-        (true, true) => match (
+    match (settings.own.origins(), spec.unix.is_some()) {
+        (Origins::Credentials, true) => match (
             credentials_refused(settings.gives_up_privileges),
             spec.preserve_source,
         ) {
@@ -109,7 +110,7 @@ pub(crate) fn resolve(
                 })
             }
         },
-        (false, false) if spec.preserve_source == Some(true) => {
+        (Origins::Addresses, false) if spec.preserve_source == Some(true) => {
             let raw = origin::raw_socket(spec.resolved).map_err(|e| {
                 refuse(format!(
                     "sending from the clients' own addresses needs a raw socket, and the kernel \

@@ -59,6 +59,8 @@ pub(crate) struct StreamWorker {
     pub(crate) max_datagram: usize,
     /// The socket file to remove at exit (a Unix listener).
     pub(crate) file: Option<SocketFile>,
+    /// False once the listening socket was handed to a new udptee: its file is the new one's.
+    pub(crate) handed_over: Arc<AtomicBool>,
 }
 
 /// How a connection's bytes become datagrams.
@@ -147,7 +149,12 @@ impl StreamWorker {
         if let Err(e) = self.serve() {
             tracing::error!(listener = %self.name, error = %e, "stream listener failed; it no longer accepts");
         }
-        if let Some(file) = self.file.take() {
+        // `handed_over` holds true while the socket is ours (the data path's "read it dry" flag).
+        if let Some(file) = self
+            .file
+            .take()
+            .filter(|_| self.handed_over.load(Ordering::Relaxed))
+        {
             file.remove();
         }
     }

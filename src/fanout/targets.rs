@@ -175,13 +175,7 @@ impl TargetRegistry {
         if state.stopping {
             return Err(ChangeError::Stopping);
         }
-        validate_targets(
-            self.settings.listen,
-            self.settings.listen_unix.as_deref(),
-            &self.settings.tcp_listens,
-            &specs,
-            self.settings.max_targets,
-        )?;
+        validate_targets(&self.settings.own, &specs, self.settings.max_targets)?;
         let old = self.table.load_full();
         let mut change = Change::default();
         let mut built: Vec<Arc<TargetEntry>> = Vec::with_capacity(specs.len());

@@ -29,33 +29,18 @@ pub(crate) struct ListenerView {
 }
 
 impl ListenerView {
-    /// The datagram listener (its `workers` threads first), then each stream listener's thread.
-    pub(crate) fn all(
-        config: &crate::config::Config,
-        local_addr: std::net::SocketAddr,
-        workers: usize,
-        streams: &[super::listen::BoundStream],
-    ) -> Vec<Self> {
-        let datagram = Self {
-            name: match &config.listen_unix {
-                Some(u) => format!("{}{}", crate::config::UNIXGRAM, u.path.display()),
-                None => local_addr.to_string(),
-            },
-            kind: if config.listen_unix.is_some() {
-                "unixgram"
-            } else {
-                "udp"
-            },
-            workers: 0..workers,
+    /// A datagram listener whose workers are `workers`.
+    pub(crate) fn datagram(
+        name: String,
+        kind: &'static str,
+        workers: std::ops::Range<usize>,
+    ) -> Self {
+        Self {
+            name,
+            kind,
+            workers,
             stream: None,
-        };
-        let streams = streams.iter().enumerate().map(|(k, s)| Self {
-            name: s.name.clone(),
-            kind: s.kind,
-            workers: workers + k..workers + k + 1,
-            stream: Some(Arc::clone(&s.counters)),
-        });
-        std::iter::once(datagram).chain(streams).collect()
+        }
     }
 }
 
@@ -69,6 +54,8 @@ pub struct DataView {
     /// A second descriptor of each listen socket (the workers own the first): for the kernel drop
     /// counts, turning timestamps on, the fd store and a hand-over.
     pub(crate) worker_sockets: Arc<[UdpSocket]>,
+    /// How many of `worker_sockets` are the first listener's.
+    pub(crate) first: usize,
     pub(crate) worker_counters: Vec<Arc<WorkerCounters>>,
     pub(crate) registry: Arc<TargetRegistry>,
     /// Each listener and the receive threads that count for it.
@@ -117,8 +104,13 @@ impl DataView {
         self.backend
     }
 
-    /// The listen sockets (a second descriptor of each; the workers own the first).
+    /// The first listener's sockets (a second descriptor of each; the workers own the first).
     pub fn listen_sockets(&self) -> &[UdpSocket] {
+        &self.worker_sockets[..self.first]
+    }
+
+    /// Every datagram listener's sockets, the first listener's first.
+    pub fn all_listen_sockets(&self) -> &[UdpSocket] {
         &self.worker_sockets
     }
 

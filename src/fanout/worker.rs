@@ -233,8 +233,10 @@ mod tests {
         let registry = TargetRegistry::new(
             SenderSettings {
                 listen: rx.local_addr().unwrap(),
-                listen_unix: None,
-                tcp_listens: Vec::new(),
+                own: crate::config::Listening {
+                    udp: vec![rx.local_addr().unwrap()],
+                    ..Default::default()
+                },
                 workers: 1,
                 batch: 8,
                 latency: false,

@@ -30,6 +30,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod listeners;
+
+pub use self::listeners::{Carried, Extra};
 use crate::metrics::counters::{Snapshot, TargetSnapshot, WorkerSnapshot};
 
 /// How long each side waits for the other's next message.
@@ -60,6 +63,9 @@ struct Reply {
     /// 1 when the admin listener rides after the locks.
     #[serde(default)]
     admin: usize,
+    /// The listeners besides the first, whose descriptors ride after the admin listener's.
+    #[serde(default)]
+    extra: Vec<Extra>,
 }
 
 /// What the old instance's kernel fast path does around a hand-over: `true` before the sockets
@@ -112,6 +118,8 @@ pub struct Taken {
     /// The old instance's admin listener, when it had one and the new one asked for it: both
     /// accept on it until the old one stops, so the admin address never refuses a connection.
     pub admin: Option<TcpListener>,
+    /// The old instance's other listeners (datagram groups, stream listeners), to claim.
+    pub extra: Carried,
     conn: UnixStream,
 }
 
@@ -188,7 +196,10 @@ pub fn take_over(path: &Path, listen: SocketAddr, admin: bool) -> Result<Option<
             reply.pid
         ));
     }
-    let expected = reply.sockets + reply.locks + reply.admin.min(1);
+    let expected = reply.sockets
+        + reply.locks
+        + reply.admin.min(1)
+        + reply.extra.iter().map(|e| e.fds).sum::<usize>();
     if fds.len() != expected || reply.sockets == 0 {
         return Err(format!(
             "--takeover: expected {expected} descriptors, got {}",
@@ -206,13 +217,27 @@ pub fn take_over(path: &Path, listen: SocketAddr, admin: bool) -> Result<Option<
         .take(reply.locks)
         .map(UnixDatagram::from)
         .collect();
-    let admin = fds.next().map(TcpListener::from);
+    let admin = (reply.admin > 0)
+        .then(|| fds.next())
+        .flatten()
+        .map(TcpListener::from);
+    let extra = Carried(
+        reply
+            .extra
+            .into_iter()
+            .map(|e| {
+                let mine = fds.by_ref().take(e.fds).collect();
+                (e, mine)
+            })
+            .collect(),
+    );
     Ok(Some(Taken {
         sockets,
         locks,
         pid: reply.pid,
         kernel: reply.kernel,
         admin,
+        extra,
         conn,
     }))
 }
@@ -253,9 +278,7 @@ impl ControlServer {
     pub fn start(
         path: &Path,
         listen: SocketAddr,
-        sockets: Arc<[UdpSocket]>,
-        locks: Vec<OwnedFd>,
-        admin: Option<OwnedFd>,
+        held: Holdings,
         accepted: crossbeam_channel::Sender<Handover>,
         kernel: KernelHandover,
     ) -> Result<Self, String> {
@@ -300,7 +323,7 @@ impl ControlServer {
                             ));
                         }
                         Ok((conn, _)) => {
-                            match serve(conn, listen, &sockets, &locks, admin.as_ref(), &kernel) {
+                            match serve(conn, listen, &held, &kernel) {
                                 Ok(h) => {
                                     tracing::info!(pid = h.pid, "takeover: the new udptee has the sockets and runs; stopping receiving and draining");
                                     done.store(true, Ordering::Relaxed);
@@ -349,21 +372,35 @@ fn refuse(conn: &UnixStream, why: &str) {
         pid: std::process::id(),
         kernel: Vec::new(),
         admin: 0,
+        extra: Vec::new(),
     };
     let mut text = serde_json::to_string(&r).unwrap_or_default();
     text.push('\n');
     let _ = (&*conn).write_all(text.as_bytes());
 }
 
+/// What this instance hands over: a second descriptor of each.
+#[derive(Debug)]
+pub struct Holdings {
+    /// The first listener's sockets.
+    pub sockets: Arc<[UdpSocket]>,
+    /// The instance locks.
+    pub locks: Vec<OwnedFd>,
+    /// The admin listener, for a successor that runs one.
+    pub admin: Option<OwnedFd>,
+    /// The other listeners, described.
+    pub extra: Vec<(Extra, Vec<OwnedFd>)>,
+}
+
 /// Answers one connection: checks who asks and for what, sends the descriptors, waits for `ready`.
 fn serve(
     conn: UnixStream,
     listen: SocketAddr,
-    sockets: &[UdpSocket],
-    locks: &[OwnedFd],
-    admin: Option<&OwnedFd>,
+    held: &Holdings,
     kernel: &KernelHandover,
 ) -> Result<Handover, String> {
+    let (sockets, locks, extra) = (&held.sockets, &held.locks, &held.extra);
+    let admin = held.admin.as_ref();
     conn.set_nonblocking(false)
         .map_err(|e| io_err("control", e))?;
     conn.set_read_timeout(Some(STEP_TIMEOUT))
@@ -411,6 +448,7 @@ fn serve(
         pid: std::process::id(),
         kernel: kernel(true),
         admin: usize::from(admin.is_some()),
+        extra: extra.iter().map(|(e, _)| e.clone()).collect(),
     };
     let resume = |e: String| -> String {
         kernel(false);
@@ -423,6 +461,11 @@ fn serve(
         .map(AsRawFd::as_raw_fd)
         .chain(locks.iter().map(AsRawFd::as_raw_fd))
         .chain(admin.map(AsRawFd::as_raw_fd))
+        .chain(
+            extra
+                .iter()
+                .flat_map(|(_, f)| f.iter().map(AsRawFd::as_raw_fd)),
+        )
         .collect();
     {
         use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};

@@ -53,48 +53,97 @@ pub(crate) fn recv_with_fds(conn: &UnixStream) -> std::io::Result<(Vec<u8>, Vec<
     Ok((buf, fds))
 }
 
-/// Sockets systemd passed (`LISTEN_FDS`: socket activation, or the file-descriptor store), if any:
-/// the UDP sockets bound to `listen` (any port when its port is 0), whatever their name; anything
-/// else passed is closed, with a warning.
-pub fn from_systemd(listen: SocketAddr) -> Vec<UdpSocket> {
-    let Ok(fds) = sd_notify::listen_fds_with_names(true) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for (fd, name) in fds {
-        // SAFETY: systemd passed this descriptor to us (LISTEN_PID is ours, checked by the crate);
-        // nothing else in the process owns it.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        let socket = socket2::Socket::from(owned);
-        let bound = socket
-            .r#type()
-            .is_ok_and(|t| t == socket2::Type::DGRAM)
-            .then(|| socket.local_addr().ok().and_then(|a| a.as_socket()))
-            .flatten();
-        let ours = bound.is_some_and(|b| super::socket::serves(b, listen));
-        if ours {
-            out.push(UdpSocket::from(socket));
-        } else {
-            tracing::warn!(fd, name, bound = ?bound,
-                "systemd passed a descriptor that is not a UDP socket on the listen address; closed");
-        }
+/// What systemd passed (`LISTEN_FDS`: socket activation, or the file-descriptor store), taken
+/// once: each listener takes the descriptors that serve it, whatever their name, and whatever is
+/// left is closed with a warning when this is dropped.
+#[derive(Debug, Default)]
+pub struct Inherited(Vec<(OwnedFd, String)>);
+
+impl Inherited {
+    /// The descriptors systemd passed this process, if any (the environment is cleared).
+    pub fn from_systemd() -> Self {
+        let Ok(fds) = sd_notify::listen_fds_with_names(true) else {
+            return Self::default();
+        };
+        Self(
+            fds.into_iter()
+                // SAFETY: systemd passed this descriptor to us (LISTEN_PID is ours, checked by
+                // the crate); nothing else in the process owns it.
+                .map(|(fd, name)| (unsafe { OwnedFd::from_raw_fd(fd) }, name))
+                .collect(),
+        )
     }
-    out
+
+    /// Takes the descriptors `ours` accepts.
+    fn take(&mut self, ours: impl Fn(&socket2::Socket) -> bool) -> Vec<OwnedFd> {
+        let (mine, rest) = std::mem::take(&mut self.0)
+            .into_iter()
+            .partition(|(fd, _)| {
+                fd.try_clone()
+                    .map(socket2::Socket::from)
+                    .is_ok_and(|s| ours(&s))
+            });
+        self.0 = rest;
+        mine.into_iter().map(|(fd, _)| fd).collect()
+    }
+
+    /// The UDP sockets bound to `listen` (any port when its port is 0).
+    pub fn take_udp(&mut self, listen: SocketAddr) -> Vec<UdpSocket> {
+        self.take(|s| {
+            s.r#type().is_ok_and(|t| t == socket2::Type::DGRAM)
+                && s.local_addr()
+                    .ok()
+                    .and_then(|a| a.as_socket())
+                    .is_some_and(|b| super::socket::serves(b, listen))
+        })
+        .into_iter()
+        .map(UdpSocket::from)
+        .collect()
+    }
+
+    /// The listening stream socket of a tcp:// or unix:// listener, if systemd passed one.
+    pub fn take_stream(&mut self, spec: &crate::config::StreamListen) -> Option<OwnedFd> {
+        use crate::config::StreamListen;
+        self.take(|s| {
+            let local = s.local_addr().ok();
+            s.r#type().is_ok_and(|t| t == socket2::Type::STREAM)
+                && match spec {
+                    StreamListen::Tcp(addr) => local
+                        .and_then(|a| a.as_socket())
+                        .is_some_and(|b| super::socket::serves(b, *addr)),
+                    StreamListen::Unix(u) => {
+                        local.and_then(|a| a.as_pathname().map(|p| p == u.path)) == Some(true)
+                    }
+                }
+        })
+        .into_iter()
+        .next()
+    }
 }
 
-/// Stores `sockets` in systemd's file-descriptor store (when running under systemd), so a
-/// restart finds them in `LISTEN_FDS` with the kernel's queue intact.
-pub fn store_in_systemd(sockets: &[UdpSocket]) {
-    if std::env::var_os("NOTIFY_SOCKET").is_none() || sockets.is_empty() {
+impl Drop for Inherited {
+    fn drop(&mut self) {
+        for (fd, name) in self.0.drain(..) {
+            tracing::warn!(
+                fd = fd.as_raw_fd(),
+                name,
+                "systemd passed a descriptor that serves no listener; closed"
+            );
+        }
+    }
+}
+
+/// Stores the listen sockets `fds` in systemd's file-descriptor store (when running under
+/// systemd), so a restart finds them in `LISTEN_FDS` with the kernel's queue intact.
+pub fn store_in_systemd(fds: &[std::os::fd::BorrowedFd<'_>]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() || fds.is_empty() {
         return;
     }
-    let fds: Vec<std::os::fd::BorrowedFd<'_>> =
-        sockets.iter().map(std::os::fd::AsFd::as_fd).collect();
     let states = [
         sd_notify::NotifyState::FdStore,
         sd_notify::NotifyState::FdName(FD_NAME),
     ];
-    match sd_notify::notify_with_fds(false, &states, &fds) {
+    match sd_notify::notify_with_fds(false, &states, fds) {
         Ok(()) => tracing::debug!(
             count = fds.len(),
             "listen sockets stored in systemd's file-descriptor store"

@@ -38,6 +38,11 @@ impl ListenLock {
     pub fn from_sockets(held: Vec<UnixDatagram>) -> Self {
         Self { held }
     }
+
+    /// Holds `other`'s locks too (another listener's).
+    pub fn join(&mut self, other: Self) {
+        self.held.extend(other.held);
+    }
 }
 
 fn name(port: u16, which: &str) -> String {

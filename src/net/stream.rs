@@ -90,6 +90,29 @@ impl StreamSocket {
         }
     }
 
+    /// A listening socket passed in (systemd, a takeover) for `spec`: checked to be a listening
+    /// stream socket of the right family, made non-blocking.
+    pub fn adopt(spec: &StreamListen, fd: std::os::fd::OwnedFd) -> io::Result<Self> {
+        let s = Socket::from(fd);
+        let listening = s.r#type()? == Type::STREAM
+            && sys_accepts(&s)?
+            && match spec {
+                StreamListen::Tcp(_) => s.domain()? != Domain::UNIX,
+                StreamListen::Unix(_) => s.domain()? == Domain::UNIX,
+            };
+        if !listening {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a passed descriptor is not a listening socket of this kind",
+            ));
+        }
+        s.set_nonblocking(true)?;
+        Ok(match spec {
+            StreamListen::Tcp(_) => Self::Tcp(s.into()),
+            StreamListen::Unix(_) => Self::Unix(UnixListener::from(std::os::fd::OwnedFd::from(s))),
+        })
+    }
+
     /// The bound TCP address (the real port when port 0 was asked for).
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         match self {
@@ -136,6 +159,11 @@ impl AsFd for StreamSocket {
             Self::Unix(l) => l.as_fd(),
         }
     }
+}
+
+/// Whether the socket listens (SO_ACCEPTCONN).
+fn sys_accepts(s: &Socket) -> io::Result<bool> {
+    nix::sys::socket::getsockopt(s, nix::sys::socket::sockopt::AcceptConn).map_err(io::Error::from)
 }
 
 fn bind_unix_stream(u: &UnixListen) -> io::Result<UnixListener> {
@@ -203,6 +231,11 @@ impl SocketFile {
             path: path.to_owned(),
             ino: m.ino(),
         })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Removes the file if it is still this one.
