@@ -214,7 +214,10 @@ fn a_stale_socket_file_is_replaced_a_live_one_refused_and_the_mode_set() {
     // Bad values are one line, exit 2.
     for (args, says) in [
         (vec!["--unix-mode", "999"], "octal"),
-        (vec!["--allow", "10.0.0.0/8"], "--allow filters senders by address"),
+        (
+            vec!["--allow", "10.0.0.0/8"],
+            "--allow filters senders by address",
+        ),
     ] {
         let o = start(&args).wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&o.stderr);

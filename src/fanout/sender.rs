@@ -416,7 +416,7 @@ impl TargetSender {
             count_lines: matches!(role, Role::Member),
             origin,
             since: std::time::SystemTime::now(),
-            tcp: spec.tcp.then(|| super::tcp::TcpLink {
+            tcp: spec.tcp.then(|| super::target::TcpLink {
                 sndbuf_bytes: spec.sndbuf_bytes,
                 ..Default::default()
             }),

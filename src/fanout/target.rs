@@ -2,8 +2,8 @@
 //! ([`TargetCore`]), the entry a table publishes for it, and the immutable [`TargetTable`] workers
 //! load once per batch. Hot path: workers and senders read these; only the registry builds them.
 
-use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
 use std::time::Instant;
@@ -59,7 +59,23 @@ pub(crate) struct TargetCore {
     /// When this incarnation started: since when `addr` is the target's.
     pub(crate) since: std::time::SystemTime,
     /// A TCP target's connection state (its sender owns the connection).
-    pub(crate) tcp: Option<super::tcp::TcpLink>,
+    pub(crate) tcp: Option<TcpLink>,
+}
+
+/// A TCP target's connection state, for reports.
+#[derive(Debug, Default)]
+pub(crate) struct TcpLink {
+    pub(crate) connected: AtomicBool,
+    /// Connections made.
+    pub(crate) connects: AtomicU64,
+    /// Connections lost (a reset, a close by the receiver, a timeout).
+    pub(crate) lost: AtomicU64,
+    /// Attempts to connect that failed.
+    pub(crate) failed: AtomicU64,
+    /// The send buffer asked for (`sndbuf`).
+    pub(crate) sndbuf_bytes: Option<usize>,
+    /// A connection opened before this incarnation was published (a switch), for its sender.
+    pub(crate) handoff: std::sync::Mutex<Option<TcpStream>>,
 }
 
 /// A group in the data path: its members, each a target incarnation of its own (socket, ring,

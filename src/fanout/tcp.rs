@@ -15,11 +15,11 @@
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::ratelimit::RateLimit;
-use super::target::TargetCore;
+use super::target::{TargetCore, TcpLink};
 use crate::metrics::histogram::now_nanos;
 use crate::net::socket::WAKE_INTERVAL;
 use crate::net::tcp;
@@ -34,22 +34,6 @@ const SETTLE_INTERVAL: Duration = Duration::from_millis(10);
 /// Most copies written and not yet acknowledged: past it the sender waits for acknowledgements
 /// before writing more (bounds the memory of the book of what is in flight).
 const MAX_IN_FLIGHT: usize = 1 << 16;
-
-/// A TCP target's connection state, for reports.
-#[derive(Debug, Default)]
-pub(crate) struct TcpLink {
-    pub(crate) connected: AtomicBool,
-    /// Connections made.
-    pub(crate) connects: AtomicU64,
-    /// Connections lost (a reset, a close by the receiver, a timeout).
-    pub(crate) lost: AtomicU64,
-    /// Attempts to connect that failed.
-    pub(crate) failed: AtomicU64,
-    /// The send buffer asked for (`sndbuf`).
-    pub(crate) sndbuf_bytes: Option<usize>,
-    /// A connection opened before this incarnation was published (a switch), for its sender.
-    pub(crate) handoff: std::sync::Mutex<Option<TcpStream>>,
-}
 
 /// A switch: the connection of a TCP target's next incarnation, opened while the current one
 /// (`prev`) still sends, so it moves over only to a receiver that accepted it. Nothing to open
