@@ -698,3 +698,85 @@ fn a_tcp_listener_from_systemd_serves_what_waited_in_it_and_goes_into_the_fd_sto
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// User and system CPU time of a process so far, from /proc/PID/stat, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split(' ').collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn out_of_descriptors_the_listener_pauses_instead_of_spinning_and_the_waiting_clients_are_served_later()
+ {
+    let out = Keep::new();
+    let (udp, tcp) = (free_addr(), free_tcp());
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "--listen",
+        &udp.to_string(),
+        "--listen",
+        &format!("tcp://{tcp}"),
+    ])
+    .args([
+        "--to",
+        &out.addr.to_string(),
+        "--admin",
+        "off",
+        "--stats-interval",
+        "0",
+    ])
+    .args(["--control-socket", "off"])
+    .stderr(std::process::Stdio::piped())
+    .die_with_test();
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setrlimit is async-signal-safe: room for udptee's own descriptors and a few
+        // connections only.
+        unsafe {
+            cmd.pre_exec(|| {
+                let lim = libc::rlimit {
+                    rlim_cur: 24,
+                    rlim_max: 24,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd.spawn().unwrap();
+    wait_bound(&mut child, udp);
+    wait_tcp(tcp);
+    let clients: Vec<TcpStream> = (0..30)
+        .map(|i| {
+            let mut c = TcpStream::connect(tcp).unwrap();
+            c.write_all(format!("c{i}:1|c\n").as_bytes()).unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let served = out.lines().len();
+    assert!(
+        served > 0 && served < 30,
+        "some served, the rest wait: {served}"
+    );
+    let before = cpu_ticks(child.id());
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = cpu_ticks(child.id()) - before;
+    assert!(
+        spent < 20,
+        "a listener it cannot accept on does not spin: {spent} ticks in 1 s"
+    );
+    drop(clients); // the served ones close, making room; the waiting ones are accepted then
+    wait_until("every client served", Duration::from_secs(10), || {
+        out.lines().len() == 30
+    });
+    signal(&child, "-TERM");
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("accept failed; the listener pauses"), "{err}");
+}

@@ -20,6 +20,7 @@ use arc_swap::ArcSwap;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 
 use super::dispatch::{Dispatch, Run};
+use super::ratelimit::RateLimit;
 use super::target::TargetTable;
 use crate::config::StreamSettings;
 use crate::metrics::counters::WorkerCounters;
@@ -39,6 +40,8 @@ const LISTENER: u64 = 0;
 const IDLE_SWEEP: Duration = Duration::from_secs(1);
 /// At stop, reads per connection to take what its client already sent.
 const STOP_READS: usize = 16;
+/// How long a listener that could not accept (out of descriptors) is left alone.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 /// One stream listener's thread state.
 pub(crate) struct StreamWorker {
@@ -193,6 +196,8 @@ impl StreamWorker {
         let mut packer = Packer::new(self.settings.pack_bytes.min(self.max_datagram));
         let mut events = vec![EpollEvent::empty(); EVENTS];
         let mut swept = Instant::now();
+        let mut paused: Option<Instant> = None;
+        let mut accept_errors = RateLimit::new();
         while self.running.load(Ordering::Relaxed) {
             self.received.beat();
             let n = match epoll.wait(&mut events, 100u16) {
@@ -203,7 +208,14 @@ impl StreamWorker {
             let now = Instant::now();
             for ev in &events[..n] {
                 if ev.data() == LISTENER {
-                    self.accept(&epoll, &mut clients, &mut free, &mut open, now);
+                    if let Err(e) = self.accept(&epoll, &mut clients, &mut free, &mut open, now) {
+                        if let Some(count) = accept_errors.hit(1) {
+                            tracing::warn!(listener = %self.name, error = %e, count,
+                                "accept failed; the listener pauses (its queue keeps the clients waiting)");
+                        }
+                        let _ = epoll.delete(&self.socket);
+                        paused = Some(now + ACCEPT_PAUSE);
+                    }
                     continue;
                 }
                 let slot = (ev.data() - 1) as usize;
@@ -215,6 +227,10 @@ impl StreamWorker {
                 }
             }
             out.flush();
+            if paused.is_some_and(|until| now >= until) {
+                paused = None;
+                epoll.add(&self.socket, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))?;
+            }
             if now.duration_since(swept) >= IDLE_SWEEP {
                 swept = now;
                 out.table.load(); // pick up a new table even when quiet
@@ -261,6 +277,8 @@ impl StreamWorker {
     }
 
     /// Accepts what is pending; over `--max-connections`, closes at once without a byte written.
+    /// Out of descriptors (or memory), the listener is left alone for [`ACCEPT_PAUSE`]: the
+    /// connections waiting stay in its queue, and a listener that stays readable cannot spin.
     fn accept(
         &self,
         epoll: &Epoll,
@@ -268,17 +286,15 @@ impl StreamWorker {
         free: &mut Vec<usize>,
         open: &mut usize,
         now: Instant,
-    ) {
+    ) -> Result<(), io::Error> {
         for _ in 0..EVENTS {
             let (conn, peer) = match self.socket.accept() {
                 Ok(c) => c,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // ECONNABORTED, EMFILE...: this connection is lost, the listener goes on.
-                    tracing::warn!(listener = %self.name, error = %e, "accept failed");
-                    return;
-                }
+                // The client gave up before it was accepted: nothing to do.
+                Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => continue,
+                Err(e) => return Err(e),
             };
             self.counters.add_accepted();
             if *open >= self.settings.max_connections {
@@ -309,6 +325,7 @@ impl StreamWorker {
             });
             *open += 1;
         }
+        Ok(())
     }
 
     /// One read from `client`: its datagrams go to `out`. Whether there was anything to read, or
