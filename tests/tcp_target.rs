@@ -320,3 +320,37 @@ fn copies_written_and_not_acknowledged_when_the_connection_resets_are_counted_lo
         "what the new connection read was forwarded: {read} {t:?}"
     );
 }
+
+#[test]
+fn a_tcp_target_at_udptees_own_tcp_listener_is_refused_by_the_api_and_a_reload() {
+    let a = TcpSink::new();
+    let fwd = forwarder(false, &[], |c| {
+        c.targets = vec![tcp_target("t", a.addr)];
+        c.streams = vec![udptee::config::StreamListen::Tcp(
+            "127.0.0.1:0".parse().unwrap(),
+        )];
+    });
+    let own: SocketAddr = fwd
+        .stats()
+        .listener_names()
+        .iter()
+        .find_map(|n| n.strip_prefix("tcp://")?.parse().ok())
+        .unwrap();
+    let e = fwd
+        .registry()
+        .put(tcp_target("loop", own))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("forward to itself"), "{e}");
+    let e = fwd
+        .registry()
+        .apply(vec![tcp_target("t", a.addr), tcp_target("loop", own)])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("forward to itself"), "{e}");
+    // A UDP target at the same port is no loop: UDP is not what listens there.
+    fwd.registry()
+        .put(TargetSpec::new("udp-same-port", own))
+        .unwrap();
+    assert_accounted(&fwd.shutdown());
+}
