@@ -81,6 +81,8 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         "listen",
         old.listen != new.listen
             || old.listen_unix != new.listen_unix
+            || old.extra_listen != new.extra_listen
+            || old.streams_only != new.streams_only
             || old.streams != new.streams,
     );
     check(

@@ -79,7 +79,7 @@ pub fn run(config: &Config, loader: Option<Loader>) -> Result<Snapshot, StartErr
     let mut systemd = notify::Systemd::from_env();
     systemd.ready(&format!(
         "forwarding {} to {} targets",
-        fwd.local_addr(),
+        fwd.stats().listener_names().join(" "),
         fwd.stats().target_names().len()
     ));
     // Under systemd, the sockets outlive this process: a restart finds them with their queue.
@@ -224,6 +224,9 @@ fn log_start(config: &Config, fwd: &Forwarder) {
         if uring { " + ring" } else { "" },
         pool::HEADROOM,
     );
+    if config.streams_only {
+        return; // no datagram socket: no receive buffer to speak of
+    }
     tracing::info!(
         asked = config.rcvbuf_bytes,
         granted = state.rcvbuf_granted,

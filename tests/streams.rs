@@ -394,8 +394,11 @@ fn bad_listener_flags_are_one_clear_error() {
         "tcp://127.0.0.1:1",
     ]);
     assert!(e.contains("each listener once"), "{e}");
-    let e = run(&["--listen", "tcp://127.0.0.1:1"]);
-    assert!(e.contains("UDP or unixgram listener"), "{e}");
+    let e = run(&["--listen", "tcp://127.0.0.1:1", "--fast-path", "on"]);
+    assert!(
+        e.contains("the kernel fast path serves a UDP listener"),
+        "{e}"
+    );
     let e = run(&["--listen", "127.0.0.1:7001", "--listen", "0.0.0.0:7001"]);
     assert!(e.contains("a wildcard UDP listener covers"), "{e}");
     // A target at any of udptee's own listeners is a loop.
@@ -779,4 +782,82 @@ fn out_of_descriptors_the_listener_pauses_instead_of_spinning_and_the_waiting_cl
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(0), "{err}");
     assert!(err.contains("accept failed; the listener pauses"), "{err}");
+}
+
+#[test]
+fn only_stream_listeners_forward_and_hand_over() {
+    let dir = temp_dir("only");
+    let (control, stream) = (dir.join("control.sock"), dir.join("dsd.stream"));
+    let out = Keep::new();
+    let tcp = free_tcp();
+    let args: Vec<String> = vec![
+        "--listen".into(),
+        format!("tcp://{tcp}"),
+        "--listen".into(),
+        format!("unix://{}", stream.display()),
+        "--to".into(),
+        out.addr.to_string(),
+        "--control-socket".into(),
+        control.display().to_string(),
+        "--admin".into(),
+        "off".into(),
+        "--stats-interval".into(),
+        "0".into(),
+    ];
+    let start = |extra: &[&str]| {
+        Command::new(BIN)
+            .args(&args)
+            .args(extra)
+            .stderr(std::process::Stdio::piped())
+            .die_with_test()
+            .spawn()
+            .unwrap()
+    };
+    let old = start(&[]);
+    wait_tcp(tcp);
+    wait_until("the control socket", Duration::from_secs(10), || {
+        control.exists()
+    });
+    TcpStream::connect(tcp)
+        .unwrap()
+        .write_all(b"old.tcp:1|c\n")
+        .unwrap();
+    UnixStream::connect(&stream)
+        .unwrap()
+        .write_all(&frame(b"old.unix:1|c"))
+        .unwrap();
+    wait_until("the old one forwards", Duration::from_secs(10), || {
+        out.lines().len() == 2
+    });
+    let new = start(&["--takeover"]);
+    let o = old.wait_with_output().unwrap();
+    let old_err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{old_err}");
+    assert!(
+        !old_err.contains("receive buffer"),
+        "no datagram socket, no buffer warning: {old_err}"
+    );
+    TcpStream::connect(tcp)
+        .unwrap()
+        .write_all(b"new.tcp:1|c\n")
+        .unwrap();
+    UnixStream::connect(&stream)
+        .unwrap()
+        .write_all(&frame(b"new.unix:1|c"))
+        .unwrap();
+    wait_until("the new one forwards", Duration::from_secs(10), || {
+        out.lines().len() == 4
+    });
+    signal(&new, "-TERM");
+    let o = new.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("final: received 4 datagrams"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "final: listener tcp://{tcp} (tcp): received 2 datagrams"
+        )),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -43,9 +43,8 @@ pub struct Args {
     /// Unix datagram socket `unixgram:///var/run/datadog/dsd.socket` (a stale socket file is
     /// replaced, a live one refused; see --unix-mode), statsd lines over TCP `tcp://HOST:PORT`
     /// (newline-delimited; a trailing `\r` is kept as data), or DogStatsD over a Unix stream socket
-    /// `unix:///PATH` (each message a 4-byte little-endian length, then the payload). Any mix, with
-    /// at least one UDP or unixgram listener (the first is the one --fast-path serves); all go to
-    /// the same targets.
+    /// `unix:///PATH` (each message a 4-byte little-endian length, then the payload). Any mix; all
+    /// go to the same targets; --fast-path serves the first listener when it is UDP.
     #[arg(long, short = 'l', value_name = "ADDR")]
     pub listen: Vec<String>,
 

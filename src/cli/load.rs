@@ -287,18 +287,11 @@ impl TryFrom<&Args> for Config {
                 streams.push(kind);
             }
         }
-        if datagrams.is_empty() {
-            return Err(match args.listen.is_empty() {
-                true => ConfigError::NoListen,
-                false => ConfigError::BadValue {
-                    what: "listen",
-                    got: args.listen.join(" "),
-                    expected: "at least one UDP or unixgram listener beside the stream ones (one is needed for now)",
-                },
-            });
+        if args.listen.is_empty() {
+            return Err(ConfigError::NoListen);
         }
         let mut datagrams = datagrams.into_iter();
-        let datagram = datagrams.next().expect("one");
+        let datagram = datagrams.next();
         let unix_listen = |path: PathBuf| -> Result<config::UnixListen, ConfigError> {
             let owner = args
                 .unix_owner
@@ -317,13 +310,19 @@ impl TryFrom<&Args> for Config {
             })
         };
         let mut config = match datagram {
-            config::ListenAddr::Unixgram(path) => {
+            // Only stream listeners: no first datagram listener (`listen` is a placeholder).
+            None => {
+                let mut c = Self::new(std::net::SocketAddr::from(([0, 0, 0, 0], 0)), Vec::new());
+                c.streams_only = true;
+                c
+            }
+            Some(config::ListenAddr::Unixgram(path)) => {
                 let mut c = Self::new(std::net::SocketAddr::from(([0, 0, 0, 0], 0)), Vec::new());
                 c.listen_unix = Some(unix_listen(path)?);
                 c
             }
-            config::ListenAddr::Udp(addr) => Self::new(config::resolve(&addr)?, Vec::new()),
-            _ => unreachable!("a datagram listener"),
+            Some(config::ListenAddr::Udp(addr)) => Self::new(config::resolve(&addr)?, Vec::new()),
+            Some(_) => unreachable!("a datagram listener"),
         };
         for kind in datagrams {
             config.extra_listen.push(match kind {

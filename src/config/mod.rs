@@ -99,6 +99,8 @@ pub struct Config {
     pub takeover: bool,
     /// `--listen unixgram:///path`: receive on a Unix datagram socket (`listen` is then unused).
     pub listen_unix: Option<UnixListen>,
+    /// No UDP or unixgram listener at all, only `streams` (`listen` and `listen_unix` unused).
+    pub streams_only: bool,
     /// Datagram listeners after the first (`listen` or `listen_unix`), each with its own workers.
     pub extra_listen: Vec<DatagramListen>,
     /// `--listen tcp://` and `--listen unix://`: stream listeners beside the datagram ones.
@@ -143,6 +145,7 @@ impl Config {
             control_socket: None,
             takeover: false,
             listen_unix: None,
+            streams_only: false,
             extra_listen: Vec::new(),
             streams: Vec::new(),
             stream: StreamSettings::default(),
@@ -160,7 +163,8 @@ impl Config {
         } else {
             0
         };
-        (1 + self.extra_listen.len()) * self.worker_cpus.len() * (2 * self.batch + ring + 1)
+        let datagram_listeners = usize::from(!self.streams_only) + self.extra_listen.len();
+        datagram_listeners * self.worker_cpus.len() * (2 * self.batch + ring + 1)
             + self.streams.len() * (self.batch + 1)
     }
 
@@ -172,6 +176,7 @@ impl Config {
             None => self.listen.to_string(),
         };
         std::iter::once(datagram)
+            .filter(|_| !self.streams_only)
             .chain(self.extra_listen.iter().map(DatagramListen::name))
             .chain(self.streams.iter().map(StreamListen::name))
             .collect()
@@ -181,6 +186,7 @@ impl Config {
     pub fn listening(&self) -> Listening {
         let mut l = Listening::default();
         match &self.listen_unix {
+            _ if self.streams_only => {}
             Some(u) => l.unixgram.push(u.path.clone()),
             None => l.udp.push(self.listen),
         }
@@ -276,6 +282,16 @@ impl Config {
         }
         let listening = self.listening();
         listening.check()?;
+        if self.streams_only && (self.streams.is_empty() || !self.extra_listen.is_empty()) {
+            return Err(ConfigError::NoListen);
+        }
+        if self.streams_only && self.fast_path == FastPathMode::On {
+            return Err(ConfigError::BadValue {
+                what: "fast-path",
+                got: "on".into(),
+                expected: "off or auto with only tcp:// and unix:// listeners (the kernel fast path serves a UDP listener)",
+            });
+        }
         if listening.origins() != Origins::Addresses && !self.allow.is_empty() {
             return Err(ConfigError::Allow(
                 "filters senders by address; a unixgram or unix:// listener's senders have none (use --unix-mode and --unix-owner)".into(),

@@ -86,10 +86,19 @@ pub(crate) fn acquire(config: &Config) -> Result<Listen, StartError> {
         ));
     }
     let first_inherited = match (&taken, &config.listen_unix) {
-        (None, None) => inherited.take_udp(config.listen),
+        (None, None) if !config.streams_only => inherited.take_udp(config.listen),
         _ => Vec::new(),
     };
     let (lock, (sockets, local_addr, socket_state), taken) = match (taken, &config.listen_unix) {
+        // Only stream listeners: no first datagram group (a takeover brings its other ones).
+        (taken, _) if config.streams_only => {
+            let none = SocketState {
+                rcvbuf_granted: 0,
+                forced: false,
+            };
+            let lock = ListenLock::from_sockets(Vec::new());
+            (lock, (Vec::new(), config.listen, none), taken)
+        }
         (None, Some(u)) => {
             let group = socket::bind_unix_group(
                 u,

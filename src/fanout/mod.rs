@@ -154,7 +154,7 @@ impl DataPath {
         } = listen::acquire(config)?;
         // One worker per socket: a handed-over group may differ from --workers.
         let mut config = config.clone();
-        if sockets.len() != config.worker_cpus.len() {
+        if sockets.len() != config.worker_cpus.len() && !config.streams_only {
             tracing::warn!(
                 sockets = sockets.len(),
                 workers = config.worker_cpus.len(),
@@ -429,7 +429,7 @@ fn start_fastpath(
     seed: &[crate::fastpath::BookRecord],
     taking_over: bool,
 ) -> Result<(), StartError> {
-    let listen = config.listen_unix.is_none().then_some(listen);
+    let listen = (config.listen_unix.is_none() && !config.streams_only).then_some(listen);
     let started = crate::fastpath::FastPath::start(
         config.fast_path,
         listen,

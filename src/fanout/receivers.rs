@@ -50,6 +50,9 @@ impl Receivers {
     ) -> Result<Self, StartError> {
         let workers = config.worker_cpus.len();
         let backend = |unix: bool, sockets: &[UdpSocket]| {
+            if sockets.is_empty() {
+                return Ok(Vec::new()); // no group: nothing to probe
+            }
             crate::net::probe::choose_backend(config.io_backend, unix, config.batch, sockets)
                 .map_err(|reason| StartError::Backend { reason })
         };
@@ -68,6 +71,7 @@ impl Receivers {
             uring,
         };
         let first_name = match &config.listen_unix {
+            _ if config.streams_only => String::new(),
             Some(u) => {
                 r.own.unixgram.push(u.path.clone());
                 r.files.extend(SocketFile::of(&u.path));
@@ -83,8 +87,10 @@ impl Receivers {
         } else {
             "udp"
         };
-        r.listeners
-            .push(ListenerView::datagram(first_name, kind, 0..r.first));
+        if !config.streams_only {
+            r.listeners
+                .push(ListenerView::datagram(first_name, kind, 0..r.first));
+        }
         for g in extra {
             let rings = backend(g.path.is_some(), &g.sockets)?;
             let dup = |s: &UdpSocket| s.try_clone().map(OwnedFd::from);
