@@ -354,3 +354,116 @@ fn a_tcp_target_at_udptees_own_tcp_listener_is_refused_by_the_api_and_a_reload()
         .unwrap();
     assert_accounted(&fwd.shutdown());
 }
+
+/// A DogStatsD-like receiver on a Unix stream socket: keeps each frame's payload, in order, from
+/// the connections it accepts one after another.
+struct FrameSink {
+    frames: Arc<Mutex<Vec<Vec<u8>>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FrameSink {
+    fn at(path: &std::path::Path) -> Self {
+        use std::io::Read;
+        let l = std::os::unix::net::UnixListener::bind(path).unwrap();
+        l.set_nonblocking(true).unwrap();
+        let frames = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (fs, st) = (Arc::clone(&frames), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                let Ok((mut s, _)) = l.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                s.set_nonblocking(false).unwrap();
+                let (fs, st) = (Arc::clone(&fs), Arc::clone(&st));
+                std::thread::spawn(move || {
+                    let mut len = [0u8; 4];
+                    while !st.load(Ordering::Relaxed) && s.read_exact(&mut len).is_ok() {
+                        let mut m = vec![0u8; u32::from_le_bytes(len) as usize];
+                        if s.read_exact(&mut m).is_err() {
+                            return;
+                        }
+                        fs.lock().unwrap().push(m);
+                    }
+                });
+            }
+        });
+        Self { frames, stop }
+    }
+
+    fn frames(&self) -> Vec<Vec<u8>> {
+        self.frames.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FrameSink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn unix_stream_target(name: &str, path: &std::path::Path) -> TargetSpec {
+    let mut t = TargetSpec::new(name, "0.0.0.0:0".parse().unwrap());
+    t.addr = format!("unix://{}", path.display());
+    t.stream_path = Some(path.to_path_buf());
+    t
+}
+
+#[test]
+fn a_unix_stream_target_gets_each_datagram_as_a_frame_and_a_switch_moves_it_whole() {
+    let dir = std::env::temp_dir().join(format!("udptee-ustream-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (pa, pb) = (dir.join("a.sock"), dir.join("b.sock"));
+    let (a, b) = (FrameSink::at(&pa), FrameSink::at(&pb));
+    let fwd = forwarder(false, &[], |c| {
+        c.targets = vec![unix_stream_target("dsd", &pa)]
+    });
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // Datagrams of several lines each arrive as one frame each, byte for byte.
+    let sent: Vec<Vec<u8>> = (0..300)
+        .map(|i| format!("m.{i}:1|c\nn.{i}:2|g|#k:v").into_bytes())
+        .collect();
+    for d in &sent {
+        udp.send_to(d, fwd.local_addr()).unwrap();
+    }
+    wait_for(&fwd, "every frame", || a.frames().len() >= 300);
+    assert_eq!(
+        a.frames(),
+        sent,
+        "one frame per datagram, unchanged, in order"
+    );
+    wait_for(&fwd, "read, so forwarded", || {
+        fwd.snapshot().targets[0].forwarded == 300
+    });
+    // A switch under traffic: every datagram reaches one of the two, once.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = traffic(fwd.local_addr(), Arc::clone(&stop));
+    std::thread::sleep(Duration::from_millis(200));
+    fwd.registry().put(unix_stream_target("dsd", &pb)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let n = sender.join().unwrap();
+    let seqs = || -> Vec<usize> {
+        let mut v: Vec<usize> = a
+            .frames()
+            .into_iter()
+            .chain(b.frames())
+            .filter_map(|f| {
+                let s = String::from_utf8(f).ok()?;
+                s.strip_prefix("seq.")?.split(':').next()?.parse().ok()
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    wait_for(&fwd, "every datagram at a receiver", || seqs().len() >= n);
+    assert_eq!(seqs(), (0..n).collect::<Vec<_>>(), "each once");
+    assert!(!b.frames().is_empty(), "the new receiver took over");
+    let snap = fwd.shutdown();
+    assert_accounted(&snap);
+    assert_eq!(snap.targets[0].forwarded, 300 + n as u64);
+    let _ = std::fs::remove_dir_all(&dir);
+}

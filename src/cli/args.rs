@@ -48,10 +48,12 @@ pub struct Args {
     #[arg(long, short = 'l', value_name = "ADDR")]
     pub listen: Vec<String>,
 
-    /// A receiver to copy every datagram to: [NAME=]HOST:PORT, or [NAME=]unixgram:///PATH for a
-    /// Unix datagram socket (the name, used in metrics and the admin API, defaults to the address
-    /// as written). Repeat for each target. Replaces the file's
-    /// `[[target]]` tables when given.
+    /// A receiver to copy every datagram to: [NAME=]HOST:PORT (UDP), [NAME=]unixgram:///PATH (a
+    /// Unix datagram socket), [NAME=]tcp://HOST:PORT (statsd lines over one TCP connection) or
+    /// [NAME=]unix:///PATH (DogStatsD frames over a Unix stream socket). The name, used in metrics
+    /// and the admin API, defaults to the address as written (`tcp:HOST:PORT`, `unixgram:` or
+    /// `unix:` and the path with `.` for `/`, for the others). Repeat for each target. Replaces
+    /// the file's `[[target]]` tables when given.
     #[arg(long = "to", short = 't', value_name = "[NAME=]ADDR")]
     pub targets: Vec<String>,
 

@@ -40,27 +40,33 @@ pub fn target_from_table(
     }
     let unix = unixgram_path(&t.addr).transpose()?;
     let tcp = t.addr.strip_prefix(super::listen::TCP);
-    if t.addr.contains("://") && unix.is_none() && tcp.is_none() {
+    let stream_path = match super::ListenAddr::parse(&t.addr) {
+        Ok(super::ListenAddr::UnixStream(p)) => Some(p),
+        Err(e) if t.addr.starts_with(super::listen::UNIX_STREAM) => return Err(e),
+        _ => None,
+    };
+    if t.addr.contains("://") && unix.is_none() && tcp.is_none() && stream_path.is_none() {
         return Err(ConfigError::BadValue {
             what: "target address",
             got: t.addr.chars().take(200).collect(),
-            expected: "HOST:PORT (UDP), unixgram:///PATH or tcp://HOST:PORT",
+            expected: "HOST:PORT (UDP), unixgram:///PATH, tcp://HOST:PORT or unix:///PATH",
         });
     }
     // A Unix target has no IP address; a placeholder that no rule about addresses applies to.
-    let resolved = match &unix {
-        Some(_) => std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
-        None => config.resolver.0.resolve(tcp.unwrap_or(&t.addr))?,
+    let resolved = match (&unix, &stream_path) {
+        (None, None) => config.resolver.0.resolve(tcp.unwrap_or(&t.addr))?,
+        _ => std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
     };
     Ok(TargetSpec {
         name: name
             .map(str::to_owned)
             .or_else(|| t.name.clone())
-            .unwrap_or_else(|| match (&unix, tcp) {
-                (Some(path), _) => unixgram_name(path),
-                // A name may not hold `/`: `tcp:HOST:PORT`.
-                (None, Some(host_port)) => format!("tcp:{host_port}"),
-                (None, None) => t.addr.clone(),
+            .unwrap_or_else(|| match (&unix, tcp, &stream_path) {
+                (Some(path), _, _) => unixgram_name(path),
+                // A name may not hold `/`: `tcp:HOST:PORT`, `unix:` and the path with `.`.
+                (None, Some(host_port), _) => format!("tcp:{host_port}"),
+                (None, None, Some(path)) => unixgram_name(path).replacen("unixgram:", "unix:", 1),
+                (None, None, None) => t.addr.clone(),
             }),
         addr: t.addr.clone(),
         resolved,
@@ -74,6 +80,7 @@ pub fn target_from_table(
         group: None,
         preserve_source: t.preserve_source,
         tcp: tcp.is_some(),
+        stream_path,
     })
 }
 
@@ -126,5 +133,6 @@ fn group_from_table(
         }),
         preserve_source: t.preserve_source,
         tcp: false,
+        stream_path: None,
     })
 }

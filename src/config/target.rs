@@ -47,6 +47,9 @@ pub struct TargetSpec {
     pub preserve_source: Option<bool>,
     /// A TCP target (`tcp://HOST:PORT`): statsd lines over one persistent connection.
     pub tcp: bool,
+    /// A Unix stream target (`unix:///PATH`): DogStatsD frames over one persistent connection;
+    /// `resolved` is then a placeholder.
+    pub stream_path: Option<PathBuf>,
 }
 
 /// The default name of a Unix socket target: `unixgram:` and the path with `/` as `.`.
@@ -77,7 +80,13 @@ impl TargetSpec {
             group: None,
             preserve_source: None,
             tcp: false,
+            stream_path: None,
         }
+    }
+
+    /// Whether it sends over a connection of its own (a TCP or Unix stream target).
+    pub fn is_stream(&self) -> bool {
+        self.tcp || self.stream_path.is_some()
     }
 
     /// A TCP target named `name` at the literal address `addr`, with default settings.
@@ -108,11 +117,13 @@ impl TargetSpec {
             && self.group == other.group
             && self.preserve_source == other.preserve_source
             && self.tcp == other.tcp
+            && self.stream_path == other.stream_path
     }
 
     /// True when the address names a host (looked up again every resolve interval).
     pub fn is_host_name(&self) -> bool {
         self.unix.is_none()
+            && self.stream_path.is_none()
             && self.group.is_none()
             && self.host_port().parse::<SocketAddr>().is_err()
     }
@@ -175,13 +186,17 @@ pub fn validate_targets(
             }
             continue;
         }
-        if let Some(path) = &a.unix {
+        if let Some(path) = a.unix.as_ref().or(a.stream_path.as_ref()) {
+            if a.stream_path.is_some() {
+                check_tcp(a)?;
+            }
             if let Some(b) = targets[..i].iter().find(|b| b.name == a.name) {
                 return Err(ConfigError::DuplicateName {
                     name: b.name.clone(),
                 });
             }
-            if let Some(b) = targets[..i].iter().find(|b| b.unix.as_ref() == Some(path)) {
+            let same = |b: &TargetSpec| b.unix.as_ref().or(b.stream_path.as_ref()) == Some(path);
+            if let Some(b) = targets[..i].iter().find(|b| same(b)) {
                 return Err(ConfigError::DuplicateName {
                     name: format!("{} and {} (both {})", b.name, a.name, path.display()),
                 });
@@ -253,9 +268,9 @@ fn check_tcp(a: &TargetSpec) -> Result<(), ConfigError> {
         return Ok(());
     };
     Err(ConfigError::BadValue {
-        what: "tcp:// target",
+        what: "tcp:// or unix:// target",
         got: format!("{} with {what}", a.name),
-        expected: "a tcp:// target without line settings, parity or preserve-source (not supported on TCP yet)",
+        expected: "a stream target without line settings, parity or preserve-source (not supported on streams yet)",
     })
 }
 

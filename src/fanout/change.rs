@@ -42,16 +42,14 @@ pub enum ChangeError {
         #[source]
         source: std::io::Error,
     },
-    /// A connected TCP target was to move to an address that did not accept a connection: the
+    /// A connected stream target was to move to an address that did not accept a connection: the
     /// change is refused and the old connection keeps the traffic.
-    #[error(
-        "switching target {name:?} to tcp://{addr}: {source}; it keeps sending to its current address"
-    )]
+    #[error("switching target {name:?} to {to}: {source}; it keeps sending to its current address")]
     Switch {
         /// The target.
         name: String,
-        /// The address it was to move to.
-        addr: SocketAddr,
+        /// The address it was to move to, as written.
+        to: String,
         /// Why the connection failed.
         #[source]
         source: std::io::Error,

@@ -383,7 +383,7 @@ impl TargetSender {
             // A group sends through its members' sockets; its own is an unbound placeholder. So
             // does a TCP target: its sender connects (and reconnects) on its own.
             (_, Role::Group(_)) => socket::placeholder(),
-            _ if spec.tcp => socket::placeholder(),
+            _ if spec.is_stream() => socket::placeholder(),
             (Some(path), _) => socket::unix_target(path, spec.sndbuf_bytes),
             (None, _) => socket::connect_target(spec.resolved, spec.sndbuf_bytes),
         }
@@ -416,8 +416,9 @@ impl TargetSender {
             count_lines: matches!(role, Role::Member),
             origin,
             since: std::time::SystemTime::now(),
-            tcp: spec.tcp.then(|| super::target::TcpLink {
+            link: spec.is_stream().then(|| super::target::StreamLink {
                 sndbuf_bytes: spec.sndbuf_bytes,
+                path: spec.stream_path.clone(),
                 ..Default::default()
             }),
             group: match role {
@@ -432,8 +433,8 @@ impl TargetSender {
         };
         let handle = threads
             .spawn(sender_thread_name(&spec.name), cpu, move || {
-                if sender.core.tcp.is_some() {
-                    super::tcp::run(&sender.core, sender.batch, sender.latency);
+                if sender.core.link.is_some() {
+                    super::link::run(&sender.core, sender.batch, sender.latency);
                     sender.core.sender_alive.store(false, Ordering::Relaxed);
                     sender.log_retired();
                 } else {

@@ -2,7 +2,7 @@
 //! ([`TargetCore`]), the entry a table publishes for it, and the immutable [`TargetTable`] workers
 //! load once per batch. Hot path: workers and senders read these; only the registry builds them.
 
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
@@ -58,13 +58,13 @@ pub(crate) struct TargetCore {
     pub(crate) origin: Keeping,
     /// When this incarnation started: since when `addr` is the target's.
     pub(crate) since: std::time::SystemTime,
-    /// A TCP target's connection state (its sender owns the connection).
-    pub(crate) tcp: Option<TcpLink>,
+    /// A stream target's connection state (its sender owns the connection).
+    pub(crate) link: Option<StreamLink>,
 }
 
-/// A TCP target's connection state, for reports.
+/// A stream target's (TCP or Unix stream) connection state, for reports, and where it connects.
 #[derive(Debug, Default)]
-pub(crate) struct TcpLink {
+pub(crate) struct StreamLink {
     pub(crate) connected: AtomicBool,
     /// Connections made.
     pub(crate) connects: AtomicU64,
@@ -74,8 +74,20 @@ pub(crate) struct TcpLink {
     pub(crate) failed: AtomicU64,
     /// The send buffer asked for (`sndbuf`).
     pub(crate) sndbuf_bytes: Option<usize>,
+    /// A Unix stream target's socket file (none: TCP, at the core's `addr`).
+    pub(crate) path: Option<std::path::PathBuf>,
     /// A connection opened before this incarnation was published (a switch), for its sender.
-    pub(crate) handoff: std::sync::Mutex<Option<TcpStream>>,
+    pub(crate) handoff: std::sync::Mutex<Option<crate::net::link::StreamConn>>,
+}
+
+impl StreamLink {
+    /// Where its receiver is.
+    pub(crate) fn peer(&self, addr: SocketAddr) -> crate::net::link::Peer<'_> {
+        match &self.path {
+            Some(p) => crate::net::link::Peer::Unix(p),
+            None => crate::net::link::Peer::Tcp(addr),
+        }
+    }
 }
 
 /// A group in the data path: its members, each a target incarnation of its own (socket, ring,
@@ -188,7 +200,7 @@ impl TargetEntry {
         spec: TargetSpec,
     ) -> Self {
         let via_sender =
-            !spec.lines.is_passthrough() || spec.parity || spec.group.is_some() || spec.tcp;
+            !spec.lines.is_passthrough() || spec.parity || spec.group.is_some() || spec.is_stream();
         Self {
             core,
             producers,

@@ -202,10 +202,10 @@ impl TargetRegistry {
                         change.added.push(spec.name.clone());
                     }
                     let previous = prev.and_then(|p| p.core.group.clone());
-                    let first = super::tcp::open_first(prev.map(|p| &*p.core), &spec)?;
+                    let first = super::link::open_first(prev.map(|p| &*p.core), &spec)?;
                     match self.start_core(state, &spec, previous.as_deref()) {
                         Ok(Started { core, handles }) => {
-                            super::tcp::hand_over(&core, first);
+                            super::link::hand_over(&core, first);
                             started.extend(handles);
                             let producers = Arc::new(ProducerGuard(Arc::clone(&core)));
                             Arc::new(TargetEntry::new(core, producers, spec))

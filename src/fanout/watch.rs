@@ -115,7 +115,7 @@ impl Watch {
             if let (Some(path), Some(seen)) = (&t.core.unix, self.seen.get_mut(&name)) {
                 seen.unix = Some(crate::net::socket::reconnect_unix(&t.core.socket, path).is_ok());
             }
-            if let (Some(link), Some(seen)) = (&t.core.tcp, self.seen.get_mut(&name)) {
+            if let (Some(link), Some(seen)) = (&t.core.link, self.seen.get_mut(&name)) {
                 seen.unix = Some(link.connected.load(Ordering::Relaxed));
             }
             current.push(name);

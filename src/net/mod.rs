@@ -11,6 +11,7 @@
 pub mod allow;
 pub mod diag;
 pub mod fds;
+pub mod link;
 pub mod lock;
 pub mod mmsg;
 pub mod origin;
@@ -18,7 +19,6 @@ pub mod probe;
 pub mod socket;
 pub mod stream;
 pub(crate) mod sys;
-pub mod tcp;
 pub mod uring;
 
 pub use crate::config::IoBackend;

@@ -118,3 +118,16 @@ pub(crate) fn tcp_bytes_acked(fd: BorrowedFd<'_>) -> io::Result<u64> {
     }
     Ok(info.tcpi_bytes_acked)
 }
+
+/// Bytes a socket has sent and its peer not yet taken (`SIOCOUTQ`; for a Unix stream socket,
+/// what the reader has not read, counted with the kernel's per-buffer overhead).
+pub(crate) fn outq_bytes(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: `fd` is a live descriptor for the borrow; SIOCOUTQ (TIOCOUTQ) writes one c_int to
+    // the pointer we pass, a local of that type.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCOUTQ, &raw mut n) };
+    if rc == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(n).unwrap_or(0))
+}

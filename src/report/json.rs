@@ -40,14 +40,15 @@ pub(crate) fn targets_json(stats: &Stats, only: Option<&str>) -> serde_json::Val
                     "name": name,
                     "state": "active",
                     "addr": t.spec.addr,
-                    "resolved": match (&t.spec.unix, t.spec.tcp) {
-                        (Some(p), _) => format!("unixgram://{}", p.display()),
-                        (None, true) => format!("tcp://{}", t.spec.resolved),
-                        (None, false) => t.spec.resolved.to_string(),
+                    "resolved": match (&t.spec.unix, &t.spec.stream_path, t.spec.tcp) {
+                        (Some(p), _, _) => format!("unixgram://{}", p.display()),
+                        (None, Some(p), _) => format!("unix://{}", p.display()),
+                        (None, None, true) => format!("tcp://{}", t.spec.resolved),
+                        (None, None, false) => t.spec.resolved.to_string(),
                     },
                     // Since when this address is the target's (its incarnation started).
                     "since": humantime::format_rfc3339_seconds(t.core.since).to_string(),
-                    "tcp": t.core.tcp.as_ref().map(|l| {
+                    "connection": t.core.link.as_ref().map(|l| {
                         use std::sync::atomic::Ordering::Relaxed;
                         json!({
                             "connected": l.connected.load(Relaxed),

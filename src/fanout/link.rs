@@ -1,28 +1,28 @@
-//! A TCP target's sender: statsd lines over one persistent connection, fed by the target's ring
-//! like any sender (workers never write to it inline), so the memory bound and `queue_full` hold
-//! as for UDP. While disconnected nothing is consumed: the ring fills, then drops, and a dead TCP
-//! target costs the others nothing. Connects again with backoff (100 ms doubling to 5 s, ±25 %
-//! jitter).
+//! A stream target's sender: statsd lines over a TCP connection, or DogStatsD frames over a Unix
+//! stream socket, one persistent connection fed by the target's ring like any sender (workers
+//! never write to it inline), so the memory bound and `queue_full` hold as for UDP. While
+//! disconnected nothing is consumed: the ring fills, then drops, and a dead target costs the
+//! others nothing. Connects again with backoff (100 ms doubling to 5 s, ±25 % jitter).
 //!
-//! Each batch is one write (a `\n` added after a datagram whose last line has none): the write is
-//! the batch's flush. A copy is `forwarded` once the peer has acknowledged its last byte
-//! (`tcpi_bytes_acked`); written and not acknowledged when the connection is lost, it is
-//! `connection_lost`, never written again (it may have reached the receiver), and what was not
-//! written at all goes to the next connection. At removal or stop the ring is drained, the
-//! connection shut down for writing and its acknowledgements awaited until the drain deadline.
-//! Hot path for TCP targets: no allocation once warm, one write and one getsockopt per batch.
+//! Each batch is one write (TCP: a `\n` added after a datagram whose last line has none; Unix: each
+//! datagram behind its little-endian length): the write is the batch's flush. A copy is
+//! `forwarded` once the peer has taken its last byte (TCP: acknowledged, `tcpi_bytes_acked`; Unix:
+//! read, `SIOCOUTQ`); written and not taken when the connection is lost, it is `connection_lost`,
+//! never written again (it may have reached the receiver), and what was not written at all goes
+//! to the next connection. At removal or stop the ring is drained, the connection shut down for
+//! writing and what it holds awaited until the drain deadline. Hot path for stream targets: no
+//! allocation once warm, one write and one syscall to read what was taken per batch.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
-use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::ratelimit::RateLimit;
-use super::target::{TargetCore, TcpLink};
+use super::target::{StreamLink, TargetCore};
 use crate::metrics::histogram::now_nanos;
+use crate::net::link::StreamConn;
 use crate::net::socket::WAKE_INTERVAL;
-use crate::net::tcp;
 use crate::pool::ring::Entry;
 
 /// First wait before connecting again.
@@ -35,31 +35,35 @@ const SETTLE_INTERVAL: Duration = Duration::from_millis(10);
 /// before writing more (bounds the memory of the book of what is in flight).
 const MAX_IN_FLIGHT: usize = 1 << 16;
 
-/// A switch: the connection of a TCP target's next incarnation, opened while the current one
+/// A switch: the connection of a stream target's next incarnation, opened while the current one
 /// (`prev`) still sends, so it moves over only to a receiver that accepted it. Nothing to open
 /// when the current one is not connected (it loses nothing by moving).
 pub(crate) fn open_first(
     prev: Option<&TargetCore>,
     spec: &crate::config::TargetSpec,
-) -> Result<Option<TcpStream>, super::change::ChangeError> {
+) -> Result<Option<StreamConn>, super::change::ChangeError> {
     let connected = prev
-        .and_then(|p| p.tcp.as_ref())
+        .and_then(|p| p.link.as_ref())
         .is_some_and(|l| l.connected.load(Ordering::Relaxed));
-    if !spec.tcp || !connected {
+    if !spec.is_stream() || !connected {
         return Ok(None);
     }
-    tcp::connect(spec.resolved, spec.sndbuf_bytes, WAKE_INTERVAL)
+    let peer = match &spec.stream_path {
+        Some(p) => crate::net::link::Peer::Unix(p),
+        None => crate::net::link::Peer::Tcp(spec.resolved),
+    };
+    StreamConn::connect(&peer, spec.sndbuf_bytes, WAKE_INTERVAL)
         .map(Some)
         .map_err(|source| super::change::ChangeError::Switch {
             name: spec.name.clone(),
-            addr: spec.resolved,
+            to: spec.addr.clone(),
             source,
         })
 }
 
 /// Gives the connection [`open_first`] opened to the new incarnation's sender.
-pub(crate) fn hand_over(core: &TargetCore, first: Option<TcpStream>) {
-    if let (Some(stream), Some(link)) = (first, &core.tcp) {
+pub(crate) fn hand_over(core: &TargetCore, first: Option<StreamConn>) {
+    if let (Some(stream), Some(link)) = (first, &core.link) {
         if let Ok(mut h) = link.handoff.lock() {
             *h = Some(stream);
         }
@@ -78,7 +82,7 @@ struct Flight {
 
 /// A live connection and the copies it has not had acknowledged.
 struct Conn {
-    stream: TcpStream,
+    stream: StreamConn,
     written: u64,
     flight: VecDeque<Flight>,
 }
@@ -86,10 +90,9 @@ struct Conn {
 impl Conn {
     /// Counts what the peer acknowledged since the last look as forwarded.
     fn settle(&mut self, core: &TargetCore, latency: bool) {
-        let Ok(acked) = tcp::acked(&self.stream) else {
+        let Ok(acked) = self.stream.taken(self.written) else {
             return;
         };
-        let acked = acked.min(self.written);
         let counters = core.counters.sender();
         let (mut n, mut bytes) = (0u64, 0u64);
         let now = if latency { now_nanos() } else { 0 };
@@ -141,8 +144,8 @@ impl<'c> Link<'c> {
         }
     }
 
-    fn state(&self) -> &TcpLink {
-        self.core.tcp.as_ref().expect("a TCP target")
+    fn state(&self) -> &StreamLink {
+        self.core.link.as_ref().expect("a stream target")
     }
 
     /// Connects when it is time to try; whether a connection is up.
@@ -156,11 +159,15 @@ impl<'c> Link<'c> {
         }
         let attempt = match handed {
             Some(stream) => Ok(stream),
-            None => tcp::connect(self.core.addr, self.state().sndbuf_bytes, WAKE_INTERVAL),
+            None => StreamConn::connect(
+                &self.state().peer(self.core.addr),
+                self.state().sndbuf_bytes,
+                WAKE_INTERVAL,
+            ),
         };
         match attempt {
             Ok(stream) => {
-                tracing::info!(target_name = %self.core.name, addr = %self.core.addr, "TCP target connected");
+                tracing::info!(target_name = %self.core.name, peer = ?self.state().peer(self.core.addr), "stream target connected");
                 self.conn = Some(Conn {
                     stream,
                     written: 0,
@@ -175,8 +182,8 @@ impl<'c> Link<'c> {
             Err(e) => {
                 self.state().failed.fetch_add(1, Ordering::Relaxed);
                 if let Some(count) = self.warned.hit(1) {
-                    tracing::warn!(target_name = %self.core.name, addr = %self.core.addr, error = %e, count,
-                        "TCP target: cannot connect; its queue fills, then drops as queue_full");
+                    tracing::warn!(target_name = %self.core.name, peer = ?self.state().peer(self.core.addr), error = %e, count,
+                        "stream target: cannot connect; its queue fills, then drops as queue_full");
                 }
                 self.wait_longer();
                 false
@@ -197,8 +204,8 @@ impl<'c> Link<'c> {
             let s = self.state();
             s.lost.fetch_add(1, Ordering::Relaxed);
             s.connected.store(false, Ordering::Relaxed);
-            tracing::warn!(target_name = %self.core.name, addr = %self.core.addr, why, connection_lost = lost,
-                "TCP target: connection lost; connecting again");
+            tracing::warn!(target_name = %self.core.name, peer = ?self.state().peer(self.core.addr), why, connection_lost = lost,
+                "stream target: connection lost; connecting again");
             self.next_attempt = Instant::now();
             self.wait_longer();
         }
@@ -210,7 +217,7 @@ impl<'c> Link<'c> {
         let Some(mut conn) = self.conn.take() else {
             return;
         };
-        let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+        conn.stream.shutdown_write();
         loop {
             conn.settle(self.core, self.latency);
             if conn.flight.is_empty() || Instant::now() >= deadline {
@@ -263,7 +270,7 @@ fn write_batch(
     Wrote::All
 }
 
-/// Runs a TCP target's sender until its ring is closed and drained (see the module docs).
+/// Runs a stream target's sender until its ring is closed and drained (see the module docs).
 pub(crate) fn run(core: &TargetCore, batch: usize, latency: bool) {
     let mut link = Link::new(core, latency);
     let mut entries = vec![Entry::default(); batch];
@@ -271,6 +278,7 @@ pub(crate) fn run(core: &TargetCore, batch: usize, latency: bool) {
     let mut ends: Vec<usize> = Vec::with_capacity(batch);
     let mut pos = 0u64;
     let ring = &core.ring;
+    let frames = core.link.as_ref().is_some_and(|l| l.path.is_some());
     let past_deadline = || {
         core.drain_deadline
             .get()
@@ -286,11 +294,7 @@ pub(crate) fn run(core: &TargetCore, batch: usize, latency: bool) {
             if core.closed.load(Ordering::Acquire) && ring.peek(pos, &mut entries) == 0 {
                 break;
             }
-            if link
-                .conn
-                .as_ref()
-                .is_some_and(|c| tcp::peer_closed(&c.stream))
-            {
+            if link.conn.as_ref().is_some_and(|c| c.stream.peer_closed()) {
                 link.lost("the receiver closed the connection");
             }
             if link.conn.is_none() && !core.closed.load(Ordering::Relaxed) {
@@ -325,9 +329,17 @@ pub(crate) fn run(core: &TargetCore, batch: usize, latency: bool) {
         ends.clear();
         for e in &entries[..n] {
             let p = core.payload(e);
-            buf.extend_from_slice(p);
-            if !p.is_empty() && !p.ends_with(b"\n") {
-                buf.push(b'\n');
+            if frames {
+                // DogStatsD's stream framing: a little-endian length, then the datagram.
+                if !p.is_empty() {
+                    buf.extend_from_slice(&(p.len() as u32).to_le_bytes());
+                    buf.extend_from_slice(p);
+                }
+            } else {
+                buf.extend_from_slice(p);
+                if !p.is_empty() && !p.ends_with(b"\n") {
+                    buf.push(b'\n');
+                }
             }
             ends.push(buf.len());
         }
