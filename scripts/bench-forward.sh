@@ -13,6 +13,8 @@
 #   FORWARDERS="udptee udptee-status" scripts/bench-forward.sh   # the status page open (polled 1/s)
 #   FORWARDERS="udptee udptee-origin" FANOUT=1 scripts/bench-forward.sh
 #                                              # preserve-source (raw socket) vs a plain copy
+#   FORWARDERS="udptee udptee-capped" BASELINE=udptee scripts/bench-forward.sh
+#                                              # every target under a max-rate it never reaches
 #   FORWARDERS="udptee udptee-record" scripts/bench-forward.sh
 #                                              # --record on (into $OUT, rotated, 2 x 64 MiB kept) vs off
 set -euo pipefail
@@ -49,6 +51,7 @@ for run in $(seq 1 "$RUNS"); do
       udptee-nolat) cmd="taskset -c $FWD_CPU $T/udptee --listen {listen} {to} --stats-interval 0 --admin 127.0.0.1:0 --rcvbuf $RCVBUF --latency off $UDPTEE_ARGS" ;;
       udptee-base) cmd="taskset -c $FWD_CPU ${BASE_BIN:?set BASE_REV} --listen {listen} {to} --stats-interval 0 --admin 127.0.0.1:0 --rcvbuf $RCVBUF $UDPTEE_ARGS" ;;
       udptee-origin) cmd="taskset -c $FWD_CPU scripts/udptee-origin.sh {listen} {targets} -- --stats-interval 0 --admin 127.0.0.1:0 --rcvbuf $RCVBUF $UDPTEE_ARGS" ;;
+      udptee-capped) cmd="taskset -c $FWD_CPU scripts/udptee-capped.sh {listen} {targets} -- --stats-interval 0 --admin 127.0.0.1:0 --rcvbuf $RCVBUF $UDPTEE_ARGS" ;;
       udptee-filtered) cmd="taskset -c $FWD_CPU scripts/udptee-filtered.sh {listen} {targets} -- --stats-interval 0 --admin 127.0.0.1:0 --rcvbuf $RCVBUF $UDPTEE_ARGS" ;;
       udptee-status) cmd="taskset -c $FWD_CPU scripts/udptee-status.sh {listen} {targets} -- --stats-interval 0 --rcvbuf $RCVBUF $UDPTEE_ARGS" ;;
       udptee-record) cmd="taskset -c $FWD_CPU $T/udptee --listen {listen} {to} --stats-interval 0 --admin 127.0.0.1:0 --rcvbuf $RCVBUF --record $OUT/rec-$run.pcap --record-max-bytes 64MiB --record-keep 2 $UDPTEE_ARGS" ;;

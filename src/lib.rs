@@ -13,7 +13,8 @@
 //! The house, in floors; each module imports only floors below its own (docs/architecture.md):
 //! 1. **Plain data and leaves**: [`config`] (every setting, its limits and checks; imports nothing of
 //!    udptee's), [`metrics`] (counters and snapshots, knowing nothing of their readers), [`pool`],
-//!    [`statsd`] (the line parser and filter), [`logging`], [`notify`], [`privileges`].
+//!    [`statsd`] (the line parser and filter), [`ratecap`] (a rate cap on one atomic), [`logging`],
+//!    [`notify`], [`privileges`].
 //! 2. **The data path**: [`net`] (sockets and the batch syscalls), [`fastpath`] (the kernel path),
 //!    [`replay`], [`handover`] (the takeover protocol), [`fanout`] (workers, senders, the target
 //!    registry: [`fanout::DataPath`], which starts nothing above itself).
@@ -25,7 +26,7 @@
 //!    ([`run`]: signals, systemd, the stats line).
 //!
 //! `unsafe` code lives only in `net::{sys,mmsg,uring,fds}`, `pool::ring` and `fastpath::loader`,
-//! plus one read of an unconsumed ring entry in `fanout::sender` and one in `fanout::observe`.
+//! plus one read of an unconsumed ring entry in `fanout::target` and one in `fanout::observe`.
 #![deny(unsafe_code)]
 
 mod admin;
@@ -42,6 +43,7 @@ pub mod net;
 pub mod notify;
 pub mod pool;
 pub mod privileges;
+pub mod ratecap;
 pub mod record;
 pub mod replay;
 pub mod report;

@@ -173,6 +173,8 @@ pub struct FileTarget {
     pub parity: Option<bool>,
     /// Send each copy with its sender's origin (credentials, or address and port).
     pub preserve_source: Option<bool>,
+    /// `N/s` or `N lines/s`: the most this target is sent; the rest is `rate_limited`.
+    pub max_rate: Option<String>,
     /// A group: lines sharded over these members on statsd's ring (instead of `addr`).
     pub members: Option<Vec<FileMember>>,
     /// A group's health check interval.

@@ -21,6 +21,7 @@ pub mod limits;
 pub mod lines;
 pub mod listen;
 pub mod parse;
+pub mod rate;
 pub mod settings;
 pub mod table;
 pub mod target;
@@ -37,6 +38,7 @@ pub use self::listen::{
 };
 use self::parse::check_range;
 pub use self::parse::{parse_bytes, parse_cpus, parse_duration};
+pub use self::rate::{MaxRate, RateUnit};
 pub use self::settings::{FastPathMode, IoBackend, RecordSettings, RunAs};
 pub use self::target::{
     TargetSpec, UNIXGRAM, check_name, unixgram_name, unixgram_path, validate_targets,

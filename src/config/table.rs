@@ -81,7 +81,22 @@ pub fn target_from_table(
         preserve_source: t.preserve_source,
         tcp: tcp.is_some(),
         stream_path,
+        max_rate: max_rate(t)?,
     })
+}
+
+/// A table's `max-rate`, read.
+fn max_rate(t: &FileTarget) -> Result<Option<super::MaxRate>, ConfigError> {
+    t.max_rate
+        .as_deref()
+        .map(|r| {
+            r.parse().map_err(|_| ConfigError::BadValue {
+                what: "max-rate",
+                got: r.chars().take(200).collect(),
+                expected: "N/s, N datagrams/s or N lines/s, N from 1 to 1000000000",
+            })
+        })
+        .transpose()
 }
 
 /// A group target: its members resolved, its settings with their defaults. Its line and queue
@@ -134,5 +149,6 @@ fn group_from_table(
         preserve_source: t.preserve_source,
         tcp: false,
         stream_path: None,
+        max_rate: max_rate(t)?,
     })
 }

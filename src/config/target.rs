@@ -50,6 +50,8 @@ pub struct TargetSpec {
     /// A Unix stream target (`unix:///PATH`): DogStatsD frames over one persistent connection;
     /// `resolved` is then a placeholder.
     pub stream_path: Option<PathBuf>,
+    /// `max-rate`: what is over it is dropped as `rate_limited`.
+    pub max_rate: Option<super::MaxRate>,
 }
 
 /// The default name of a Unix socket target: `unixgram:` and the path with `/` as `.`.
@@ -81,6 +83,7 @@ impl TargetSpec {
             preserve_source: None,
             tcp: false,
             stream_path: None,
+            max_rate: None,
         }
     }
 
@@ -159,6 +162,7 @@ pub fn validate_targets(
             MAX_QUEUE_BYTES,
         )?;
         check_origin(a, own.origins())?;
+        check_rate(a)?;
         if let Some(group) = &a.group {
             if let Some(b) = targets[..i].iter().find(|b| b.name == a.name) {
                 return Err(ConfigError::DuplicateName {
@@ -251,6 +255,22 @@ pub fn validate_targets(
                 listen: *l,
             });
         }
+    }
+    Ok(())
+}
+
+/// A rate in lines needs the lines parsed: a target with line settings, not a group (whose
+/// sharder parses them on its own).
+fn check_rate(a: &TargetSpec) -> Result<(), ConfigError> {
+    let Some(rate) = a.max_rate.filter(|r| r.unit == super::RateUnit::Lines) else {
+        return Ok(());
+    };
+    if a.lines.is_passthrough() || a.group.is_some() || a.is_stream() {
+        return Err(ConfigError::BadValue {
+            what: "max-rate",
+            got: format!("{} on {}", rate, a.name),
+            expected: "N/s (datagrams) here: N lines/s counts lines, which only a plain target with line settings parses",
+        });
     }
     Ok(())
 }

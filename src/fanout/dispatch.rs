@@ -124,6 +124,18 @@ impl Dispatch {
                 counters.add_disabled(self.ready.len() as u64);
                 continue;
             }
+            // Over the target's rate cap: the tail of the batch is not sent to it.
+            let allowed = match &target.rate {
+                Some(cap) => {
+                    let k = cap.take(self.ready.len());
+                    counters.add_rate_limited((self.ready.len() - k) as u64);
+                    k
+                }
+                None => self.ready.len(),
+            };
+            if allowed == 0 {
+                continue;
+            }
             // An empty ring (Acquire) means every earlier copy for this target has been handed
             // to the kernel, so sending inline now keeps each flow's order. A target with line
             // settings or parity gets everything through its sender, which does that work.
@@ -133,20 +145,20 @@ impl Dispatch {
                     &self.pool,
                     &target.core,
                     counters,
-                    &self.ready,
+                    &self.ready[..allowed],
                     meta,
                     self.latency,
                 )
             } else {
                 0
             };
-            let rest = &self.ready[done..];
+            let rest = &self.ready[done..allowed];
             if rest.is_empty() {
                 continue;
             }
             if target.core.origin.way.is_some() {
                 // Each entry with its sender's origin in front, for the sender to send with it.
-                let origins = self.ready_at[done..]
+                let origins = self.ready_at[done..allowed]
                     .iter()
                     .map(|&i| Origin::of(&run.meta[i]).encode());
                 self.enqueue(&target.core, counters, rest, origins);

@@ -202,9 +202,10 @@ impl TargetSender {
         s.parts.clear();
         s.owner.clear();
         let mut counts = LineCounts::default();
-        let mut empty = 0;
+        let (mut empty, mut capped) = (0, 0);
         for (i, e) in entries.iter().enumerate() {
             let before = s.parts.len();
+            let limited_before = counts.rate_limited;
             filter.apply(
                 payload(&self.core, e),
                 &mut s.out,
@@ -214,7 +215,12 @@ impl TargetSender {
             );
             s.owner.resize(s.parts.len(), i);
             if s.parts.len() == before {
-                empty += 1;
+                // Every line removed: by the rate cap if it took any, else by the settings.
+                if counts.rate_limited > limited_before {
+                    capped += 1;
+                } else {
+                    empty += 1;
+                }
             }
         }
         counters.add_lines(LineOutcome::Offered, counts.offered);
@@ -222,7 +228,9 @@ impl TargetSender {
         counters.add_lines(LineOutcome::SampledOut, counts.sampled_out);
         counters.add_lines(LineOutcome::Malformed, counts.malformed);
         counters.add_lines(LineOutcome::MalformedDropped, counts.malformed_dropped);
+        counters.add_lines(LineOutcome::RateLimited, counts.rate_limited);
         counters.add_filtered(empty);
+        counters.add_rate_limited(capped);
         s.state.clear();
         s.state.resize(s.parts.len(), 0);
         let state = &mut s.state;

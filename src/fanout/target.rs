@@ -16,6 +16,7 @@ use crate::fastpath::Book;
 use crate::metrics::counters::TargetCounterSet;
 use crate::net::allow::AllowList;
 use crate::pool::ring::ByteRing;
+use crate::ratecap::RateCap;
 use crate::statsd::filter::LineFilter;
 use crate::statsd::ring::Ring;
 
@@ -191,21 +192,31 @@ pub(crate) struct TargetEntry {
     pub(crate) spec: TargetSpec,
     /// Every copy goes through the sender (line settings or parity): workers never send inline.
     pub(crate) via_sender: bool,
+    /// `max-rate` in datagrams, applied by the workers before they send or queue.
+    pub(crate) rate: Option<RateCap>,
 }
 
 impl TargetEntry {
+    /// An entry for `spec`; a rate cap bursts by `batch` (a worker's batch), so a batch that
+    /// arrives at exactly the rate is never cut.
     pub(crate) fn new(
         core: Arc<TargetCore>,
         producers: Arc<ProducerGuard>,
         spec: TargetSpec,
+        batch: usize,
     ) -> Self {
         let via_sender =
             !spec.lines.is_passthrough() || spec.parity || spec.group.is_some() || spec.is_stream();
+        let rate = spec
+            .max_rate
+            .filter(|r| r.unit == crate::config::RateUnit::Datagrams)
+            .map(|r| RateCap::new(r.per_second, batch));
         Self {
             core,
             producers,
             spec,
             via_sender,
+            rate,
         }
     }
 }
@@ -220,7 +231,16 @@ impl TargetEntry {
         if self.spec.lines.is_passthrough() {
             return Ok(None);
         }
+        let lines_per_second = self
+            .spec
+            .max_rate
+            .filter(|r| r.unit == crate::config::RateUnit::Lines)
+            .map(|r| r.per_second);
         LineFilter::new(&self.spec.lines, max_datagram)
+            .map(|f| match lines_per_second {
+                Some(n) => f.with_line_cap(n),
+                None => f,
+            })
             .map(|f| Some(Arc::new(f)))
             .map_err(|reason| ConfigError::Lines {
                 target: self.spec.name.clone(),

@@ -189,11 +189,8 @@ impl TargetRegistry {
                 }
                 Some(p) if p.spec.same_incarnation(&spec) => {
                     change.toggled.push(spec.name.clone());
-                    Arc::new(TargetEntry::new(
-                        Arc::clone(&p.core),
-                        Arc::clone(&p.producers),
-                        spec,
-                    ))
+                    let (core, producers) = (Arc::clone(&p.core), Arc::clone(&p.producers));
+                    Arc::new(TargetEntry::new(core, producers, spec, self.settings.batch))
                 }
                 _ => {
                     if prev.is_some() {
@@ -208,7 +205,8 @@ impl TargetRegistry {
                             super::link::hand_over(&core, first);
                             started.extend(handles);
                             let producers = Arc::new(ProducerGuard(Arc::clone(&core)));
-                            Arc::new(TargetEntry::new(core, producers, spec))
+                            let batch = self.settings.batch;
+                            Arc::new(TargetEntry::new(core, producers, spec, batch))
                         }
                         // Dropping what was built closes the new cores; their senders exit at once.
                         Err(e) => return Err(e),

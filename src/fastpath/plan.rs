@@ -60,6 +60,12 @@ pub(crate) fn ineligible(
     if !spec.enabled {
         return Some("disabled");
     }
+    if spec.is_stream() {
+        return Some("stream target");
+    }
+    if spec.max_rate.is_some() {
+        return Some("rate cap");
+    }
     if via_sender {
         return Some("line settings");
     }

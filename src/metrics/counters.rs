@@ -28,6 +28,7 @@ pub struct TargetCounters {
     queue_full: AtomicU64,
     drain_timeout: AtomicU64,
     connection_lost: AtomicU64,
+    rate_limited: AtomicU64,
     truncated: AtomicU64,
     pool_exhausted: AtomicU64,
     disabled: AtomicU64,
@@ -76,6 +77,13 @@ impl TargetCounters {
     /// Counts copies abandoned at the drain deadline.
     pub fn add_drain_timeout(&self, n: u64) {
         add(&self.drain_timeout, n);
+    }
+
+    /// Counts copies over the target's `max-rate`.
+    pub fn add_rate_limited(&self, n: u64) {
+        if n > 0 {
+            add(&self.rate_limited, n);
+        }
     }
 
     /// Counts copies lost with a TCP target's connection (written, not acknowledged).
@@ -129,6 +137,7 @@ impl TargetCounters {
         add(&self.queue_full, s.queue_full);
         add(&self.drain_timeout, s.drain_timeout);
         add(&self.connection_lost, s.connection_lost);
+        add(&self.rate_limited, s.rate_limited);
         add(&self.truncated, s.truncated);
         add(&self.pool_exhausted, s.pool_exhausted);
         add(&self.disabled, s.disabled);
@@ -160,6 +169,7 @@ impl TargetCounters {
             send_errors: std::array::from_fn(|i| get(&self.send_errors[i])),
             drain_timeout: get(&self.drain_timeout),
             connection_lost: get(&self.connection_lost),
+            rate_limited: get(&self.rate_limited),
             queue_full: get(&self.queue_full),
             truncated: get(&self.truncated),
             pool_exhausted: get(&self.pool_exhausted),

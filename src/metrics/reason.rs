@@ -32,6 +32,8 @@ pub enum DropReason {
     /// A TCP target's connection was lost (a reset, a keepalive timeout) with this copy written
     /// into its send queue and not yet acknowledged: estimated from `SIOCOUTQ`, never resent.
     ConnectionLost,
+    /// Over the target's `max-rate`: dropped so the receiver is not sent more than it can take.
+    RateLimited,
     /// Dropped by the kernel before udptee saw it (socket receive buffer full, SO_RXQ_OVFL). Not part of
     /// `received`: udptee never had it.
     RcvbufOverflow,
@@ -39,7 +41,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Reasons that count against a target in the accounting invariant.
-    pub const PER_TARGET: [Self; 11] = [
+    pub const PER_TARGET: [Self; 12] = [
         Self::QueueFull,
         Self::SendError,
         Self::Truncated,
@@ -51,6 +53,7 @@ impl DropReason {
         Self::BacklogFull,
         Self::CloneError,
         Self::ConnectionLost,
+        Self::RateLimited,
     ];
 
     /// The label value (`reason="queue_full"`).
@@ -67,6 +70,7 @@ impl DropReason {
             Self::BacklogFull => "backlog_full",
             Self::CloneError => "clone_error",
             Self::ConnectionLost => "connection_lost",
+            Self::RateLimited => "rate_limited",
             Self::RcvbufOverflow => "rcvbuf_overflow",
         }
     }
@@ -145,11 +149,13 @@ pub enum LineOutcome {
     Dropped,
     /// Not statsd (forwarded or dropped): a tally beside the others, not an outcome.
     Malformed,
+    /// Over the target's `max-rate` in lines.
+    RateLimited,
 }
 
 impl LineOutcome {
     /// All, in counter order.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Offered,
         Self::Sent,
         Self::Filtered,
@@ -157,6 +163,7 @@ impl LineOutcome {
         Self::MalformedDropped,
         Self::Dropped,
         Self::Malformed,
+        Self::RateLimited,
     ];
 
     /// The label value.
@@ -169,6 +176,7 @@ impl LineOutcome {
             Self::MalformedDropped => "malformed_dropped",
             Self::Dropped => "dropped",
             Self::Malformed => "malformed",
+            Self::RateLimited => "rate_limited",
         }
     }
 }

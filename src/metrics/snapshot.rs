@@ -34,6 +34,18 @@ pub struct WorkerSnapshot {
     pub kernel_marked: u64,
 }
 
+/// Line counts from a list of any length: an older udptee's shorter one padded with zeros.
+fn lines_padded<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<[u64; LineOutcome::ALL.len()], D::Error> {
+    let v: Vec<u64> = serde::Deserialize::deserialize(d)?;
+    let mut out = [0u64; LineOutcome::ALL.len()];
+    for (o, x) in out.iter_mut().zip(v) {
+        *o = x;
+    }
+    Ok(out)
+}
+
 /// One target's counters at a point in time.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TargetSnapshot {
@@ -50,6 +62,9 @@ pub struct TargetSnapshot {
     /// Copies lost with a TCP target's connection (written, not acknowledged when it was lost).
     #[serde(default)]
     pub connection_lost: u64,
+    /// Copies over the target's `max-rate`.
+    #[serde(default)]
+    pub rate_limited: u64,
     /// Copies dropped because the queue was full.
     pub queue_full: u64,
     /// Datagrams over `--max-datagram` offered to this target.
@@ -70,7 +85,9 @@ pub struct TargetSnapshot {
     pub backlog_full: u64,
     /// Kernel fast path clones that failed otherwise.
     pub clone_error: u64,
-    /// Lines by [`LineOutcome`] (in `ALL` order); all zero for a passthrough target.
+    /// Lines by [`LineOutcome`] (in `ALL` order); all zero for a passthrough target. Read from
+    /// an older udptee (a takeover's final counters) with fewer outcomes, the rest are zero.
+    #[serde(deserialize_with = "lines_padded")]
     pub lines: [u64; LineOutcome::ALL.len()],
     /// Parity digest: the wrapping sum of the hashes of every line sent.
     pub digest: u64,
@@ -93,6 +110,7 @@ impl TargetSnapshot {
         }
         self.drain_timeout += o.drain_timeout;
         self.connection_lost += o.connection_lost;
+        self.rate_limited += o.rate_limited;
         self.queue_full += o.queue_full;
         self.truncated += o.truncated;
         self.pool_exhausted += o.pool_exhausted;
@@ -119,6 +137,7 @@ impl TargetSnapshot {
             send_errors: std::array::from_fn(|i| d(self.send_errors[i], before.send_errors[i])),
             drain_timeout: d(self.drain_timeout, before.drain_timeout),
             connection_lost: d(self.connection_lost, before.connection_lost),
+            rate_limited: d(self.rate_limited, before.rate_limited),
             queue_full: d(self.queue_full, before.queue_full),
             truncated: d(self.truncated, before.truncated),
             pool_exhausted: d(self.pool_exhausted, before.pool_exhausted),
@@ -162,6 +181,7 @@ impl TargetSnapshot {
             DropReason::BacklogFull => self.backlog_full,
             DropReason::CloneError => self.clone_error,
             DropReason::ConnectionLost => self.connection_lost,
+            DropReason::RateLimited => self.rate_limited,
             DropReason::RcvbufOverflow => 0,
         }
     }
@@ -396,6 +416,9 @@ impl fmt::Display for Snapshot {
             }
             if s.connection_lost > 0 {
                 write!(f, ", connection_lost {}", s.connection_lost)?;
+            }
+            if s.rate_limited > 0 {
+                write!(f, ", rate_limited {}", s.rate_limited)?;
             }
             write!(
                 f,

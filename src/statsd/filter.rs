@@ -30,6 +30,8 @@ pub struct LineCounts {
     pub malformed: u64,
     /// Malformed lines dropped (`malformed = "drop"`).
     pub malformed_dropped: u64,
+    /// Lines over the target's `max-rate` in lines.
+    pub rate_limited: u64,
 }
 
 /// A target's compiled line settings.
@@ -49,6 +51,8 @@ pub struct LineFilter {
     strip: Vec<Vec<u8>>,
     drop_malformed: bool,
     max_datagram: usize,
+    /// `max-rate` in lines: a line over it is dropped.
+    line_cap: Option<crate::ratecap::RateCap>,
 }
 
 /// A datagram of this target's copy: a range of the output buffer, its lines and their digest.
@@ -131,7 +135,18 @@ impl LineFilter {
                 .collect(),
             drop_malformed: s.malformed == OnMalformed::Drop,
             max_datagram,
+            line_cap: None,
         })
+    }
+
+    /// The filter, with lines over `per_second` dropped and counted `rate_limited` (a burst of 1%
+    /// of a second's worth, at least one line).
+    pub fn with_line_cap(mut self, per_second: u64) -> Self {
+        let burst = usize::try_from(per_second / 100)
+            .unwrap_or(usize::MAX)
+            .max(1);
+        self.line_cap = Some(crate::ratecap::RateCap::new(per_second, burst));
+        self
     }
 
     /// True when a name is in the sampled share (sample-by name): the same names everywhere, always.
@@ -195,6 +210,10 @@ impl LineFilter {
                     Some((line, scale))
                 }
             };
+            if self.line_cap.as_ref().is_some_and(|c| c.take(1) == 0) {
+                counts.rate_limited += 1;
+                continue;
+            }
             counts.kept += 1;
             let sep = part.lines > 0;
             if sep {
@@ -412,7 +431,7 @@ pub fn check_datagram(datagram: &[u8]) {
         );
         assert_eq!(
             c.offered,
-            c.kept + c.filtered + c.sampled_out + c.malformed_dropped,
+            c.kept + c.filtered + c.sampled_out + c.malformed_dropped + c.rate_limited,
             "every line under one outcome: {c:?}"
         );
         let in_parts: u64 = a.parts.iter().map(|p| u64::from(p.lines)).sum();

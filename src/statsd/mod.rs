@@ -11,7 +11,8 @@
 //! [`parse`] borrows the line and returns where its parts are; it never copies, allocates or panics,
 //! and anything else is [`Malformed`] with the reason. [`filter`] applies a target's settings.
 //!
-//! Floor 1 (plain data and leaves): `filter` imports only the line settings from `config`.
+//! Floor 1 (plain data and leaves): `filter` imports only the line settings from `config` and the
+//! rate cap (`ratecap`) that `max-rate` in lines uses.
 
 pub mod filter;
 pub mod ring;
