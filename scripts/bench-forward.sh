@@ -15,6 +15,8 @@
 #                                              # preserve-source (raw socket) vs a plain copy
 #   FORWARDERS="udptee udptee-capped" BASELINE=udptee scripts/bench-forward.sh
 #                                              # every target under a max-rate it never reaches
+#   FORWARDERS="udptee-filtered udptee-budget" BASELINE=udptee-filtered GEN_ARGS="--profile realistic" SIZE=512 scripts/bench-forward.sh
+#                                              # a series budget beside the same line settings
 #   FORWARDERS="udptee udptee-record" scripts/bench-forward.sh
 #                                              # --record on (into $OUT, rotated, 2 x 64 MiB kept) vs off
 set -euo pipefail
@@ -52,6 +54,7 @@ for run in $(seq 1 "$RUNS"); do
       udptee-base) cmd="taskset -c $FWD_CPU ${BASE_BIN:?set BASE_REV} --listen {listen} {to} --stats-interval 0 --admin 127.0.0.1:0 --rcvbuf $RCVBUF $UDPTEE_ARGS" ;;
       udptee-origin) cmd="taskset -c $FWD_CPU scripts/udptee-origin.sh {listen} {targets} -- --stats-interval 0 --admin 127.0.0.1:0 --rcvbuf $RCVBUF $UDPTEE_ARGS" ;;
       udptee-capped) cmd="taskset -c $FWD_CPU scripts/udptee-capped.sh {listen} {targets} -- --stats-interval 0 --admin 127.0.0.1:0 --rcvbuf $RCVBUF $UDPTEE_ARGS" ;;
+      udptee-budget) cmd="taskset -c $FWD_CPU scripts/udptee-budget.sh {listen} {targets} -- --stats-interval 0 --admin 127.0.0.1:0 --rcvbuf $RCVBUF $UDPTEE_ARGS" ;;
       udptee-filtered) cmd="taskset -c $FWD_CPU scripts/udptee-filtered.sh {listen} {targets} -- --stats-interval 0 --admin 127.0.0.1:0 --rcvbuf $RCVBUF $UDPTEE_ARGS" ;;
       udptee-status) cmd="taskset -c $FWD_CPU scripts/udptee-status.sh {listen} {targets} -- --stats-interval 0 --rcvbuf $RCVBUF $UDPTEE_ARGS" ;;
       udptee-record) cmd="taskset -c $FWD_CPU $T/udptee --listen {listen} {to} --stats-interval 0 --admin 127.0.0.1:0 --rcvbuf $RCVBUF --record $OUT/rec-$run.pcap --record-max-bytes 64MiB --record-keep 2 $UDPTEE_ARGS" ;;

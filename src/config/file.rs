@@ -175,6 +175,12 @@ pub struct FileTarget {
     pub preserve_source: Option<bool>,
     /// `N/s` or `N lines/s`: the most this target is sent; the rest is `rate_limited`.
     pub max_rate: Option<String>,
+    /// The most distinct series this target sees in `series-window`.
+    pub max_series: Option<u64>,
+    /// How long a series counts against `max-series` (default 1h).
+    pub series_window: Option<Dur>,
+    /// `drop` or `strip-tags`: a line of a new series over the budget.
+    pub cardinality: Option<super::lines::Cardinality>,
     /// A group: lines sharded over these members on statsd's ring (instead of `addr`).
     pub members: Option<Vec<FileMember>>,
     /// A group's health check interval.
@@ -208,6 +214,11 @@ impl FileTarget {
             prefix: self.prefix.clone().unwrap_or_default(),
             strip_fields: self.strip_fields.clone().unwrap_or_default(),
             malformed: self.malformed.unwrap_or_default(),
+            max_series: self.max_series,
+            series_window: self
+                .series_window
+                .map_or(super::lines::DEFAULT_SERIES_WINDOW, |d| d.0),
+            cardinality: self.cardinality.unwrap_or_default(),
         }
     }
 }

@@ -29,8 +29,28 @@ pub enum OnMalformed {
     Drop,
 }
 
+/// `cardinality`: what becomes of a line of a new series once `max-series` is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cardinality {
+    /// Drop it (and count it `series_limited`).
+    #[default]
+    Drop,
+    /// Keep it without its tags (and count it `series_limited`): the name's totals stay right.
+    StripTags,
+}
+
+/// The window a series budget counts distinct series in, by default: an hour.
+pub const DEFAULT_SERIES_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
+/// The largest `max-series`: ten million (each costs about 32 bytes).
+pub const MAX_SERIES: u64 = 10_000_000;
+
+fn ser_window<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
 /// A target's line settings, as configured.
-#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct LineSettings {
     /// Name globs to keep (none: every name).
@@ -53,6 +73,33 @@ pub struct LineSettings {
     pub strip_fields: Vec<String>,
     /// What to do with lines that are not statsd.
     pub malformed: OnMalformed,
+    /// `max-series`: the most distinct series (name, type, tag set) this target sees in a window.
+    pub max_series: Option<u64>,
+    /// `series-window`: how long a series counts against the budget (two halves; see the filter).
+    #[serde(serialize_with = "ser_window")]
+    pub series_window: std::time::Duration,
+    /// `cardinality`: a line of a new series over the budget is dropped or stripped of its tags.
+    pub cardinality: Cardinality,
+}
+
+impl Default for LineSettings {
+    fn default() -> Self {
+        Self {
+            include: Vec::new(),
+            exclude: Vec::new(),
+            tags_include: Vec::new(),
+            tags_exclude: Vec::new(),
+            sample: None,
+            sample_by: SampleBy::default(),
+            add_tags: Vec::new(),
+            prefix: String::new(),
+            strip_fields: Vec::new(),
+            malformed: OnMalformed::default(),
+            max_series: None,
+            series_window: DEFAULT_SERIES_WINDOW,
+            cardinality: Cardinality::default(),
+        }
+    }
 }
 
 /// The fields `strip-fields` may name: DogStatsD's in-band origin (`|c:` container, protocol
@@ -70,6 +117,7 @@ impl LineSettings {
             && self.add_tags.is_empty()
             && self.prefix.is_empty()
             && self.strip_fields.is_empty()
+            && self.max_series.is_none()
     }
 
     /// Checks the settings; the error names the key.
@@ -101,6 +149,17 @@ impl LineSettings {
         {
             return Err(format!(
                 "strip-fields {f:?}: expected some of \"c\", \"e\", \"card\" (DogStatsD's origin fields)"
+            ));
+        }
+        if let Some(n) = self.max_series {
+            if n == 0 || n > MAX_SERIES {
+                return Err(format!("max-series {n}: expected 1 to {MAX_SERIES}"));
+            }
+        }
+        if self.series_window < std::time::Duration::from_secs(2) {
+            return Err(format!(
+                "series-window {}: expected at least 2s",
+                humantime::format_duration(self.series_window)
             ));
         }
         if self

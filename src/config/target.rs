@@ -163,6 +163,7 @@ pub fn validate_targets(
         )?;
         check_origin(a, own.origins())?;
         check_rate(a)?;
+        check_series(a)?;
         if let Some(group) = &a.group {
             if let Some(b) = targets[..i].iter().find(|b| b.name == a.name) {
                 return Err(ConfigError::DuplicateName {
@@ -255,6 +256,19 @@ pub fn validate_targets(
                 listen: *l,
             });
         }
+    }
+    Ok(())
+}
+
+/// A series budget is for a plain target's sender, which parses the lines: not a group (whose
+/// sharder does), nor a stream target (which has no line settings yet).
+fn check_series(a: &TargetSpec) -> Result<(), ConfigError> {
+    if a.lines.max_series.is_some() && (a.group.is_some() || a.is_stream()) {
+        return Err(ConfigError::BadValue {
+            what: "max-series",
+            got: a.name.clone(),
+            expected: "a plain UDP or unixgram target (not a group or a stream target, yet)",
+        });
     }
     Ok(())
 }

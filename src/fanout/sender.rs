@@ -202,10 +202,11 @@ impl TargetSender {
         s.parts.clear();
         s.owner.clear();
         let mut counts = LineCounts::default();
-        let (mut empty, mut capped) = (0, 0);
+        let (mut empty, mut capped, mut over_budget) = (0, 0, 0);
         for (i, e) in entries.iter().enumerate() {
             let before = s.parts.len();
             let limited_before = counts.rate_limited;
+            let series_before = counts.series_limited;
             filter.apply(
                 payload(&self.core, e),
                 &mut s.out,
@@ -218,6 +219,8 @@ impl TargetSender {
                 // Every line removed: by the rate cap if it took any, else by the settings.
                 if counts.rate_limited > limited_before {
                     capped += 1;
+                } else if counts.series_limited > series_before {
+                    over_budget += 1;
                 } else {
                     empty += 1;
                 }
@@ -229,8 +232,11 @@ impl TargetSender {
         counters.add_lines(LineOutcome::Malformed, counts.malformed);
         counters.add_lines(LineOutcome::MalformedDropped, counts.malformed_dropped);
         counters.add_lines(LineOutcome::RateLimited, counts.rate_limited);
+        counters.add_lines(LineOutcome::SeriesLimited, counts.series_limited);
+        counters.add_lines(LineOutcome::TagsStripped, counts.tags_stripped);
         counters.add_filtered(empty);
         counters.add_rate_limited(capped);
+        counters.add_series_limited(over_budget);
         s.state.clear();
         s.state.resize(s.parts.len(), 0);
         let state = &mut s.state;

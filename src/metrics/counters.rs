@@ -29,6 +29,7 @@ pub struct TargetCounters {
     drain_timeout: AtomicU64,
     connection_lost: AtomicU64,
     rate_limited: AtomicU64,
+    series_limited: AtomicU64,
     truncated: AtomicU64,
     pool_exhausted: AtomicU64,
     disabled: AtomicU64,
@@ -86,6 +87,13 @@ impl TargetCounters {
         }
     }
 
+    /// Counts datagrams a series budget emptied.
+    pub fn add_series_limited(&self, n: u64) {
+        if n > 0 {
+            add(&self.series_limited, n);
+        }
+    }
+
     /// Counts copies lost with a TCP target's connection (written, not acknowledged).
     pub fn add_connection_lost(&self, n: u64) {
         add(&self.connection_lost, n);
@@ -138,6 +146,7 @@ impl TargetCounters {
         add(&self.drain_timeout, s.drain_timeout);
         add(&self.connection_lost, s.connection_lost);
         add(&self.rate_limited, s.rate_limited);
+        add(&self.series_limited, s.series_limited);
         add(&self.truncated, s.truncated);
         add(&self.pool_exhausted, s.pool_exhausted);
         add(&self.disabled, s.disabled);
@@ -170,6 +179,7 @@ impl TargetCounters {
             drain_timeout: get(&self.drain_timeout),
             connection_lost: get(&self.connection_lost),
             rate_limited: get(&self.rate_limited),
+            series_limited: get(&self.series_limited),
             queue_full: get(&self.queue_full),
             truncated: get(&self.truncated),
             pool_exhausted: get(&self.pool_exhausted),

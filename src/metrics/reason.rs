@@ -34,6 +34,8 @@ pub enum DropReason {
     ConnectionLost,
     /// Over the target's `max-rate`: dropped so the receiver is not sent more than it can take.
     RateLimited,
+    /// Every line of a new series over the target's `max-series` (with `cardinality = "drop"`).
+    SeriesLimited,
     /// Dropped by the kernel before udptee saw it (socket receive buffer full, SO_RXQ_OVFL). Not part of
     /// `received`: udptee never had it.
     RcvbufOverflow,
@@ -41,7 +43,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Reasons that count against a target in the accounting invariant.
-    pub const PER_TARGET: [Self; 12] = [
+    pub const PER_TARGET: [Self; 13] = [
         Self::QueueFull,
         Self::SendError,
         Self::Truncated,
@@ -54,6 +56,7 @@ impl DropReason {
         Self::CloneError,
         Self::ConnectionLost,
         Self::RateLimited,
+        Self::SeriesLimited,
     ];
 
     /// The label value (`reason="queue_full"`).
@@ -71,6 +74,7 @@ impl DropReason {
             Self::CloneError => "clone_error",
             Self::ConnectionLost => "connection_lost",
             Self::RateLimited => "rate_limited",
+            Self::SeriesLimited => "series_limited",
             Self::RcvbufOverflow => "rcvbuf_overflow",
         }
     }
@@ -151,11 +155,16 @@ pub enum LineOutcome {
     Malformed,
     /// Over the target's `max-rate` in lines.
     RateLimited,
+    /// Of a new series over the target's `max-series`, dropped (`cardinality = "drop"`).
+    SeriesLimited,
+    /// Of a new series over `max-series`, sent without its tags (`cardinality = "strip-tags"`):
+    /// a tally beside the outcomes, as `malformed` is.
+    TagsStripped,
 }
 
 impl LineOutcome {
     /// All, in counter order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 10] = [
         Self::Offered,
         Self::Sent,
         Self::Filtered,
@@ -164,6 +173,8 @@ impl LineOutcome {
         Self::Dropped,
         Self::Malformed,
         Self::RateLimited,
+        Self::SeriesLimited,
+        Self::TagsStripped,
     ];
 
     /// The label value.
@@ -177,6 +188,8 @@ impl LineOutcome {
             Self::Dropped => "dropped",
             Self::Malformed => "malformed",
             Self::RateLimited => "rate_limited",
+            Self::SeriesLimited => "series_limited",
+            Self::TagsStripped => "tags_stripped",
         }
     }
 }

@@ -65,6 +65,9 @@ pub struct TargetSnapshot {
     /// Copies over the target's `max-rate`.
     #[serde(default)]
     pub rate_limited: u64,
+    /// Datagrams whose every line was of a new series over `max-series` (dropped).
+    #[serde(default)]
+    pub series_limited: u64,
     /// Copies dropped because the queue was full.
     pub queue_full: u64,
     /// Datagrams over `--max-datagram` offered to this target.
@@ -111,6 +114,7 @@ impl TargetSnapshot {
         self.drain_timeout += o.drain_timeout;
         self.connection_lost += o.connection_lost;
         self.rate_limited += o.rate_limited;
+        self.series_limited += o.series_limited;
         self.queue_full += o.queue_full;
         self.truncated += o.truncated;
         self.pool_exhausted += o.pool_exhausted;
@@ -138,6 +142,7 @@ impl TargetSnapshot {
             drain_timeout: d(self.drain_timeout, before.drain_timeout),
             connection_lost: d(self.connection_lost, before.connection_lost),
             rate_limited: d(self.rate_limited, before.rate_limited),
+            series_limited: d(self.series_limited, before.series_limited),
             queue_full: d(self.queue_full, before.queue_full),
             truncated: d(self.truncated, before.truncated),
             pool_exhausted: d(self.pool_exhausted, before.pool_exhausted),
@@ -182,6 +187,7 @@ impl TargetSnapshot {
             DropReason::CloneError => self.clone_error,
             DropReason::ConnectionLost => self.connection_lost,
             DropReason::RateLimited => self.rate_limited,
+            DropReason::SeriesLimited => self.series_limited,
             DropReason::RcvbufOverflow => 0,
         }
     }
@@ -419,6 +425,9 @@ impl fmt::Display for Snapshot {
             }
             if s.rate_limited > 0 {
                 write!(f, ", rate_limited {}", s.rate_limited)?;
+            }
+            if s.series_limited > 0 {
+                write!(f, ", series_limited {}", s.series_limited)?;
             }
             write!(
                 f,

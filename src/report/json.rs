@@ -66,6 +66,8 @@ pub(crate) fn targets_json(stats: &Stats, only: Option<&str>) -> serde_json::Val
                     "parity": t.spec.parity,
                     "preserve-source": t.spec.preserve_source,
                     "max-rate": t.spec.max_rate,
+                    // The series budget's window: what it holds, and which names hold most.
+                    "series": t.core.lines.load().as_deref().and_then(|f| f.series_report(10)),
                     "origin": t.core.origin.as_str(),
                     "origin_relayed_because": t.core.origin.relayed_because,
                     "queued_bytes": t.core.ring.used_bytes(),
@@ -189,6 +191,7 @@ pub(crate) fn parity_json(
                             "sampled_out": cause(LineOutcome::SampledOut),
                             "malformed_dropped": cause(LineOutcome::MalformedDropped),
                             "rate_limited": cause(LineOutcome::RateLimited),
+                            "series_limited": cause(LineOutcome::SeriesLimited),
                             "dropped": cause(LineOutcome::Dropped),
                             "datagrams_dropped_before_the_filter": s.dropped_total() as i128 - p.dropped_total() as i128,
                             "offered": p.lines(LineOutcome::Offered) as i128 - s.lines(LineOutcome::Offered) as i128,

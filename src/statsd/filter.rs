@@ -32,6 +32,10 @@ pub struct LineCounts {
     pub malformed_dropped: u64,
     /// Lines over the target's `max-rate` in lines.
     pub rate_limited: u64,
+    /// Lines of a new series over `max-series`, dropped.
+    pub series_limited: u64,
+    /// Lines of a new series over `max-series`, kept without their tags (they are also `kept`).
+    pub tags_stripped: u64,
 }
 
 /// A target's compiled line settings.
@@ -53,6 +57,9 @@ pub struct LineFilter {
     max_datagram: usize,
     /// `max-rate` in lines: a line over it is dropped.
     line_cap: Option<crate::ratecap::RateCap>,
+    /// `max-series`: its budget (the target's sender is its one user; the lock is uncontended).
+    series: Option<std::sync::Mutex<super::series::SeriesBudget>>,
+    strip_over_budget: bool,
 }
 
 /// A datagram of this target's copy: a range of the output buffer, its lines and their digest.
@@ -136,7 +143,17 @@ impl LineFilter {
             drop_malformed: s.malformed == OnMalformed::Drop,
             max_datagram,
             line_cap: None,
+            series: s.max_series.map(|n| {
+                std::sync::Mutex::new(super::series::SeriesBudget::new(n, s.series_window))
+            }),
+            strip_over_budget: s.cardinality == crate::config::lines::Cardinality::StripTags,
         })
+    }
+
+    /// The series budget's window: series seen, the budget, the names with the most series.
+    pub fn series_report(&self, n: usize) -> Option<super::series::SeriesReport> {
+        let b = self.series.as_ref()?.lock().ok()?;
+        Some(b.report(n))
     }
 
     /// The filter, with lines over `per_second` dropped and counted `rate_limited` (a burst of 1%
@@ -207,7 +224,20 @@ impl LineFilter {
                         }
                         scale = Some(f);
                     }
-                    Some((line, scale))
+                    let mut strip_tags = false;
+                    if let Some(budget) = &self.series {
+                        let h = super::series::series_of(&line);
+                        let now = std::time::Instant::now();
+                        let within = budget
+                            .lock()
+                            .map_or(true, |mut b| b.admit(h, line.name(), now));
+                        if !within && !self.strip_over_budget {
+                            counts.series_limited += 1;
+                            continue;
+                        }
+                        strip_tags = !within;
+                    }
+                    Some((line, scale, strip_tags))
                 }
             };
             if self.line_cap.as_ref().is_some_and(|c| c.take(1) == 0) {
@@ -215,6 +245,9 @@ impl LineFilter {
                 continue;
             }
             counts.kept += 1;
+            if matches!(keep, Some((_, _, true))) {
+                counts.tags_stripped += 1;
+            }
             let sep = part.lines > 0;
             if sep {
                 out.push(b'\n');
@@ -222,8 +255,8 @@ impl LineFilter {
             let mut body = out.len();
             match keep {
                 None => out.extend_from_slice(raw),
-                Some((line, scale)) => {
-                    self.rewrite(&line, scale, out);
+                Some((line, scale, strip_tags)) => {
+                    self.rewrite(&line, scale, strip_tags, out);
                     out.extend_from_slice(end);
                 }
             }
@@ -246,7 +279,13 @@ impl LineFilter {
 
     /// Appends `line` to `out` with this target's prefix and tags, and `@rate` scaled by `scale`
     /// for counts and samples (sample-by line).
-    fn rewrite(&self, line: &super::Line<'_>, scale: Option<f64>, out: &mut Vec<u8>) {
+    fn rewrite(
+        &self,
+        line: &super::Line<'_>,
+        scale: Option<f64>,
+        strip_tags: bool,
+        out: &mut Vec<u8>,
+    ) {
         let b = line.bytes;
         // Edits as (position, bytes replaced from there, what goes in), applied in position order.
         let mut edits: [(usize, usize, Edit); 3] = [(0, 0, Edit::None); 3];
@@ -280,6 +319,10 @@ impl LineFilter {
         }
         if !self.add_tags.is_empty() {
             edits[2] = match (line.tags_at, line.tags, line.what) {
+                // Where the removed list was: a field of its own.
+                (Some(t), Some(tags), _) if strip_tags => {
+                    (t + 2 + tags.len(), 0, Edit::Tags(false, true))
+                }
                 // After the existing list.
                 (Some(t), Some(tags), _) => {
                     (t + 2 + tags.len(), 0, Edit::Tags(!tags.is_empty(), false))
@@ -300,7 +343,9 @@ impl LineFilter {
         // The fields to remove, in order; at one position an insertion goes first.
         let mut strips = line
             .fields()
-            .filter(|(_, f)| self.strip.iter().any(|s| f.starts_with(s)))
+            .filter(|(_, f)| {
+                self.strip.iter().any(|s| f.starts_with(s)) || (strip_tags && f.starts_with(b"#"))
+            })
             .map(|(pos, f)| (pos, f.len() + 1, Edit::None))
             .peekable();
         let mut fixed = edits
@@ -431,7 +476,12 @@ pub fn check_datagram(datagram: &[u8]) {
         );
         assert_eq!(
             c.offered,
-            c.kept + c.filtered + c.sampled_out + c.malformed_dropped + c.rate_limited,
+            c.kept
+                + c.filtered
+                + c.sampled_out
+                + c.malformed_dropped
+                + c.rate_limited
+                + c.series_limited,
             "every line under one outcome: {c:?}"
         );
         let in_parts: u64 = a.parts.iter().map(|p| u64::from(p.lines)).sum();

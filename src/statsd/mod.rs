@@ -16,6 +16,7 @@
 
 pub mod filter;
 pub mod ring;
+pub mod series;
 pub mod shard;
 pub mod stream;
 
