@@ -147,6 +147,39 @@ fn sampling_by_line_scales_rates_of_counts_only() {
 }
 
 #[test]
+fn over_a_series_budget_tags_are_stripped_and_added_tags_stay() {
+    let s = LineSettings {
+        max_series: Some(1),
+        cardinality: crate::config::lines::Cardinality::StripTags,
+        add_tags: vec!["shadow:1".into()],
+        ..settings()
+    };
+    let f = LineFilter::new(&s, 65535).unwrap();
+    let mut rng = fastrand::Rng::with_seed(1);
+    let a = Applied::of(
+        &f,
+        [
+            &b"a:1|c|#x:1"[..],
+            b"b:1|c|#y:2|c:abc",
+            b"a:2|c|#x:1",
+            b"c:1|g",
+        ],
+        &mut rng,
+    );
+    assert_eq!(
+        a.texts().collect::<Vec<_>>(),
+        vec![
+            &b"a:1|c|#x:1,shadow:1"[..],
+            b"b:1|c|#shadow:1|c:abc",
+            b"a:2|c|#x:1,shadow:1",
+            b"c:1|g|#shadow:1",
+        ],
+        "the first series whole and again; the others without their own tags"
+    );
+    assert_eq!((a.counts.tags_stripped, a.counts.kept), (2, 4));
+}
+
+#[test]
 fn malformed_lines_follow_the_setting_and_are_counted() {
     let mut s = LineSettings {
         include: vec!["*".into()],
