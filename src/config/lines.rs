@@ -45,6 +45,22 @@ pub const DEFAULT_SERIES_WINDOW: std::time::Duration = std::time::Duration::from
 /// The largest `max-series`: ten million (each costs about 32 bytes).
 pub const MAX_SERIES: u64 = 10_000_000;
 
+/// Slots in each of a series budget's two tables: a power of two at least twice the budget.
+pub fn series_slots(budget: u64) -> usize {
+    usize::try_from(budget.saturating_mul(2))
+        .unwrap_or(usize::MAX / 2)
+        .next_power_of_two()
+        .max(16)
+}
+
+impl LineSettings {
+    /// Bytes the series budget holds (none without one).
+    pub fn series_bytes(&self) -> usize {
+        self.max_series
+            .map_or(0, |n| 2 * series_slots(n) * size_of::<u64>())
+    }
+}
+
 fn ser_window<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&humantime::format_duration(*d).to_string())
 }

@@ -217,9 +217,13 @@ impl Config {
         self.pool_slots(uring) * (HEADROOM + self.max_datagram)
     }
 
-    /// Bytes allocated (and touched) for target backlogs: the sum of each target's `queue_bytes`.
+    /// Bytes allocated (and touched) for target backlogs: the sum of each target's `queue_bytes`,
+    /// and of its series budget's tables.
     pub fn backlog_bytes(&self) -> usize {
-        self.targets.iter().map(|t| t.queue_bytes).sum()
+        self.targets
+            .iter()
+            .map(|t| t.queue_bytes + t.lines.series_bytes())
+            .sum()
     }
 
     /// Checks the cross-field rules; `Args` conversion and library users both go through it.

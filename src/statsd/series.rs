@@ -3,7 +3,8 @@
 //! the current half window and the one before. A series seen in either counts; at each half
 //! window the older set is dropped, so a series is remembered between one half and a whole
 //! window after it was last seen. Memory is fixed by the budget: two open-addressing tables of
-//! at least twice the budget in 8-byte slots (about 32 bytes a series). Two series merge only if
+//! at least twice the budget in 8-byte slots (32 to 64 bytes a series), written through when the
+//! budget is made and counted in the start-up memory check. Two series merge only if
 //! their 64-bit hashes collide: with a budget of N, about N²/2^65 (3 in 10^10 at 100,000).
 //! Floor 1; hot for a target with a budget (one lookup per line).
 
@@ -28,8 +29,12 @@ pub fn series_of(line: &Line<'_>) -> u64 {
         tags = tags.wrapping_add(xxh3_64(t).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     }
     let h = xxh3_64(line.name()) ^ kind.wrapping_mul(0xC2B2_AE3D_27D4_EB4F) ^ tags.rotate_left(17);
-    h.max(1) // 0 marks an empty slot
+    h.min(EMPTY - 1)
 }
+
+/// An empty slot. Not 0: a table filled with it is written through at creation, so every page is
+/// resident before the first line (as the pool and the rings are), not faulted in on the hot path.
+const EMPTY: u64 = u64::MAX;
 
 /// One half window's set of series hashes.
 #[derive(Debug)]
@@ -41,7 +46,7 @@ struct Set {
 impl Set {
     fn new(slots: usize) -> Self {
         Self {
-            slots: vec![0; slots].into_boxed_slice(),
+            slots: vec![EMPTY; slots].into_boxed_slice(),
             len: 0,
         }
     }
@@ -51,7 +56,7 @@ impl Set {
         let mut i = (h as usize) & mask;
         loop {
             match self.slots[i] {
-                0 => return Err(i),
+                EMPTY => return Err(i),
                 x if x == h => return Ok(i),
                 _ => i = (i + 1) & mask,
             }
@@ -70,7 +75,7 @@ impl Set {
     }
 
     fn clear(&mut self) {
-        self.slots.fill(0);
+        self.slots.fill(EMPTY);
         self.len = 0;
     }
 }
@@ -111,10 +116,7 @@ impl SeriesBudget {
 
     /// A budget whose first half window starts at `start`.
     fn starting(budget: u64, window: Duration, start: Instant) -> Self {
-        let slots = usize::try_from(budget.saturating_mul(2))
-            .unwrap_or(usize::MAX / 2)
-            .next_power_of_two()
-            .max(16);
+        let slots = crate::config::lines::series_slots(budget);
         Self {
             budget,
             half: window / 2,
