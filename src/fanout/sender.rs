@@ -35,11 +35,6 @@ use crate::pool::ring::ByteRing;
 use crate::pool::ring::Entry;
 use crate::statsd::filter::{LineCounts, LineFilter, Part};
 
-/// The datagram of an entry (after its origin, for a target that keeps it).
-fn payload<'a>(core: &'a TargetCore, e: &Entry) -> &'a [u8] {
-    core.payload(e)
-}
-
 /// The origin of an entry of a target that keeps it.
 fn origin_of(core: &TargetCore, e: &Entry) -> Origin {
     Origin::decode(core.entry(e))
@@ -117,7 +112,7 @@ impl TargetSender {
                     core,
                     group,
                     &entries[..n],
-                    |e| payload(core, e),
+                    |e| core.payload(e),
                     f,
                     st,
                     &mut rng,
@@ -158,7 +153,7 @@ impl TargetSender {
             } else {
                 LineOutcome::Dropped
             };
-            let datagrams = entries.iter().map(|e| payload(&self.core, e));
+            let datagrams = entries.iter().map(|e| self.core.payload(e));
             group::count_member_lines(&self.core, datagrams, outcome);
             return;
         }
@@ -167,7 +162,7 @@ impl TargetSender {
         }
         let (mut lines, mut malformed, mut digest) = (0, 0, 0u64);
         for e in entries {
-            for line in crate::statsd::lines(payload(&self.core, e)) {
+            for line in crate::statsd::lines(self.core.payload(e)) {
                 lines += 1;
                 // Counted as a target with line settings counts them (sent as they are here).
                 if crate::statsd::parse(crate::statsd::ending(line).0).is_err() {
@@ -208,7 +203,7 @@ impl TargetSender {
             let limited_before = counts.rate_limited;
             let series_before = counts.series_limited;
             filter.apply(
-                payload(&self.core, e),
+                self.core.payload(e),
                 &mut s.out,
                 &mut s.parts,
                 &mut counts,
@@ -315,7 +310,7 @@ impl TargetSender {
                 Some(way) => {
                     let copies = entries[start..]
                         .iter()
-                        .map(|e| (payload(core, e), origin_of(core, e)));
+                        .map(|e| (core.payload(e), origin_of(core, e)));
                     kept.send(core.origin_fd(), way, copies)
                 }
                 None => send.send_entries(core.socket.as_fd(), &entries[start..]),

@@ -109,11 +109,6 @@ impl DataView {
         &self.worker_sockets[..self.first]
     }
 
-    /// Every datagram listener's sockets, the first listener's first.
-    pub fn all_listen_sockets(&self) -> &[UdpSocket] {
-        &self.worker_sockets
-    }
-
     /// The datagram pool (capacity and occupancy, for gauges).
     pub fn pool(&self) -> &BufPool {
         &self.pool
