@@ -146,6 +146,22 @@ impl DatagramListen {
             Self::Unixgram(u) => format!("{UNIXGRAM}{}", u.path.display()),
         }
     }
+
+    /// `udp` or `unixgram`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Udp(_) => "udp",
+            Self::Unixgram(_) => "unixgram",
+        }
+    }
+
+    /// A unixgram listener's socket file.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            Self::Udp(_) => None,
+            Self::Unixgram(u) => Some(&u.path),
+        }
+    }
 }
 
 /// Every address udptee itself listens on, for the rules that look at them all: loops,

@@ -173,29 +173,34 @@ impl Config {
     /// Every listener's name, the first datagram one first (a UDP one as configured, before
     /// binding).
     pub fn listener_names(&self) -> Vec<String> {
-        let datagram = match &self.listen_unix {
-            Some(u) => format!("{UNIXGRAM}{}", u.path.display()),
-            None => self.listen.to_string(),
-        };
-        std::iter::once(datagram)
-            .filter(|_| !self.streams_only)
-            .chain(self.extra_listen.iter().map(DatagramListen::name))
+        self.datagram_listeners()
+            .iter()
+            .map(DatagramListen::name)
             .chain(self.streams.iter().map(StreamListen::name))
+            .collect()
+    }
+
+    /// The datagram listeners: the first (`listen` or `listen_unix`, none when `streams_only`),
+    /// then `extra_listen`.
+    pub fn datagram_listeners(&self) -> Vec<DatagramListen> {
+        let first = match &self.listen_unix {
+            _ if self.streams_only => None,
+            Some(u) => Some(DatagramListen::Unixgram(u.clone())),
+            None => Some(DatagramListen::Udp(self.listen)),
+        };
+        first
+            .into_iter()
+            .chain(self.extra_listen.iter().cloned())
             .collect()
     }
 
     /// Every address this configuration listens on (as configured, before binding).
     pub fn listening(&self) -> Listening {
         let mut l = Listening::default();
-        match &self.listen_unix {
-            _ if self.streams_only => {}
-            Some(u) => l.unixgram.push(u.path.clone()),
-            None => l.udp.push(self.listen),
-        }
-        for d in &self.extra_listen {
+        for d in self.datagram_listeners() {
             match d {
-                DatagramListen::Udp(a) => l.udp.push(*a),
-                DatagramListen::Unixgram(u) => l.unixgram.push(u.path.clone()),
+                DatagramListen::Udp(a) => l.udp.push(a),
+                DatagramListen::Unixgram(u) => l.unixgram.push(u.path),
             }
         }
         for s in &self.streams {

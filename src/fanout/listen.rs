@@ -36,22 +36,21 @@ pub(crate) struct Listen {
 
 /// A datagram listener after the first: its own sockets (one per worker), workers and counters.
 pub(crate) struct ExtraGroup {
-    pub(crate) name: String,
-    pub(crate) kind: &'static str,
+    /// The listener, a UDP one at its bound address.
+    pub(crate) listen: DatagramListen,
     pub(crate) sockets: Vec<UdpSocket>,
-    /// A UDP listener's bound address (a placeholder for unixgram).
-    pub(crate) local: SocketAddr,
-    /// A unixgram listener's socket file path.
-    pub(crate) path: Option<std::path::PathBuf>,
 }
 
 impl ExtraGroup {
     /// How it travels in a takeover.
     pub(crate) fn described(&self) -> Extra {
         Extra {
-            kind: self.kind.into(),
-            addr: self.path.is_none().then_some(self.local),
-            path: self.path.clone(),
+            kind: self.listen.kind().into(),
+            addr: match self.listen {
+                DatagramListen::Udp(a) => Some(a),
+                DatagramListen::Unixgram(_) => None,
+            },
+            path: self.listen.path().map(std::path::Path::to_path_buf),
             fds: self.sockets.len(),
         }
     }
@@ -192,7 +191,6 @@ fn extra_group(
 ) -> Result<ExtraGroup, StartError> {
     let workers = config.worker_cpus.len();
     let (rcvbuf, stamps) = (config.rcvbuf_bytes, config.latency);
-    let name = d.name();
     match d {
         DatagramListen::Udp(addr) => {
             let bind_error = |source| StartError::Bind {
@@ -220,17 +218,9 @@ fn extra_group(
                     group
                 }
             };
-            let name = if addr.port() == 0 {
-                local.to_string()
-            } else {
-                name
-            };
             Ok(ExtraGroup {
-                name,
-                kind: "udp",
+                listen: DatagramListen::Udp(local),
                 sockets,
-                local,
-                path: None,
             })
         }
         DatagramListen::Unixgram(u) => {
@@ -255,11 +245,8 @@ fn extra_group(
                 }
             };
             Ok(ExtraGroup {
-                name,
-                kind: "unixgram",
+                listen: d.clone(),
                 sockets,
-                local: SocketAddr::from(([0, 0, 0, 0], 0)),
-                path: Some(u.path.clone()),
             })
         }
     }

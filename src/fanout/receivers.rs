@@ -11,7 +11,7 @@ use std::sync::Arc;
 use super::error::StartError;
 use super::listen::{BoundStream, ExtraGroup};
 use super::view::ListenerView;
-use crate::config::{Config, Listening, UNIXGRAM};
+use crate::config::{Config, DatagramListen, Listening};
 use crate::handover::Extra;
 use crate::net::stream::SocketFile;
 use crate::net::uring::UringRecv;
@@ -70,53 +70,34 @@ impl Receivers {
             carried: Vec::new(),
             uring,
         };
-        let first_name = match &config.listen_unix {
-            _ if config.streams_only => String::new(),
-            Some(u) => {
-                r.own.unixgram.push(u.path.clone());
-                r.files.extend(SocketFile::of(&u.path));
-                format!("{UNIXGRAM}{}", u.path.display())
-            }
-            None => {
-                r.own.udp.push(local_addr);
-                local_addr.to_string()
-            }
-        };
-        let kind = if config.listen_unix.is_some() {
-            "unixgram"
-        } else {
-            "udp"
-        };
-        if !config.streams_only {
-            r.listeners
-                .push(ListenerView::datagram(first_name, kind, 0..r.first));
+        // The first listener, a UDP one at its bound address (none with stream listeners only).
+        let first_listen = config
+            .datagram_listeners()
+            .into_iter()
+            .next()
+            .filter(|_| !config.streams_only)
+            .map(|d| match d {
+                DatagramListen::Udp(_) => DatagramListen::Udp(local_addr),
+                unixgram => unixgram,
+            });
+        if let Some(d) = first_listen {
+            r.note(&d, 0..r.first);
         }
         for g in extra {
-            let rings = backend(g.path.is_some(), &g.sockets)?;
+            let rings = backend(g.listen.path().is_some(), &g.sockets)?;
             let dup = |s: &UdpSocket| s.try_clone().map(OwnedFd::from);
             let fds = g
                 .sockets
                 .iter()
                 .map(dup)
-                .collect::<std::io::Result<Vec<_>>>();
-            let fds = fds.map_err(|source| StartError::Bind {
-                addr: g.local,
-                source,
-            })?;
+                .collect::<std::io::Result<Vec<_>>>()
+                .map_err(|source| StartError::Bind {
+                    addr: local_addr,
+                    source,
+                })?;
             r.carried.push((g.described(), fds));
-            match &g.path {
-                Some(p) => {
-                    r.own.unixgram.push(p.clone());
-                    r.files.extend(SocketFile::of(p));
-                }
-                None => r.own.udp.push(g.local),
-            }
             let at = r.sockets.len();
-            r.listeners.push(ListenerView::datagram(
-                g.name,
-                g.kind,
-                at..at + g.sockets.len(),
-            ));
+            r.note(&g.listen, at..at + g.sockets.len());
             r.urings.extend(pad(rings, g.sockets.len()));
             r.cpus
                 .extend((0..g.sockets.len()).map(|i| config.worker_cpus[i % workers]));
@@ -143,6 +124,20 @@ impl Receivers {
         }
         r.streams = streams;
         Ok(r)
+    }
+
+    /// Records a datagram listener whose workers are `workers`: what udptee listens on, its
+    /// socket file, its view.
+    fn note(&mut self, d: &DatagramListen, workers: std::ops::Range<usize>) {
+        match d {
+            DatagramListen::Udp(a) => self.own.udp.push(*a),
+            DatagramListen::Unixgram(u) => {
+                self.own.unixgram.push(u.path.clone());
+                self.files.extend(SocketFile::of(&u.path));
+            }
+        }
+        self.listeners
+            .push(ListenerView::datagram(d.name(), d.kind(), workers));
     }
 
     /// Receiving threads: datagram workers and stream listeners.
