@@ -272,22 +272,17 @@ impl Snapshot {
 
     /// Datagrams received by one listener's threads (for a stream listener: datagrams packed).
     pub fn listener_received(&self, l: &ListenerSnapshot) -> u64 {
-        self.workers
-            .get(l.workers.clone())
-            .unwrap_or_default()
-            .iter()
-            .map(|w| w.received)
-            .sum()
+        self.listener_sum(l, |w| w.received)
     }
 
     /// Bytes received by one listener's threads.
     pub fn listener_bytes(&self, l: &ListenerSnapshot) -> u64 {
-        self.workers
-            .get(l.workers.clone())
-            .unwrap_or_default()
-            .iter()
-            .map(|w| w.bytes)
-            .sum()
+        self.listener_sum(l, |w| w.bytes)
+    }
+
+    fn listener_sum(&self, l: &ListenerSnapshot, f: impl Fn(&WorkerSnapshot) -> u64) -> u64 {
+        let workers = self.workers.get(l.workers.clone()).unwrap_or_default();
+        workers.iter().map(f).sum()
     }
 
     /// Index of the target named `name`.

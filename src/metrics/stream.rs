@@ -2,7 +2,7 @@
 //! datagram counters its thread keeps as any receive worker does. Written only by that thread,
 //! once per read or connection event. Floor 1.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use super::cell::{add, get};
 
@@ -52,8 +52,7 @@ impl CloseReason {
 #[derive(Debug, Default)]
 pub struct StreamCounters {
     accepted: AtomicU64,
-    open: AtomicU64,
-    closed: [AtomicU64; 6],
+    closed: [AtomicU64; CloseReason::ALL.len()],
     lines: AtomicU64,
     lines_too_long: AtomicU64,
     frames: AtomicU64,
@@ -66,10 +65,10 @@ pub struct StreamCounters {
 pub struct StreamSnapshot {
     /// Connections accepted (refused ones included).
     pub accepted: u64,
-    /// Connections open now.
+    /// Connections open now (accepted, less those closed).
     pub open: u64,
     /// Connections closed, by [`CloseReason::ALL`] order.
-    pub closed: [u64; 6],
+    pub closed: [u64; CloseReason::ALL.len()],
     /// Complete lines read from TCP connections.
     pub lines: u64,
     /// Lines over `--max-datagram`, dropped (the connection goes on).
@@ -96,13 +95,11 @@ impl StreamCounters {
     /// A connection accepted.
     pub fn add_accepted(&self) {
         add(&self.accepted, 1);
-        self.open.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A connection closed for `reason`, losing `cut_bytes` of an unfinished line or frame.
     pub fn add_closed(&self, reason: CloseReason, cut_bytes: usize) {
         add(&self.closed[reason as usize], 1);
-        self.open.fetch_sub(1, Ordering::Relaxed);
         if cut_bytes > 0 {
             add(&self.cut_bytes, cut_bytes as u64);
         }
@@ -123,10 +120,13 @@ impl StreamCounters {
 
     /// A copy for reporting.
     pub fn snapshot(&self) -> StreamSnapshot {
+        // Closes first, accepts after: a reader's cut never shows more closed than accepted.
+        let closed: [u64; CloseReason::ALL.len()] = std::array::from_fn(|i| get(&self.closed[i]));
+        let accepted = get(&self.accepted);
         StreamSnapshot {
-            accepted: get(&self.accepted),
-            open: get(&self.open),
-            closed: std::array::from_fn(|i| get(&self.closed[i])),
+            accepted,
+            open: accepted.saturating_sub(closed.iter().sum()),
+            closed,
             lines: get(&self.lines),
             lines_too_long: get(&self.lines_too_long),
             frames: get(&self.frames),
