@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 use super::ratelimit::RateLimit;
 use super::target::{StreamLink, TargetCore};
 use crate::metrics::histogram::now_nanos;
-use crate::net::link::StreamConn;
+use crate::net::link::Endpoint;
 use crate::net::socket::WAKE_INTERVAL;
+use crate::net::stream::Conn as StreamConn;
 use crate::pool::ring::Entry;
 
 /// First wait before connecting again.
@@ -48,11 +49,8 @@ pub(crate) fn open_first(
     if !spec.is_stream() || !connected {
         return Ok(None);
     }
-    let peer = match &spec.stream_path {
-        Some(p) => crate::net::link::Peer::Unix(p),
-        None => crate::net::link::Peer::Tcp(spec.resolved),
-    };
-    StreamConn::connect(&peer, spec.sndbuf_bytes, WAKE_INTERVAL)
+    let endpoint = Endpoint::of(spec.stream_path.as_deref(), spec.resolved);
+    StreamConn::connect(&endpoint, spec.sndbuf_bytes, WAKE_INTERVAL)
         .map(Some)
         .map_err(|source| super::change::ChangeError::Switch {
             name: spec.name.clone(),
@@ -160,14 +158,14 @@ impl<'c> Link<'c> {
         let attempt = match handed {
             Some(stream) => Ok(stream),
             None => StreamConn::connect(
-                &self.state().peer(self.core.addr),
+                &self.state().endpoint(self.core.addr),
                 self.state().sndbuf_bytes,
                 WAKE_INTERVAL,
             ),
         };
         match attempt {
             Ok(stream) => {
-                tracing::info!(target_name = %self.core.name, peer = ?self.state().peer(self.core.addr), "stream target connected");
+                tracing::info!(target_name = %self.core.name, peer = ?self.state().endpoint(self.core.addr), "stream target connected");
                 self.conn = Some(Conn {
                     stream,
                     written: 0,
@@ -182,7 +180,7 @@ impl<'c> Link<'c> {
             Err(e) => {
                 self.state().failed.fetch_add(1, Ordering::Relaxed);
                 if let Some(count) = self.warned.hit(1) {
-                    tracing::warn!(target_name = %self.core.name, peer = ?self.state().peer(self.core.addr), error = %e, count,
+                    tracing::warn!(target_name = %self.core.name, peer = ?self.state().endpoint(self.core.addr), error = %e, count,
                         "stream target: cannot connect; its queue fills, then drops as queue_full");
                 }
                 self.wait_longer();
@@ -204,7 +202,7 @@ impl<'c> Link<'c> {
             let s = self.state();
             s.lost.fetch_add(1, Ordering::Relaxed);
             s.connected.store(false, Ordering::Relaxed);
-            tracing::warn!(target_name = %self.core.name, peer = ?self.state().peer(self.core.addr), why, connection_lost = lost,
+            tracing::warn!(target_name = %self.core.name, peer = ?self.state().endpoint(self.core.addr), why, connection_lost = lost,
                 "stream target: connection lost; connecting again");
             self.next_attempt = Instant::now();
             self.wait_longer();

@@ -78,16 +78,13 @@ pub(crate) struct StreamLink {
     /// A Unix stream target's socket file (none: TCP, at the core's `addr`).
     pub(crate) path: Option<std::path::PathBuf>,
     /// A connection opened before this incarnation was published (a switch), for its sender.
-    pub(crate) handoff: std::sync::Mutex<Option<crate::net::link::StreamConn>>,
+    pub(crate) handoff: std::sync::Mutex<Option<crate::net::stream::Conn>>,
 }
 
 impl StreamLink {
     /// Where its receiver is.
-    pub(crate) fn peer(&self, addr: SocketAddr) -> crate::net::link::Peer<'_> {
-        match &self.path {
-            Some(p) => crate::net::link::Peer::Unix(p),
-            None => crate::net::link::Peer::Tcp(addr),
-        }
+    pub(crate) fn endpoint(&self, addr: SocketAddr) -> crate::net::link::Endpoint<'_> {
+        crate::net::link::Endpoint::of(self.path.as_deref(), addr)
     }
 }
 

@@ -2,10 +2,10 @@
 //! Connected with a bounded wait; TCP with keepalive and a user timeout (a dead peer is noticed in
 //! seconds, not the kernel's 15 minutes of retransmission); a send timeout so its thread keeps
 //! checking deadlines; and what the peer has taken so far. Not on the hot path except
-//! [`StreamConn::taken`] (one syscall per batch).
+//! [`Conn::taken`] (one syscall per batch).
 
-use std::io::{self, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 
+use super::stream::Conn;
 use super::sys;
 
 /// Longest wait for a connection to be accepted: 2 s, many round trips to any receiver a
@@ -27,32 +28,30 @@ const USER_TIMEOUT_MS: libc::c_int = 30_000;
 
 /// Where a stream target's receiver is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Peer<'a> {
+pub enum Endpoint<'a> {
     /// A TCP receiver.
     Tcp(SocketAddr),
     /// A Unix stream socket file.
     Unix(&'a Path),
 }
 
-/// A stream target's live connection.
-#[derive(Debug)]
-pub enum StreamConn {
-    /// To a TCP receiver.
-    Tcp(TcpStream),
-    /// To a Unix stream socket.
-    Unix(UnixStream),
+impl<'a> Endpoint<'a> {
+    /// The socket file `path` when there is one, else the TCP address `addr`.
+    pub fn of(path: Option<&'a Path>, addr: SocketAddr) -> Self {
+        path.map_or(Self::Tcp(addr), Self::Unix)
+    }
 }
 
-impl StreamConn {
+impl Conn {
     /// Connects: blocking writes that give up after `send_timeout` (so the caller can check its
     /// deadlines). TCP: Nagle off (each batch is one write: its flush), keepalive on.
     pub fn connect(
-        peer: &Peer<'_>,
+        peer: &Endpoint<'_>,
         sndbuf_bytes: Option<usize>,
         send_timeout: Duration,
     ) -> io::Result<Self> {
         match peer {
-            Peer::Tcp(addr) => {
+            Endpoint::Tcp(addr) => {
                 let s = Socket::new(
                     Domain::for_address(*addr),
                     Type::STREAM,
@@ -78,7 +77,7 @@ impl StreamConn {
                 s.set_write_timeout(Some(send_timeout))?;
                 Ok(Self::Tcp(s.into()))
             }
-            Peer::Unix(path) => {
+            Endpoint::Unix(path) => {
                 let s = UnixStream::connect(path).map_err(|e| match e.raw_os_error() {
                     Some(libc::EPROTOTYPE) => io::Error::new(
                         e.kind(),
@@ -128,18 +127,5 @@ impl StreamConn {
             Self::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
             Self::Unix(s) => s.shutdown(std::net::Shutdown::Write),
         };
-    }
-}
-
-impl Write for StreamConn {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Self::Tcp(s) => s.write(buf),
-            Self::Unix(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }

@@ -3,7 +3,7 @@
 //! Also the one rule for a Unix socket file found at a listener's path: a live socket of either
 //! type is refused, saying which type it is, and only a stale one is replaced. Not on the hot path.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
@@ -27,12 +27,13 @@ pub enum StreamSocket {
     Unix(UnixListener),
 }
 
-/// An accepted connection.
+/// A stream connection: one a listener accepted, or one a stream target made
+/// (`net::link` connects it).
 #[derive(Debug)]
 pub enum Conn {
-    /// From a TCP listener.
+    /// TCP.
     Tcp(TcpStream),
-    /// From a Unix stream listener.
+    /// A Unix stream socket.
     Unix(UnixStream),
 }
 
@@ -42,6 +43,19 @@ impl Read for Conn {
             Self::Tcp(s) => s.read(buf),
             Self::Unix(s) => s.read(buf),
         }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Tcp(s) => s.write(buf),
+            Self::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
