@@ -34,7 +34,15 @@ impl RateCap {
 
     /// How many of `n` copies may go now; the rest are over the cap.
     pub fn take(&self, n: usize) -> usize {
-        self.take_at(n, self.base.elapsed().as_nanos() as u64)
+        self.take_at_instant(n, Instant::now())
+    }
+
+    /// How many of `n` copies may go at `now` (a clock read the caller shares with other work).
+    pub fn take_at_instant(&self, n: usize, now: Instant) -> usize {
+        self.take_at(
+            n,
+            now.saturating_duration_since(self.base).as_nanos() as u64,
+        )
     }
 
     fn take_at(&self, n: usize, now: u64) -> usize {

@@ -182,6 +182,13 @@ impl LineFilter {
         rng: &mut fastrand::Rng,
     ) {
         let mut part = Part::empty(out.len());
+        // Once per datagram, not per line: the clock the budget and the cap read, and the
+        // budget's lock (the target's sender is its one user: it is never waited for).
+        let now = (self.series.is_some() || self.line_cap.is_some()).then(std::time::Instant::now);
+        let mut budget = self
+            .series
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         for raw in lines(datagram) {
             counts.offered += 1;
             // A `\r` before the `\n` is the line's ending, not its text: given back after it.
@@ -225,12 +232,8 @@ impl LineFilter {
                         scale = Some(f);
                     }
                     let mut strip_tags = false;
-                    if let Some(budget) = &self.series {
-                        let h = super::series::series_of(&line);
-                        let now = std::time::Instant::now();
-                        let within = budget
-                            .lock()
-                            .map_or(true, |mut b| b.admit(h, line.name(), now));
+                    if let (Some(b), Some(now)) = (budget.as_mut(), now) {
+                        let within = b.admit(super::series::series_of(&line), line.name(), now);
                         if !within && !self.strip_over_budget {
                             counts.series_limited += 1;
                             continue;
@@ -240,7 +243,11 @@ impl LineFilter {
                     Some((line, scale, strip_tags))
                 }
             };
-            if self.line_cap.as_ref().is_some_and(|c| c.take(1) == 0) {
+            let capped = match (&self.line_cap, now) {
+                (Some(cap), Some(now)) => cap.take_at_instant(1, now) == 0,
+                _ => false,
+            };
+            if capped {
                 counts.rate_limited += 1;
                 continue;
             }
