@@ -364,43 +364,14 @@ fn the_sockets_go_into_the_systemd_fd_store() {
         .die_with_test()
         .spawn()
         .unwrap();
-    let mut got = None;
-    for _ in 0..10 {
-        use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-        let mut buf = [0u8; 4096];
-        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 8]);
-        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-        let Ok(msg) = recvmsg::<()>(
-            notify.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::empty(),
-        ) else {
-            break;
-        };
-        let fds: Vec<i32> = msg
-            .cmsgs()
-            .unwrap()
-            .filter_map(|c| match c {
-                ControlMessageOwned::ScmRights(f) => Some(f),
-                _ => None,
-            })
-            .flatten()
-            .collect();
-        let text = String::from_utf8_lossy(iov[0].as_ref()).into_owned();
-        if text.contains("FDSTORE=1") {
-            got = Some((text, fds));
-            break;
-        }
-    }
+    let got = fdstore_message(&notify);
     signal(&child, "-TERM");
     let _ = stderr_of(child);
     let (text, fds) = got.expect("an FDSTORE=1 message");
     assert!(text.contains("FDNAME=udptee-listen"), "{text}");
     assert_eq!(fds.len(), 2, "both workers' sockets");
     for fd in fds {
-        // SAFETY: the kernel installed this descriptor for us with the message.
-        let s = unsafe { <UdpSocket as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let s = UdpSocket::from(fd);
         assert_eq!(s.local_addr().unwrap(), listen, "the listen socket itself");
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -461,6 +461,17 @@ fn bad_listener_flags_are_one_clear_error() {
     );
 }
 
+/// Starts the udptee binary with `args` and `extra`, its standard error captured.
+fn udptee_with(args: &[String], extra: &[&str]) -> std::process::Child {
+    Command::new(BIN)
+        .args(args)
+        .args(extra)
+        .stderr(std::process::Stdio::piped())
+        .die_with_test()
+        .spawn()
+        .unwrap()
+}
+
 /// Waits until `addr` accepts a TCP connection.
 fn wait_tcp(addr: SocketAddr) {
     wait_until("the tcp:// listener", Duration::from_secs(10), || {
@@ -498,15 +509,7 @@ fn a_takeover_carries_every_listener_and_the_socket_files_stay() {
         "--stats-interval".into(),
         "0".into(),
     ];
-    let start = |extra: &[&str]| {
-        Command::new(BIN)
-            .args(&args)
-            .args(extra)
-            .stderr(std::process::Stdio::piped())
-            .die_with_test()
-            .spawn()
-            .unwrap()
-    };
+    let start = |extra: &[&str]| udptee_with(&args, extra);
     let mut old = start(&[]);
     wait_bound(&mut old, udp1);
     wait_tcp(tcp);
@@ -583,42 +586,6 @@ fn a_takeover_carries_every_listener_and_the_socket_files_stay() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The descriptors of the first FDSTORE=1 message on `notify`.
-fn stored_fds(notify: &std::os::unix::net::UnixDatagram) -> Vec<std::os::fd::OwnedFd> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-    use std::os::fd::{AsRawFd, FromRawFd};
-    for _ in 0..10 {
-        let mut buf = [0u8; 4096];
-        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 8]);
-        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-        let Ok(msg) = recvmsg::<()>(
-            notify.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::empty(),
-        ) else {
-            break;
-        };
-        let fds: Vec<i32> = msg
-            .cmsgs()
-            .unwrap()
-            .filter_map(|c| match c {
-                ControlMessageOwned::ScmRights(f) => Some(f),
-                _ => None,
-            })
-            .flatten()
-            .collect();
-        if String::from_utf8_lossy(iov[0].as_ref()).contains("FDSTORE=1") {
-            // SAFETY: the kernel installed these descriptors for us with the message.
-            return fds
-                .into_iter()
-                .map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
-                .collect();
-        }
-    }
-    Vec::new()
-}
-
 #[test]
 fn a_tcp_listener_from_systemd_serves_what_waited_in_it_and_goes_into_the_fd_store() {
     use std::os::fd::AsRawFd;
@@ -679,7 +646,9 @@ fn a_tcp_listener_from_systemd_serves_what_waited_in_it_and_goes_into_the_fd_sto
         out.lines().len() >= 2
     });
     assert_eq!(out.lines(), vec!["waited.1:1|c", "waited.2:1|c"]);
-    let stored = stored_fds(&notify);
+    let stored = fdstore_message(&notify)
+        .map(|(_, fds)| fds)
+        .unwrap_or_default();
     signal(&child, "-TERM");
     let o = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
@@ -804,15 +773,7 @@ fn only_stream_listeners_forward_and_hand_over() {
         "--stats-interval".into(),
         "0".into(),
     ];
-    let start = |extra: &[&str]| {
-        Command::new(BIN)
-            .args(&args)
-            .args(extra)
-            .stderr(std::process::Stdio::piped())
-            .die_with_test()
-            .spawn()
-            .unwrap()
-    };
+    let start = |extra: &[&str]| udptee_with(&args, extra);
     let old = start(&[]);
     wait_tcp(tcp);
     wait_until("the control socket", Duration::from_secs(10), || {

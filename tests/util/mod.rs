@@ -487,3 +487,43 @@ impl DieWithTest for std::process::Command {
         }
     }
 }
+
+/// The text and descriptors of the first message on a fake `NOTIFY_SOCKET` that stores
+/// descriptors (`FDSTORE=1`), reading at most ten messages; `None` if none comes.
+pub fn fdstore_message(
+    notify: &std::os::unix::net::UnixDatagram,
+) -> Option<(String, Vec<std::os::fd::OwnedFd>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::{AsRawFd, FromRawFd};
+    for _ in 0..10 {
+        let mut buf = [0u8; 4096];
+        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 8]);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let Ok(msg) = recvmsg::<()>(
+            notify.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::empty(),
+        ) else {
+            break;
+        };
+        let fds: Vec<i32> = msg
+            .cmsgs()
+            .unwrap()
+            .filter_map(|c| match c {
+                ControlMessageOwned::ScmRights(f) => Some(f),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let text = String::from_utf8_lossy(iov[0].as_ref()).into_owned();
+        if text.contains("FDSTORE=1") {
+            // SAFETY: the kernel installed these descriptors for us with the message.
+            let owned = fds
+                .into_iter()
+                .map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+            return Some((text, owned.collect()));
+        }
+    }
+    None
+}
