@@ -20,34 +20,11 @@ use std::time::{Duration, Instant};
 
 use udptee::config::{Config, TargetSpec, UnixListen};
 
+mod common;
+use common::{pin, udptee_threads_ns};
+
 fn env(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.into())
-}
-
-/// Run time in ns of this process's threads whose name starts with `udptee-` (workers, senders).
-fn udptee_threads_ns() -> u64 {
-    let mut total = 0;
-    for task in std::fs::read_dir("/proc/self/task")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if !comm.starts_with("udptee-") {
-            continue;
-        }
-        let sched = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
-        total += sched
-            .split_whitespace()
-            .next()
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0);
-    }
-    total
-}
-
-fn pin(cpu: usize) {
-    core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
 }
 
 /// One run: CPU ns per datagram of udptee's threads, and the datagrams the receiver got.

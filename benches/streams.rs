@@ -28,36 +28,14 @@ use std::time::{Duration, Instant};
 
 use udptee::config::{Config, StreamListen, TargetSpec};
 
+mod common;
+use common::{pin, udptee_threads_ns};
+
 const CLIENTS: usize = 16;
 const PACK: usize = 1432;
 
 fn env(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.into())
-}
-
-fn pin(cpu: usize) {
-    core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
-}
-
-/// Run time in ns of this process's threads whose name starts with `udptee-`.
-fn udptee_threads_ns() -> u64 {
-    let mut total = 0;
-    for task in std::fs::read_dir("/proc/self/task")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.starts_with("udptee-") {
-            let s = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
-            total += s
-                .split_whitespace()
-                .next()
-                .and_then(|n| n.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-    }
-    total
 }
 
 /// Client `c`'s lines, packed as the stream listener packs them: datagrams of up to PACK bytes.
