@@ -45,16 +45,32 @@ pub const UNIXGRAM: &str = "unixgram://";
 
 /// The path of a `unixgram:///path` address, if it is one; the path must be absolute.
 pub fn unixgram_path(addr: &str) -> Option<Result<PathBuf, ConfigError>> {
-    let rest = addr.strip_prefix(UNIXGRAM)?;
+    socket_path(
+        addr,
+        UNIXGRAM,
+        "unixgram address",
+        "unixgram:///ABSOLUTE/PATH (under 108 bytes)",
+    )
+}
+
+/// The path of an address with `scheme` followed by a socket file's path, if it is one: an
+/// absolute path that fits a `sockaddr_un` (under 108 bytes), else the error `what` and `expected`.
+pub(crate) fn socket_path(
+    addr: &str,
+    scheme: &str,
+    what: &'static str,
+    expected: &'static str,
+) -> Option<Result<PathBuf, ConfigError>> {
+    let rest = addr.strip_prefix(scheme)?;
     let path = PathBuf::from(rest);
     Some(
         if path.is_absolute() && path.file_name().is_some() && rest.len() < 108 {
             Ok(path)
         } else {
             Err(ConfigError::BadValue {
-                what: "unixgram address",
+                what,
                 got: addr.chars().take(200).collect(),
-                expected: "unixgram:///ABSOLUTE/PATH (under 108 bytes)",
+                expected,
             })
         },
     )

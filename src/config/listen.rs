@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::addr::{UNIXGRAM, UnixListen, canonical, unixgram_path};
+use super::addr::{UNIXGRAM, UnixListen, canonical, socket_path, unixgram_path};
 use super::error::ConfigError;
 
 /// The scheme of a TCP listener.
@@ -48,15 +48,14 @@ impl ListenAddr {
         if let Some(path) = unixgram_path(spec) {
             return path.map(Self::Unixgram);
         }
-        if let Some(rest) = spec.strip_prefix(UNIX_STREAM) {
-            return unixgram_path(&format!("{UNIXGRAM}{rest}"))
-                .expect("a unixgram address")
-                .map(Self::UnixStream)
-                .map_err(|_| ConfigError::BadValue {
-                    what: "unix listen address",
-                    got: spec.chars().take(200).collect(),
-                    expected: "unix:///ABSOLUTE/PATH (under 108 bytes)",
-                });
+        let stream_path = socket_path(
+            spec,
+            UNIX_STREAM,
+            "unix listen address",
+            "unix:///ABSOLUTE/PATH (under 108 bytes)",
+        );
+        if let Some(path) = stream_path {
+            return path.map(Self::UnixStream);
         }
         if let Some(rest) = spec.strip_prefix(TCP) {
             return Ok(Self::Tcp(rest.to_owned()));

@@ -193,7 +193,7 @@ pub fn validate_targets(
         }
         if let Some(path) = a.unix.as_ref().or(a.stream_path.as_ref()) {
             if a.stream_path.is_some() {
-                check_tcp(a)?;
+                check_stream_target(a)?;
             }
             if let Some(b) = targets[..i].iter().find(|b| b.name == a.name) {
                 return Err(ConfigError::DuplicateName {
@@ -224,7 +224,7 @@ pub fn validate_targets(
             continue;
         }
         if a.tcp {
-            check_tcp(a)?;
+            check_stream_target(a)?;
         }
         if a.resolved.port() == 0 {
             return Err(ConfigError::PortZero {
@@ -289,9 +289,9 @@ fn check_rate(a: &TargetSpec) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// What a TCP target does not do (yet): line settings, `parity`, keeping origins. Its lines go out
+/// What a stream target (TCP or Unix) does not do (yet): line settings, `parity`, keeping origins. Its lines go out
 /// as received, each ended by a newline.
-fn check_tcp(a: &TargetSpec) -> Result<(), ConfigError> {
+fn check_stream_target(a: &TargetSpec) -> Result<(), ConfigError> {
     let what = if !a.lines.is_passthrough() {
         "line settings"
     } else if a.parity {
