@@ -289,8 +289,8 @@ fn check_rate(a: &TargetSpec) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// What a stream target (TCP or Unix) does not do (yet): line settings, `parity`, keeping origins. Its lines go out
-/// as received, each ended by a newline.
+/// What a stream target (TCP or Unix) does not do (yet): line settings, `parity`, keeping
+/// origins. Its lines go out as received.
 fn check_stream_target(a: &TargetSpec) -> Result<(), ConfigError> {
     let what = if !a.lines.is_passthrough() {
         "line settings"
