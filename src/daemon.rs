@@ -22,6 +22,7 @@ use crate::pool::BufPool;
 use crate::record::Recorder;
 use crate::report::Stats;
 use crate::tap::Taps;
+use crate::top::Top;
 
 /// A running forwarder. Dropping it without [`shutdown`](Self::shutdown) stops it the same way.
 #[derive(Debug)]
@@ -63,6 +64,7 @@ impl Forwarder {
             data.view().clone(),
             Arc::clone(&recorder),
             taps,
+            Top::new(data.observer_hub(config.max_datagram)),
             Arc::clone(control.reload_counters()),
         ));
         if let (Some(settings), true) = (&config.record, config.record_start) {

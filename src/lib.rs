@@ -18,7 +18,7 @@
 //! 2. **The data path**: [`net`] (sockets and the batch syscalls), [`fastpath`] (the kernel path),
 //!    [`replay`], [`handover`] (the takeover protocol), [`fanout`] (workers, senders, the target
 //!    registry: [`fanout::DataPath`], which starts nothing above itself).
-//! 3. **Services over the data path**: [`record`], [`tap`], [`report`] (the shared [`Stats`], JSON,
+//! 3. **Services over the data path**: [`record`], [`tap`], [`top`], [`report`] (the shared [`Stats`], JSON,
 //!    the status page, Prometheus).
 //! 4. **Control**: [`control`] (reload and the admin API's verbs, in one place).
 //! 5. **The edges**: `admin` (the HTTP listener and its routes), [`cli`] (flags to a [`Config`]),
@@ -50,6 +50,7 @@ pub mod report;
 pub mod statsd;
 pub mod supervisor;
 pub mod tap;
+pub mod top;
 
 pub use config::Config;
 pub use daemon::Forwarder;

@@ -1,6 +1,7 @@
 //! The fuzz corpus (fuzz/corpus/statsd_lines) through the fuzz target's own check, on stable, plus
 //! a property test of the same check on arbitrary bytes: the parser and every kind of line filter
-//! never panic and count every line under exactly one outcome; the group sharder's check the same way.
+//! never panic and count every line under exactly one outcome; the group sharder's and the top
+//! talkers' tally's checks the same way.
 
 use std::path::Path;
 
@@ -14,6 +15,7 @@ fn every_corpus_input_passes_the_fuzz_check() {
         udptee::statsd::filter::check_datagram(&data);
         udptee::statsd::shard::check_shard(&data);
         udptee::statsd::stream::check_stream(&data);
+        udptee::top::tally::check_tally(&data);
         n += 1;
     }
     assert!(n >= 10, "the corpus has its seeds: {n} files");
@@ -45,6 +47,7 @@ proptest::proptest! {
     #[test]
     fn statsd_like_datagrams_pass_the_fuzz_check(data in "([a-z.]{0,6}(:[0-9]{0,3}){0,2}(\\|[a-z@#:,.0-9]{0,6}){0,4}\n?){0,8}") {
         udptee::statsd::filter::check_datagram(data.as_bytes());
+        udptee::top::tally::check_tally(data.as_bytes());
     }
 }
 

@@ -131,7 +131,7 @@ async fn serve(
             Err(a) => respond(a),
         });
     }
-    // The query stays on: only /parity reads one (`?primary=NAME`).
+    // The query stays on: /parity, /status.json, /targets/NAME/ring and /top read one.
     let path = req
         .uri()
         .path_and_query()

@@ -21,6 +21,8 @@ pub(crate) enum Route {
     RecordStart,
     RecordStop,
     Tap,
+    /// `/top?by=..&n=..&window=..`: the query as given.
+    Top(String),
     Unknown,
 }
 
@@ -47,6 +49,7 @@ pub(crate) fn route_of(path_and_query: &str) -> Route {
         "/record/start" => Route::RecordStart,
         "/record/stop" => Route::RecordStop,
         "/tap" => Route::Tap,
+        "/top" => Route::Top(query.to_owned()),
         _ => {
             let Some(rest) = path.strip_prefix("/targets/") else {
                 return Route::Unknown;

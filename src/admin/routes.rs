@@ -180,7 +180,7 @@ impl App {
         match route_of(path) {
             Route::Unknown => Answer::text(
                 404,
-                "not found; try /, /status.json, /metrics, /latency, /healthz, /readyz, /targets, /parity, /record, /tap, /-/reload\n",
+                "not found; try /, /status.json, /metrics, /latency, /healthz, /readyz, /targets, /parity, /record, /tap, /top, /-/reload\n",
             ),
             Route::Metrics
             | Route::Latency
@@ -192,6 +192,7 @@ impl App {
             | Route::PageAsset(..)
             | Route::Status(_)
             | Route::Tap
+            | Route::Top(_)
             | Route::Parity(_)
                 if !read =>
             {
@@ -264,6 +265,13 @@ impl App {
             Route::Tap => match self.authorized(caller) {
                 Err(a) => a,
                 Ok(()) => Answer::text(200, ""),
+            },
+            Route::Top(query) => match crate::top::TopQuery::parse(&query) {
+                Err(e) => Answer::error(400, &e),
+                Ok(q) => match self.stats.top().look(&q) {
+                    Ok(r) => Answer::json(200, &serde_json::to_value(r).unwrap_or_default()),
+                    Err(e) => Answer::error(503, &e.to_string()),
+                },
             },
             Route::Parity(primary) => match parity_json(&self.stats, primary.as_deref()) {
                 Ok(v) => Answer::json(200, &v),

@@ -282,6 +282,24 @@ impl Collector for ForwarderCollector {
                 (vec![("outcome", "dropped".to_owned())], tap.dropped),
             ],
         )?;
+        let top = stats.top().counts();
+        family(
+            &mut enc,
+            "udptee_top_sampling",
+            "1 while the top talkers' sampler runs (GET /top, udptee top, the status page looked in the last 15 s), else 0.",
+            Gauge,
+            &[(vec![], u64::from(top.sampling))],
+        )?;
+        family(
+            &mut enc,
+            "udptee_top_datagrams",
+            "Datagrams offered to the top talkers' sample, by outcome: sampled, or missed (its ring was full; rates are scaled up for them, forwarding never waits).",
+            Counter,
+            &[
+                (vec![("outcome", "sampled".to_owned())], top.sampled),
+                (vec![("outcome", "missed".to_owned())], top.missed),
+            ],
+        )?;
         family(
             &mut enc,
             "udptee_log_lines_dropped",

@@ -1,5 +1,5 @@
 //! [`Stats`]: the one report every reader shares — the stats line, `/metrics`, `/status.json`, the
-//! status page and SIGUSR1 — the data path's view plus the recorder and the taps. Nothing here is
+//! status page and SIGUSR1 — the data path's view plus the recorder, the taps and the top talkers. Nothing here is
 //! on the hot path.
 
 use std::ops::Deref;
@@ -9,6 +9,7 @@ use crate::fanout::DataView;
 use crate::metrics::reloads::ReloadCounters;
 use crate::record::Recorder;
 use crate::tap::Taps;
+use crate::top::Top;
 
 /// See the module docs. Dereferences to the data path's [`DataView`] (counters, latency, readiness).
 #[derive(Debug)]
@@ -16,6 +17,7 @@ pub struct Stats {
     data: DataView,
     recorder: Arc<Recorder>,
     taps: Arc<Taps>,
+    top: Top,
     reloads: Arc<ReloadCounters>,
 }
 
@@ -25,12 +27,14 @@ impl Stats {
         data: DataView,
         recorder: Arc<Recorder>,
         taps: Arc<Taps>,
+        top: Top,
         reloads: Arc<ReloadCounters>,
     ) -> Self {
         Self {
             data,
             recorder,
             taps,
+            top,
             reloads,
         }
     }
@@ -48,6 +52,11 @@ impl Stats {
     /// The live taps (`GET /tap`).
     pub fn taps(&self) -> &Arc<Taps> {
         &self.taps
+    }
+
+    /// The top talkers' sampler (`GET /top`).
+    pub fn top(&self) -> &Top {
+        &self.top
     }
 }
 

@@ -52,6 +52,18 @@ impl Kind {
         })
     }
 
+    /// The type as a line writes it (`c`, `g`, `ms`, `h`, `s`, `d`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Counter => "c",
+            Self::Gauge => "g",
+            Self::Timer => "ms",
+            Self::Histogram => "h",
+            Self::Set => "s",
+            Self::Distribution => "d",
+        }
+    }
+
     /// Counts and samples: a client that sampled them says so with `@rate`, and the receiver scales
     /// them back up by `1/rate`.
     pub fn is_sampled(self) -> bool {
