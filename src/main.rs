@@ -12,6 +12,15 @@ fn main() -> ExitCode {
         Some(Command::Check { config }) => return check(config),
         Some(Command::Replay(args)) => return replay(args),
         Some(Command::Tap(args)) => return tap(args),
+        Some(Command::Top(args)) => {
+            return match udptee::cli::top(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("udptee top: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Some(Command::Ring(args)) => return ring(args),
         Some(Command::Completions(args)) => {
             udptee::cli::completions(args.shell, &mut std::io::stdout());

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use super::replay::ReplayArgs;
 use super::tap::TapArgs;
+use super::top::TopArgs;
 use crate::config::{self, parse_bytes, parse_duration};
 
 /// udptee: copies every UDP datagram that arrives on one address, unchanged, to several receivers.
@@ -270,6 +271,13 @@ pub enum Command {
     /// this reader is slower than the traffic, the datagrams it misses are counted and announced,
     /// and forwarding never waits.
     Tap(TapArgs),
+    /// Shows which metric names, senders or series bring the most traffic to a running udptee,
+    /// live and refreshed every second in the style of top (keys: q quits, n/s/e rank by name,
+    /// sender or series): their share of the lines, line, datagram and byte rates. From its admin
+    /// listener's GET /top, over a bounded sample that starts at the first look and stops 15 s after
+    /// the last. --once prints one sample, --json GET /top's answer; exit 1 when udptee cannot be
+    /// asked.
+    Top(TopArgs),
     /// Prints a shell completion script (bash, zsh, fish, elvish, powershell) to standard output.
     Completions(CompletionsArgs),
     /// Writes the man pages (udptee.1 and one per subcommand) into a directory.
