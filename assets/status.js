@@ -1,5 +1,5 @@
 "use strict";
-// Polls /status.json once a second and renders it; says so when udptee stops answering.
+// Polls /status.json and /top once a second and renders them; says so when udptee stops answering.
 const $ = (id) => document.getElementById(id);
 let primary = null;
 let lastOk = 0;
@@ -119,6 +119,34 @@ async function tick() {
       (lastOk ? "; last data " + Math.round((Date.now() - lastOk) / 1000) + " s ago" : "");
   }
 }
+// The top names: their own request (the first look starts udptee's sampler and waits a second
+// for it), never two at once.
+let topBusy = false;
+async function topTick() {
+  if (topBusy) return;
+  topBusy = true;
+  try {
+    const r = await fetch("/top?by=name&n=10", { cache: "no-store" });
+    if (!r.ok) throw new Error("HTTP " + r.status);
+    const t = await r.json();
+    const pct = t.offered ? Math.round((100 * t.sampled) / t.offered) : 0;
+    $("top-hint").textContent = "The metric names with the most lines over the last " +
+      t.seconds.toFixed(0) + " s, from a sample of " + num(t.sampled) + " of " + num(t.offered) +
+      " datagrams (" + pct + "%); by sender and series: udptee top.";
+    const rows = t.top.concat(t.other.lines_per_s > 0 ? [t.other] : []);
+    $("top").tBodies[0].replaceChildren(...rows.map((x) => el("tr", {},
+      el("td", { "data-label": "Name" }, x.key),
+      el("td", { "data-label": "Share of lines" }, (x.share * 100).toFixed(1) + "%"),
+      el("td", { "data-label": "Lines /s" }, num(x.lines_per_s)),
+      el("td", { "data-label": "Datagrams /s" }, num(x.datagrams_per_s)),
+      el("td", { "data-label": "Bytes /s" }, num(x.bytes_per_s)))));
+  } catch (e) {
+    $("top-hint").textContent = "Top names unavailable (" + e.message + ").";
+  } finally {
+    topBusy = false;
+  }
+}
 $("primary").addEventListener("change", (e) => { primary = e.target.value; tick(); });
 tick();
-setInterval(tick, 1000);
+topTick();
+setInterval(() => { tick(); topTick(); }, 1000);

@@ -1,6 +1,6 @@
-//! The operator view with real tools as witnesses: the status page and `/status.json` (headless
-//! Chromium renders it against a running udptee with two live targets and a dead one, screenshots
-//! it and makes no request elsewhere), the Grafana dashboard and the alert rules name only metrics a
+//! The operator view with real tools as witnesses: the status page, `/status.json` and `/top`
+//! (headless Chromium renders it against a running udptee with two live targets and a dead one,
+//! with its top names, screenshots it and makes no request elsewhere), the Grafana dashboard and the alert rules name only metrics a
 //! scrape really has, promtool checks and unit-tests the rules, and a real Prometheus scraping
 //! udptee answers the forwarded rate that was sent. Each tool-backed test says why it skips where
 //! the tool is missing (.ci/packages.sh installs them).
@@ -274,6 +274,13 @@ fn headless_chromium_renders_the_page_and_fetches_nothing_elsewhere() {
         "the dead target is shown down (in words, not only colour)"
     );
     assert!(dom.contains("live ·"), "the page got data:\n{dom}");
+    // The top names: the one name sent, with all the lines.
+    assert!(
+        dom.contains(
+            "<td data-label=\"Name\">page.views</td><td data-label=\"Share of lines\">100.0%</td>"
+        ),
+        "the top names:\n{dom}"
+    );
     // Non-zero rates: some "In /s" cell starts with a number other than 0.
     assert!(
         dom.split("data-label=\"In /s\">")
@@ -295,7 +302,8 @@ fn headless_chromium_renders_the_page_and_fetches_nothing_elsewhere() {
         .collect();
     assert!(
         from_page.iter().any(|u| u.ends_with("/status.js"))
-            && from_page.iter().any(|u| u.contains("/status.json")),
+            && from_page.iter().any(|u| u.contains("/status.json"))
+            && from_page.iter().any(|u| u.contains("/top?by=name&n=10")),
         "the net log recorded the page's requests: {from_page:?}"
     );
     let elsewhere: Vec<&String> = from_page
