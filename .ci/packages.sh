@@ -2,7 +2,7 @@
 # The real tools the tests use as witnesses: from Debian's packages, iproute2 (ip, tc) for the
 # network-namespace tests, nftables for the fault suite's lossy link (this kernel has no netem),
 # tcpdump (it reads the recorder's pcap files back), prometheus (promtool and a real server scraping
-# udptee), chromium (renders the status page headless),
+# udptee), chromium (renders the status page headless), tmux (drives `udptee top`'s live view),
 # systemd (systemd-analyze verify of the shipped unit), clang and libbpf-dev (build.rs compiles the
 # kernel fast path's BPF program with them; without them udptee builds without it and its tests
 # skip), bpftool (the fast-path tests check the TCX link is gone after kill -9) and nodejs/npm; from npm, Etsy's statsd daemon, with the proxy.js and hashring 3.2.0 the group witness test runs (into target/ci-tools, never committed); from PyPI,
@@ -10,7 +10,7 @@
 # dockerfilelint (dist/Dockerfile). A test whose tool is missing prints why it skips, so a failure here
 # is reported, not fatal.
 set -uo pipefail
-packages=(iproute2 nftables tcpdump prometheus chromium clang libbpf-dev bpftool dpkg-dev lintian man-db)
+packages=(iproute2 nftables tcpdump prometheus chromium tmux clang libbpf-dev bpftool dpkg-dev lintian man-db)
 command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
 command -v systemd-analyze >/dev/null || packages+=(systemd)
 missing=()

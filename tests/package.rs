@@ -103,6 +103,7 @@ fn the_package_installs_and_its_binary_runs() {
         "usr/share/man/man1/udptee-check.1.gz",
         "usr/share/man/man1/udptee-replay.1.gz",
         "usr/share/man/man1/udptee-tap.1.gz",
+        "usr/share/man/man1/udptee-top.1.gz",
         "usr/share/man/man1/udptee-loadgen.1.gz",
         "usr/share/bash-completion/completions/udptee",
         "usr/share/zsh/vendor-completions/_udptee",

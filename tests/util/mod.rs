@@ -325,6 +325,15 @@ pub fn free_addr() -> SocketAddr {
         .unwrap()
 }
 
+/// A fresh, empty directory for one test: `udptee-{TAG}-{name}-{pid}` under the system's temporary
+/// directory, TAG naming the test binary.
+pub fn temp_dir(tag: &str, name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("udptee-{tag}-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
 /// A free loopback TCP address (for a child's admin listener).
 pub fn free_tcp() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
