@@ -17,6 +17,9 @@
 #                                              # every target under a max-rate it never reaches
 #   FORWARDERS="udptee-filtered udptee-budget" BASELINE=udptee-filtered GEN_ARGS="--profile realistic" SIZE=512 scripts/bench-forward.sh
 #                                              # a series budget beside the same line settings
+#   BASE_REV=5a51d66 FORWARDERS="udptee-base udptee udptee-top" BASELINE=udptee-base scripts/bench-forward.sh
+#                                              # nobody looking at the top talkers (this build against one
+#                                              # without them), and `udptee top` running (udptee-top.sh)
 #   FORWARDERS="udptee udptee-record" scripts/bench-forward.sh
 #                                              # --record on (into $OUT, rotated, 2 x 64 MiB kept) vs off
 set -euo pipefail
@@ -56,6 +59,7 @@ for run in $(seq 1 "$RUNS"); do
       udptee-capped) cmd="taskset -c $FWD_CPU scripts/udptee-capped.sh {listen} {targets} -- --stats-interval 0 --admin 127.0.0.1:0 --rcvbuf $RCVBUF $UDPTEE_ARGS" ;;
       udptee-budget) cmd="taskset -c $FWD_CPU scripts/udptee-budget.sh {listen} {targets} -- --stats-interval 0 --admin 127.0.0.1:0 --rcvbuf $RCVBUF $UDPTEE_ARGS" ;;
       udptee-filtered) cmd="taskset -c $FWD_CPU scripts/udptee-filtered.sh {listen} {targets} -- --stats-interval 0 --admin 127.0.0.1:0 --rcvbuf $RCVBUF $UDPTEE_ARGS" ;;
+      udptee-top) cmd="taskset -c $FWD_CPU scripts/udptee-top.sh {listen} {targets} -- --stats-interval 0 --rcvbuf $RCVBUF $UDPTEE_ARGS" ;;
       udptee-status) cmd="taskset -c $FWD_CPU scripts/udptee-status.sh {listen} {targets} -- --stats-interval 0 --rcvbuf $RCVBUF $UDPTEE_ARGS" ;;
       udptee-record) cmd="taskset -c $FWD_CPU $T/udptee --listen {listen} {to} --stats-interval 0 --admin 127.0.0.1:0 --rcvbuf $RCVBUF --record $OUT/rec-$run.pcap --record-max-bytes 64MiB --record-keep 2 $UDPTEE_ARGS" ;;
       relay) cmd="taskset -c $FWD_CPU $T/udptee-loadgen relay --listen {listen} {to} --rcvbuf $RCVBUF" ;;
