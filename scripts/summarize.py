@@ -5,7 +5,8 @@ Usage: summarize.py OUT_DIR [BASELINE]
 OUT_DIR holds one sub-directory per run, named NAME-RUN (e.g. udptee-1, relay-2), each with bench.json.
 Prints, per rate: median CPU us/datagram, median and max worst-target loss %, median RSS, p99 latency,
 whether the generator reached the rate in every run, and each forwarder's CPU ratio to BASELINE.
-Then the highest offered rate that was loss-free in every run, per forwarder.
+Then the highest offered rate that was loss-free in every run, per forwarder. With PAIRS set
+(`A:B,C:D`), also each A's median CPU per datagram over B's, per rate.
 """
 import json, os, statistics, sys
 from collections import defaultdict
@@ -53,3 +54,12 @@ for name in names:
     free = [rate for rate in rates if rows.get((name, rate)) and all(max(r["loss_pct"]) == 0 for r in rows[(name, rate)])]
     best = max(free, key=rate_key) if free else None
     print(f"{name}: highest offered rate loss-free in every run: {label(best) if free else 'none'}")
+
+pairs = [p.split(":", 1) for p in os.environ.get("PAIRS", "").split(",") if ":" in p]
+if pairs:
+    print()
+    for rate in rates:
+        for a, b in pairs:
+            ca = med([r["cpu_us_per_datagram"] for r in rows.get((a, rate), [])])
+            cb = med([r["cpu_us_per_datagram"] for r in rows.get((b, rate), [])])
+            print(f"{label(rate):>6} {a} against {b}: {ca:.2f} / {cb:.2f} us/dg = {ca / cb:.3f}x")
