@@ -8,7 +8,6 @@ mod util;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -17,13 +16,6 @@ use std::time::Duration;
 use util::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_udptee");
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("udptee-ho-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn udptee(listen: SocketAddr, sink: SocketAddr, extra: &[&str]) -> Child {
     udptee_child(&listen.to_string(), &sink.to_string(), extra)
@@ -92,7 +84,7 @@ fn probe_health(admin: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHa
 }
 
 fn takeover_under_load(io: &str, admin: Option<SocketAddr>) {
-    let dir = temp_dir(&format!("load-{io}-{}", admin.is_some()));
+    let dir = temp_dir("ho", &format!("load-{io}-{}", admin.is_some()));
     let control = dir.join("control.sock");
     let sink = Sink::new(false);
     let listen = free_addr();
@@ -210,7 +202,7 @@ fn takeover_under_load(io: &str, admin: Option<SocketAddr>) {
 
 #[test]
 fn a_takeover_for_another_address_is_refused_and_the_old_one_keeps_running() {
-    let dir = temp_dir("refuse");
+    let dir = temp_dir("ho", "refuse");
     let control = dir.join("control.sock");
     let ctl = control.to_str().unwrap();
     let sink = Sink::new(false);
@@ -245,7 +237,7 @@ fn a_takeover_for_another_address_is_refused_and_the_old_one_keeps_running() {
 
 #[test]
 fn a_takeover_with_nobody_to_take_over_from_starts_normally() {
-    let dir = temp_dir("nobody");
+    let dir = temp_dir("ho", "nobody");
     let ctl = dir.join("control.sock");
     let sink = Sink::new(false);
     let listen = free_addr();
@@ -341,7 +333,7 @@ fn sockets_from_systemd_are_used_with_what_was_queued_in_them() {
 
 #[test]
 fn the_sockets_go_into_the_systemd_fd_store() {
-    let dir = temp_dir("fdstore");
+    let dir = temp_dir("ho", "fdstore");
     let path = dir.join("notify.sock");
     let notify = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
     notify
@@ -405,7 +397,7 @@ fn an_idle_udptee_uses_no_cpu() {
 /// udptee took over first (not a bare "Connection reset by peer").
 #[test]
 fn two_simultaneous_takeovers_one_wins_and_the_other_says_why() {
-    let dir = temp_dir("twice");
+    let dir = temp_dir("ho", "twice");
     let control = dir.join("control.sock");
     let ctl = control.to_str().unwrap();
     let sink = Sink::new(false);

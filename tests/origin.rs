@@ -20,13 +20,6 @@ use util::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_udptee");
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("udptee-origin-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 fn root() -> bool {
     nix::unistd::Uid::effective().is_root()
 }
@@ -114,7 +107,7 @@ fn a_unix_receiver_sees_the_clients_credentials_on_a_preserving_target_only() {
         skip("skipped: sending another process's credentials needs root (CAP_SYS_ADMIN)");
         return;
     }
-    let dir = temp_dir("unix");
+    let dir = temp_dir("origin", "unix");
     let listen = dir.join("in.sock");
     let (kept, relayed) = (
         CredSink::bind(&dir.join("kept.sock")),
@@ -268,7 +261,7 @@ fn without_the_privilege_asking_is_an_error_and_the_default_relays_with_a_warnin
         skip("skipped: needs root and setpriv (util-linux) to run udptee as nobody");
         return;
     }
-    let dir = temp_dir("unprivileged");
+    let dir = temp_dir("origin", "unprivileged");
     let _ = std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777));
     let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
     let udp = write(
@@ -462,7 +455,7 @@ fn replay_keeps_the_recorded_sources_when_asked() {
         skip("skipped: a raw socket needs root (CAP_NET_RAW)");
         return;
     }
-    let dir = temp_dir("replay");
+    let dir = temp_dir("origin", "replay");
     let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
     sink.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -528,7 +521,7 @@ fn a_gone_senders_copy_is_origin_lost() {
     use udptee::net::mmsg::Cred;
     use udptee::net::origin::{Origin, OriginSend, Way};
     let (a, b) = UnixDatagram::pair().unwrap();
-    let dir = temp_dir("gone");
+    let dir = temp_dir("origin", "gone");
     let pid = send_from_child(&dir.join("nobody-listens.sock"), 0);
     reap(pid);
     let mut send = OriginSend::new(2);

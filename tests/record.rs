@@ -17,13 +17,6 @@ use util::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_udptee");
 
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("udptee-rec-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 /// Every UDP datagram of a capture: (source, destination, receive time, payload).
 fn read_capture(path: &Path) -> Vec<(SocketAddr, SocketAddr, u64, Vec<u8>)> {
     let mut out = Vec::new();
@@ -58,7 +51,7 @@ fn size_of_dgram(i: usize) -> usize {
 #[test]
 fn ten_thousand_datagrams_from_two_clients_read_back_and_replay_exactly() {
     on_each_backend(|| {
-        let dir = temp_dir("10k");
+        let dir = temp_dir("rec", "10k");
         let path = dir.join("traffic.pcap");
         let sink = Sink::new(false);
         let fwd = forwarder(false, &[sink.addr], |c| {
@@ -161,7 +154,7 @@ fn ipv6_sources_and_wildcard_destinations_are_recorded() {
         skip("skipping: no IPv6 loopback here");
         return;
     }
-    let dir = temp_dir("v6");
+    let dir = temp_dir("rec", "v6");
     let path = dir.join("v6.pcap");
     let sink = Sink::new(false);
     let mut config = udptee::Config::new(
@@ -194,7 +187,7 @@ fn ipv6_sources_and_wildcard_destinations_are_recorded() {
 
 #[test]
 fn rotation_keeps_at_most_n_files_of_at_most_the_size() {
-    let dir = temp_dir("rotate");
+    let dir = temp_dir("rec", "rotate");
     let sink = Sink::new(false);
     let max = 128u64 << 10;
     let fwd = forwarder(false, &[sink.addr], |c| {
@@ -255,7 +248,7 @@ fn rotation_keeps_at_most_n_files_of_at_most_the_size() {
 
 #[test]
 fn rotation_by_age_starts_a_new_file_every_interval() {
-    let dir = temp_dir("age");
+    let dir = temp_dir("rec", "age");
     let sink = Sink::new(false);
     let fwd = forwarder(false, &[sink.addr], |c| {
         let mut r = RecordSettings::new(dir.join("a.pcap"));
@@ -318,7 +311,7 @@ impl Drop for TinyDisk {
 
 #[test]
 fn a_full_disk_is_counted_and_forwarding_loses_nothing() {
-    let dir = temp_dir("full");
+    let dir = temp_dir("rec", "full");
     let Some(_disk) = TinyDisk::mount(&dir) else {
         skip("skipping: cannot mount a tmpfs here (needs root)");
         return;
@@ -364,7 +357,7 @@ fn a_full_disk_is_counted_and_forwarding_loses_nothing() {
 
 #[test]
 fn a_stalled_writer_is_counted_and_forwarding_loses_nothing() {
-    let dir = temp_dir("stall");
+    let dir = temp_dir("rec", "stall");
     let fifo = dir.join("stalled.pcap");
     assert!(
         Command::new("mkfifo")
@@ -414,7 +407,7 @@ fn a_stalled_writer_is_counted_and_forwarding_loses_nothing() {
 
 #[test]
 fn a_name_filter_records_only_matching_lines() {
-    let dir = temp_dir("filter");
+    let dir = temp_dir("rec", "filter");
     let path = dir.join("f.pcap");
     let sink = Sink::new(false);
     let fwd = forwarder(false, &[sink.addr], |c| {
@@ -535,7 +528,7 @@ fn udptee_with_admin(sink: &Sink, extra: &[&str]) -> (std::process::Child, Socke
 
 #[test]
 fn record_verbs_answer_as_documented() {
-    let dir = temp_dir("api");
+    let dir = temp_dir("rec", "api");
     let sink = Sink::new(false);
     let configured = dir.join("cfg.pcap");
     let (child, listen, admin) = udptee_with_admin(
@@ -703,7 +696,7 @@ fn a_tap_sees_the_traffic_and_a_stuck_tap_slows_nothing() {
 
 #[test]
 fn allow_forwards_only_for_listed_senders_and_a_reload_changes_it() {
-    let dir = temp_dir("allow");
+    let dir = temp_dir("rec", "allow");
     let sink = Sink::new(false);
     let mut config = udptee::Config::new(
         "127.0.0.1:0".parse().unwrap(),
@@ -782,7 +775,7 @@ fn allow_forwards_only_for_listed_senders_and_a_reload_changes_it() {
 #[test]
 fn recordings_never_follow_links_or_overwrite_files() {
     use std::os::unix::fs::symlink;
-    let dir = temp_dir("links");
+    let dir = temp_dir("rec", "links");
     let victim = dir.join("victim.txt");
     std::fs::write(&victim, "precious\n").unwrap();
     let unchanged = |what: &str| {

@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,13 +18,6 @@ use udptee::config::{StreamListen, UnixListen};
 use util::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_udptee");
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("udptee-streams-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// A UDP receiver that keeps every datagram's bytes.
 struct Keep {
@@ -110,7 +102,7 @@ fn frame(m: &[u8]) -> Vec<u8> {
 
 #[test]
 fn every_line_from_every_kind_of_listener_arrives_once_in_order() {
-    let dir = temp_dir("all");
+    let dir = temp_dir("streams", "all");
     let (sock, gram) = (dir.join("dsd.sock"), dir.join("dsd.gram"));
     let out = Keep::new();
     let (tcp_out, tcp_lines) = tcp_sink();
@@ -292,7 +284,7 @@ fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
 
 #[test]
 fn the_bounds_hold_and_each_is_counted() {
-    let dir = temp_dir("bounds");
+    let dir = temp_dir("streams", "bounds");
     let sock = dir.join("dsd.sock");
     let out = Keep::new();
     let fwd = forwarder(false, &[out.addr], |c| {
@@ -437,7 +429,7 @@ fn bad_listener_flags_are_one_clear_error() {
     ]);
     assert!(e.contains("--max-connections"), "{e}");
     // The file takes a list, and `udptee check` names every listener.
-    let dir = temp_dir("check");
+    let dir = temp_dir("streams", "check");
     let file = dir.join("udptee.toml");
     std::fs::write(
         &file,
@@ -481,7 +473,7 @@ fn wait_tcp(addr: SocketAddr) {
 
 #[test]
 fn a_takeover_carries_every_listener_and_the_socket_files_stay() {
-    let dir = temp_dir("takeover");
+    let dir = temp_dir("streams", "takeover");
     let (control, stream, gram) = (
         dir.join("control.sock"),
         dir.join("dsd.stream"),
@@ -589,7 +581,7 @@ fn a_takeover_carries_every_listener_and_the_socket_files_stay() {
 #[test]
 fn a_tcp_listener_from_systemd_serves_what_waited_in_it_and_goes_into_the_fd_store() {
     use std::os::fd::AsRawFd;
-    let dir = temp_dir("systemd");
+    let dir = temp_dir("streams", "systemd");
     let notify_path = dir.join("notify.sock");
     let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
     notify
@@ -755,7 +747,7 @@ fn out_of_descriptors_the_listener_pauses_instead_of_spinning_and_the_waiting_cl
 
 #[test]
 fn only_stream_listeners_forward_and_hand_over() {
-    let dir = temp_dir("only");
+    let dir = temp_dir("streams", "only");
     let (control, stream) = (dir.join("control.sock"), dir.join("dsd.stream"));
     let out = Keep::new();
     let tcp = free_tcp();

@@ -6,7 +6,7 @@
 mod util;
 
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -14,13 +14,6 @@ use udptee::config::{Config, TargetSpec, UnixListen};
 use util::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_udptee");
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("udptee-uds-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// A Unix datagram receiver that keeps what it gets.
 fn unix_sink(path: &Path) -> (UnixDatagram, impl Fn(usize) -> Vec<Vec<u8>>) {
@@ -66,7 +59,7 @@ fn datagrams(n: u32) -> Vec<Vec<u8>> {
 
 #[test]
 fn uds_to_uds_and_to_udp_byte_for_byte() {
-    let dir = temp_dir("both");
+    let dir = temp_dir("uds", "both");
     let (listen, out) = (dir.join("in.sock"), dir.join("out.sock"));
     let (_keep, read_unix) = unix_sink(&out);
     let udp = Sink::new(false);
@@ -108,7 +101,7 @@ fn uds_to_uds_and_to_udp_byte_for_byte() {
 
 #[test]
 fn udp_to_uds_byte_for_byte() {
-    let dir = temp_dir("udp2uds");
+    let dir = temp_dir("uds", "udp2uds");
     let out = dir.join("out.sock");
     let (_keep, read_unix) = unix_sink(&out);
     let fwd = forwarder(false, &[], |c| {
@@ -130,7 +123,7 @@ fn udp_to_uds_byte_for_byte() {
 
 #[test]
 fn a_unix_target_that_never_reads_costs_the_others_nothing() {
-    let dir = temp_dir("stuck");
+    let dir = temp_dir("uds", "stuck");
     let stuck = dir.join("stuck.sock");
     // Bound, never read: once its queue is full, sends to it would block.
     let _never = UnixDatagram::bind(&stuck).unwrap();
@@ -166,7 +159,7 @@ fn a_unix_target_that_never_reads_costs_the_others_nothing() {
 
 #[test]
 fn a_stale_socket_file_is_replaced_a_live_one_refused_and_the_mode_set() {
-    let dir = temp_dir("stale");
+    let dir = temp_dir("uds", "stale");
     let listen = dir.join("dsd.socket");
     let udp = Sink::new(false);
     let spec = format!("unixgram://{}", listen.display());
@@ -240,7 +233,7 @@ fn a_stale_socket_file_is_replaced_a_live_one_refused_and_the_mode_set() {
 
 #[test]
 fn a_unix_receiver_that_restarts_is_found_again() {
-    let dir = temp_dir("restart");
+    let dir = temp_dir("uds", "restart");
     let out = dir.join("agent.sock");
     let fwd = forwarder(false, &[], |c| {
         c.targets = vec![unix_target("agent", &out)];
@@ -284,7 +277,7 @@ fn a_unix_receiver_that_restarts_is_found_again() {
 /// message that names the path.
 #[test]
 fn a_link_to_the_listener_is_refused_as_a_loop() {
-    let dir = temp_dir("loop");
+    let dir = temp_dir("uds", "loop");
     let listen = dir.join("l.sock");
     let (_out, _) = unix_sink(&dir.join("out.sock"));
     let fwd = udptee::Forwarder::start(&unix_config(
@@ -336,7 +329,7 @@ fn a_link_to_the_listener_is_refused_as_a_loop() {
 /// counted, so one datagram stays one datagram instead of multiplying.
 #[test]
 fn a_link_planted_at_run_time_is_caught_by_the_senders_name() {
-    let dir = temp_dir("loop-run");
+    let dir = temp_dir("uds", "loop-run");
     let listen = dir.join("l.sock");
     let out = dir.join("out.sock");
     let (sink, _) = unix_sink(&out);
