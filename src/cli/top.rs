@@ -67,33 +67,13 @@ pub fn run(args: &TopArgs) -> Result<(), String> {
     let client = connect(args)?;
     let stdout = std::io::stdout();
     let tty = stdout.is_terminal();
-    let mut out = stdout.lock();
-    if args.json {
-        let mut next = Instant::now();
-        loop {
-            let r = sample(
-                &client,
-                args.by,
-                args.rows.map_or(10, usize::from),
-                args.window,
-            )?;
-            let text = if args.once {
-                serde_json::to_string_pretty(&r)
-            } else {
-                serde_json::to_string(&r)
-            }
-            .map_err(|e| e.to_string())?;
-            if writeln!(out, "{text}").and_then(|()| out.flush()).is_err() || args.once {
-                return Ok(());
-            }
-            next = pace(next);
-        }
-    }
-    if args.once || !tty {
+    if args.json || args.once || !tty {
+        // A sample each second (one with --once): JSON, or the table (cut to a terminal's width).
         let width = terminal::size()
             .ok()
             .filter(|_| tty)
             .map(|(w, _)| usize::from(w));
+        let mut out = stdout.lock();
         let mut next = Instant::now();
         loop {
             let r = sample(
@@ -102,11 +82,14 @@ pub fn run(args: &TopArgs) -> Result<(), String> {
                 args.rows.map_or(10, usize::from),
                 args.window,
             )?;
-            let mut text = render(&r, client.addr(), width).join("\n");
+            let mut text = match (args.json, args.once) {
+                (true, true) => serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?,
+                (true, false) => serde_json::to_string(&r).map_err(|e| e.to_string())?,
+                (false, once) => {
+                    render(&r, client.addr(), width).join("\n") + if once { "" } else { "\n" }
+                }
+            };
             text.push('\n');
-            if !args.once {
-                text.push('\n');
-            }
             if out
                 .write_all(text.as_bytes())
                 .and_then(|()| out.flush())
@@ -118,7 +101,6 @@ pub fn run(args: &TopArgs) -> Result<(), String> {
             next = pace(next);
         }
     }
-    drop(out);
     live(&client, args)
 }
 
