@@ -8,7 +8,8 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use util::{
-    Sink, free_addr, free_tcp, http, signal, skip_part, spawn_udptee, wait_bound, wait_until,
+    Sink, free_addr, free_tcp, http, signal, skip_part, spawn_udptee, wait_admin, wait_bound,
+    wait_until,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_udptee");
@@ -642,9 +643,7 @@ fn the_admin_listener_is_bounded() {
     let admin = free_tcp();
     let (mut child, listen) = spawn_udptee(&sink, &["--admin", &admin.to_string()], &[]);
     wait_bound(&mut child, listen);
-    wait_until("the admin listener", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(admin).is_ok()
-    });
+    wait_admin(admin);
     // Every thread started (ready), and the status sampler's first turn taken.
     wait_until("ready", Duration::from_secs(10), || {
         http(admin, "GET", "/readyz", "", "").0 == 200

@@ -97,9 +97,7 @@ fn takeover_under_load(io: &str, admin: Option<SocketAddr>) {
     let mut old = udptee(listen, sink.addr, &args);
     wait_bound(&mut old, listen);
     let probes = admin.map(|a| {
-        wait_until("the admin listener", Duration::from_secs(10), || {
-            std::net::TcpStream::connect(a).is_ok()
-        });
+        wait_admin(a);
         let stop = Arc::new(AtomicBool::new(false));
         (Arc::clone(&stop), probe_health(a, stop))
     });

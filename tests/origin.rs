@@ -329,9 +329,7 @@ fn without_the_privilege_asking_is_an_error_and_the_default_relays_with_a_warnin
             .spawn()
             .unwrap(),
     ));
-    wait_until("the admin listener", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(admin).is_ok()
-    });
+    wait_admin(admin);
     let (_, got) = http(admin, "GET", "/targets/dsd", "", "");
     let v: serde_json::Value = serde_json::from_str(&got).unwrap();
     assert_eq!(v["origin"], "relayed", "{got}");

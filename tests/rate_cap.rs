@@ -100,9 +100,7 @@ fn bad_rates_are_one_clear_error_and_the_api_keeps_the_running_set() {
     let admin = free_tcp();
     let (mut child, listen) = spawn_udptee(&sink, &["--admin", &admin.to_string()], &[]);
     wait_bound(&mut child, listen);
-    wait_until("the admin listener", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(admin).is_ok()
-    });
+    wait_admin(admin);
     let body = format!("{{\"addr\": \"{}\", \"max-rate\": \"fast\"}}", sink.addr);
     let (code, answer) = http(admin, "PUT", "/targets/x", "", &body);
     assert_eq!(code, 400, "{answer}");

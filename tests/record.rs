@@ -520,9 +520,7 @@ fn udptee_with_admin(sink: &Sink, extra: &[&str]) -> (std::process::Child, Socke
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let (mut child, listen) = spawn_udptee(sink, &flags, &[]);
     wait_bound(&mut child, listen);
-    wait_until("the admin listener", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(admin).is_ok()
-    });
+    wait_admin(admin);
     (child, listen, admin)
 }
 

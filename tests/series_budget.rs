@@ -134,9 +134,7 @@ fn targets_name_the_metric_that_blew_up_and_bad_budgets_are_refused() {
         .spawn()
         .unwrap();
     wait_bound(&mut child, listen);
-    wait_until("the admin listener", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(admin).is_ok()
-    });
+    wait_admin(admin);
     send_series(listen, 200);
     let c = UdpSocket::bind("127.0.0.1:0").unwrap();
     c.send_to(b"quiet.metric:1|g", listen).unwrap();

@@ -33,9 +33,7 @@ impl Running {
             &["--admin", &admin.to_string()],
         );
         wait_bound(&mut child, listen);
-        wait_until("the admin listener", Duration::from_secs(10), || {
-            std::net::TcpStream::connect(admin).is_ok()
-        });
+        wait_admin(admin);
         Self {
             child,
             listen,

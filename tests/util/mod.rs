@@ -256,6 +256,13 @@ pub fn forwarder(v6: bool, targets: &[SocketAddr], tweak: impl FnOnce(&mut Confi
     fwd
 }
 
+/// Waits until an admin listener at `addr` accepts connections (at most 10 s).
+pub fn wait_admin(addr: SocketAddr) {
+    wait_until("the admin listener", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(addr).is_ok()
+    });
+}
+
 /// Waits until `done()` holds, panicking with `what` and the forwarder's counters after [`PATIENCE`].
 pub fn wait_for(fwd: &Forwarder, what: &str, done: impl Fn() -> bool) {
     let start = Instant::now();
