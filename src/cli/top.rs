@@ -22,7 +22,7 @@ pub struct TopArgs {
     /// 127.0.0.1:8135].
     #[arg(long, value_name = "ADDR", conflicts_with = "config")]
     pub admin: Option<String>,
-    /// Reads the admin listener's address (and its token) from this configuration file.
+    /// Reads the admin listener's address from this configuration file.
     #[arg(long, short = 'c', value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// Rank by metric name, by sender (address and port, or a Unix sender's pid), or by series
@@ -42,9 +42,6 @@ pub struct TopArgs {
     /// Prints GET /top's JSON: one object per line each second, or one with --once.
     #[arg(long)]
     pub json: bool,
-    /// File holding the admin bearer token (needed when the admin listener is not on loopback).
-    #[arg(long, value_name = "PATH")]
-    pub admin_token_file: Option<PathBuf>,
 }
 
 fn parse_by(s: &str) -> Result<By, String> {
@@ -104,12 +101,12 @@ pub fn run(args: &TopArgs) -> Result<(), String> {
     live(&client, args)
 }
 
-/// The admin listener to ask: `--admin`, the configuration's, or the default.
+/// The admin listener to ask: `--admin`, the configuration's, or the default. `GET /top` is a
+/// read, open like `/targets`: no token is sent.
 fn connect(args: &TopArgs) -> Result<AdminClient, String> {
-    let token_file = args.admin_token_file.as_deref();
     let Some(path) = &args.config else {
         let admin = args.admin.as_deref().unwrap_or(config::DEFAULT_ADMIN);
-        return AdminClient::new(admin, token_file);
+        return AdminClient::new(admin, None);
     };
     let argv = ["udptee", "--config", &path.to_string_lossy()];
     let c = super::Invocation::try_from_iter(argv)
@@ -119,10 +116,7 @@ fn connect(args: &TopArgs) -> Result<AdminClient, String> {
     let admin = c
         .admin
         .ok_or_else(|| format!("{} has no admin listener (admin = ...)", path.display()))?;
-    match token_file {
-        Some(_) => AdminClient::new(&admin.to_string(), token_file),
-        None => Ok(AdminClient::at(admin, c.admin_token)),
-    }
+    Ok(AdminClient::at(admin, None))
 }
 
 fn sample(client: &AdminClient, by: By, n: usize, window: Duration) -> Result<TopReport, String> {
