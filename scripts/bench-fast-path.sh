@@ -23,8 +23,10 @@ RATES=${RATES:-50k,150k}
 DURATION=${DURATION:-5}
 FWD_CPU=${FWD_CPU:-0}
 GEN_CPU=${GEN_CPU:-1}
-# kernel (udptee --fast-path on), udptee (--fast-path off), relay (udptee-loadgen relay), and direct:
-# no forwarder, the generator sending to one target (what a single delivery costs this core).
+# kernel (udptee --fast-path on), kernel-top (the same with `udptee top` looking: the kernel then
+# passes every datagram up for the sample too), udptee (--fast-path off), relay (udptee-loadgen
+# relay), and direct: no forwarder, the generator sending to one target (what a single delivery
+# costs this core).
 FORWARDERS=${FORWARDERS:-kernel udptee relay}
 MAXRATE=${MAXRATE:-0}
 # Where the two targets listen in `fwd`: 127.0.0.1 (copies go through lo) or 10.77.0.1 (the veth's
@@ -81,6 +83,8 @@ measure() {
   case $name in
     kernel) taskset -c "$FWD_CPU" ip netns exec "$fwd" "$T/udptee" --listen "0.0.0.0:$listen" $to \
               --fast-path on --admin off --control-socket off --stats-interval 0 2>"$tmp/fwd.log" & ;;
+    kernel-top) taskset -c "$FWD_CPU" ip netns exec "$fwd" "$T/udptee" --listen "0.0.0.0:$listen" $to \
+              --fast-path on --admin 127.0.0.1:8135 --control-socket off --stats-interval 0 2>"$tmp/fwd.log" & ;;
     udptee) taskset -c "$FWD_CPU" ip netns exec "$fwd" "$T/udptee" --listen "0.0.0.0:$listen" $to \
               --fast-path off --admin off --control-socket off --stats-interval 0 2>"$tmp/fwd.log" & ;;
     relay) taskset -c "$FWD_CPU" ip netns exec "$fwd" "$T/udptee-loadgen" relay --listen "0.0.0.0:$listen" $to 2>"$tmp/fwd.log" & ;;
@@ -90,6 +94,9 @@ measure() {
   esac
   fwd_pid=$!
   sleep 0.7
+  # The viewer on the generator's core, as an operator's terminal elsewhere; it ends when udptee does.
+  [[ $name == kernel-top ]] && { taskset -c "$GEN_CPU" ip netns exec "$fwd" "$T/udptee" top \
+    --admin 127.0.0.1:8135 > /dev/null 2>&1 & sleep 1.2; }
   taskset -c "$GEN_CPU" ip netns exec "$gen" "$T/udptee-loadgen" send --to "10.77.0.1:$listen" \
     --rate "$rate" --duration "$((DURATION + 2))s" --size 64 --burst "$BURST" > "$tmp/send.json" 2>/dev/null &
   gen_pid=$!
@@ -116,7 +123,7 @@ short = "" if rate >= asked * 0.98 else f" (asked {asked:.0f}/s: the generator's
 print(f"{name} rate {asked:.0f} run {run}: core share {share:.3f}, {share * 1e6 / rate:.2f} us/datagram at {rate:.0f}/s{short}; sent {sent}, least received by a target {received} (loss {loss:.4%})")
 PY
   # The kernel path's refused clones (backlog_full, per target) from udptee's final summary.
-  [[ $name == kernel ]] && { grep -o 'backlog_full[=: ]*[0-9]*' "$tmp/fwd.log" | tr '\n' ' '; echo; } | sed 's/^/  /' | tee -a "$results" || true
+  [[ $name == kernel* ]] && { grep -o 'backlog_full[=: ]*[0-9]*' "$tmp/fwd.log" | tr '\n' ' '; echo; } | sed 's/^/  /' | tee -a "$results" || true
   rm -f "$tmp"/sink-*.json
 }
 

@@ -39,7 +39,8 @@ pub(crate) struct KernelTarget {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Plan {
     pub(crate) targets: Vec<KernelTarget>,
-    /// User space needs the original IPv4 datagrams (a user-space target, a recorder, a tap).
+    /// User space needs the original IPv4 datagrams (a user-space target, a recorder, a tap, the
+    /// top talkers' sample).
     pub(crate) pass_v4: bool,
     pub(crate) pass_v6: bool,
 }
