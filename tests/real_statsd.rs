@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use udptee::statsd::filter::LineSettings;
 use util::*;
 
+/// Etsy statsd's stats.js, or `None` after saying the test skips without it.
 fn statsd_js() -> Option<PathBuf> {
     let p = std::env::var_os("UDPTEE_STATSD_JS")
         .map(PathBuf::from)
@@ -26,7 +27,13 @@ fn statsd_js() -> Option<PathBuf> {
             PathBuf::from(env!("CARGO_MANIFEST_DIR"))
                 .join("target/ci-tools/node_modules/statsd/stats.js")
         });
-    p.exists().then_some(p)
+    if !p.exists() {
+        skip_witness(
+            "skipped: Etsy statsd not installed (run .ci/packages.sh, or set UDPTEE_STATSD_JS)",
+        );
+        return None;
+    }
+    Some(p)
 }
 
 /// One command on statsd's management port; its answer up to `END`.
@@ -61,9 +68,6 @@ fn counter(dump: &str, key: &str) -> Option<u64> {
 #[test]
 fn a_filtered_copy_parses_in_a_real_statsd() {
     let Some(js) = statsd_js() else {
-        skip_witness(
-            "skipped: Etsy statsd not installed (run .ci/packages.sh, or set UDPTEE_STATSD_JS)",
-        );
         return;
     };
     let python_ok = Command::new("python3")
@@ -74,37 +78,8 @@ fn a_filtered_copy_parses_in_a_real_statsd() {
         skip_witness("skipped: the Python datadog client is not installed (pip install datadog)");
         return;
     }
-    let port = free_addr().port();
-    let mgmt_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = std::env::temp_dir().join(format!("udptee-statsd-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let conf = dir.join("config.js");
-    std::fs::write(
-        &conf,
-        format!(
-            "{{ address: \"127.0.0.1\", port: {port}, mgmt_address: \"127.0.0.1\", mgmt_port: {mgmt_port}, backends: [], flushInterval: 3600000, deleteCounters: false }}"
-        ),
-    )
-    .unwrap();
-    let mut statsd = Command::new("node")
-        .arg(&js)
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("node runs");
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", mgmt_port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "statsd did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let dir = temp_dir("statsd", "udp");
+    let (statsd, port, mgmt_port) = start_statsd(&js, &dir, Server::Udp);
 
     let raw = Sink::new(false);
     let statsd_addr: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -163,8 +138,7 @@ s.close_socket()
     std::thread::sleep(Duration::from_millis(500));
     let snap = fwd.shutdown();
     let dump = mgmt(mgmt_port, "counters");
-    let _ = statsd.kill();
-    let _ = statsd.wait();
+    drop(statsd);
     let _ = std::fs::remove_dir_all(&dir);
 
     assert_eq!(
@@ -200,16 +174,35 @@ s.close_socket()
     assert_accounted(&snap);
 }
 
-/// Starts Etsy statsd with its TCP server on a free port; returns it, its port and its management
-/// port.
-fn start_tcp_statsd(js: &std::path::Path, dir: &std::path::Path) -> (Reap, u16, u16) {
-    let port = free_tcp().port();
+/// Which of Etsy statsd's servers to run.
+#[derive(Clone, Copy, PartialEq)]
+enum Server {
+    Udp,
+    Tcp,
+}
+
+/// Starts Etsy statsd with its UDP or TCP server on a free port, flushing never (the counters stay
+/// for `mgmt`); returns it, its port and its management port once both answer.
+fn start_statsd(js: &std::path::Path, dir: &std::path::Path, server: Server) -> (Reap, u16, u16) {
     let mgmt_port = free_tcp().port();
-    let conf = dir.join(format!("tcp-{port}.js"));
+    let (port, listen) = match server {
+        Server::Udp => {
+            let port = free_addr().port();
+            (port, format!("address: \"127.0.0.1\", port: {port}"))
+        }
+        Server::Tcp => {
+            let port = free_tcp().port();
+            let s = format!(
+                "servers: [{{ server: \"./servers/tcp\", address: \"127.0.0.1\", port: {port} }}]"
+            );
+            (port, s)
+        }
+    };
+    let conf = dir.join(format!("statsd-{port}.js"));
     std::fs::write(
         &conf,
         format!(
-            "{{ servers: [{{ server: \"./servers/tcp\", address: \"127.0.0.1\", port: {port} }}], mgmt_address: \"127.0.0.1\", mgmt_port: {mgmt_port}, backends: [], flushInterval: 3600000, deleteCounters: false }}"
+            "{{ {listen}, mgmt_address: \"127.0.0.1\", mgmt_port: {mgmt_port}, backends: [], flushInterval: 3600000, deleteCounters: false }}"
         ),
     )
     .unwrap();
@@ -222,7 +215,7 @@ fn start_tcp_statsd(js: &std::path::Path, dir: &std::path::Path) -> (Reap, u16, 
         .expect("node runs");
     let start = Instant::now();
     while TcpStream::connect(("127.0.0.1", mgmt_port)).is_err()
-        || TcpStream::connect(("127.0.0.1", port)).is_err()
+        || (server == Server::Tcp && TcpStream::connect(("127.0.0.1", port)).is_err())
     {
         assert!(
             start.elapsed() < Duration::from_secs(20),
@@ -308,19 +301,15 @@ fn tcp_totals(mgmt_port: u16) -> Vec<String> {
 #[test]
 fn statsd_lines_over_tcp_through_udptee_reach_etsy_statsds_tcp_server_as_a_direct_run_does() {
     let Some(js) = statsd_js() else {
-        skip_witness(
-            "skipped: Etsy statsd not installed (run .ci/packages.sh, or set UDPTEE_STATSD_JS)",
-        );
         return;
     };
-    let dir = std::env::temp_dir().join(format!("udptee-statsd-tcp-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("statsd", "tcp");
     let streams = tcp_workload(8, 3000);
     // The direct run: the clients to statsd's TCP server.
-    let (_direct, direct_port, direct_mgmt) = start_tcp_statsd(&js, &dir);
+    let (_direct, direct_port, direct_mgmt) = start_statsd(&js, &dir, Server::Tcp);
     send_streams(([127, 0, 0, 1], direct_port).into(), &streams);
     // Through udptee: a tcp:// listener, a tcp:// target.
-    let (_teed, teed_port, teed_mgmt) = start_tcp_statsd(&js, &dir);
+    let (_teed, teed_port, teed_mgmt) = start_statsd(&js, &dir, Server::Tcp);
     let fwd = forwarder(false, &[], |c| {
         c.targets = vec![udptee::config::TargetSpec::new_tcp(
             "statsd",
