@@ -602,24 +602,8 @@ fn a_tcp_listener_from_systemd_serves_what_waited_in_it_and_goes_into_the_fd_sto
         "LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=udptee-listen exec \"$0\" \"$@\"",
     ])
     .arg(BIN)
-    .args([
-        "--listen",
-        &udp.to_string(),
-        "--listen",
-        &format!("tcp://{tcp}"),
-    ])
-    .args([
-        "--to",
-        &out.addr.to_string(),
-        "--admin",
-        "off",
-        "--stats-interval",
-        "0",
-    ])
-    .args(["--control-socket", "off"])
-    .env("NOTIFY_SOCKET", &notify_path)
-    .stderr(std::process::Stdio::piped())
-    .die_with_test();
+    .env("NOTIFY_SOCKET", &notify_path);
+    udp_and_tcp_into(&mut cmd, udp, tcp, &out);
     {
         use std::os::unix::process::CommandExt;
         // SAFETY: dup2 is async-signal-safe; it puts the listener at fd 3 (without CLOEXEC).
@@ -663,6 +647,25 @@ fn a_tcp_listener_from_systemd_serves_what_waited_in_it_and_goes_into_the_fd_sto
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// udptee's flags (appended to `cmd`, which runs it) for a UDP listener at `udp` and a `tcp://`
+/// one at `tcp`, forwarding to `out`, with no admin listener, stats line or control socket; stderr
+/// captured, dying with the test.
+fn udp_and_tcp_into(cmd: &mut Command, udp: SocketAddr, tcp: SocketAddr, out: &Keep) {
+    cmd.args(["--listen", &udp.to_string()])
+        .args(["--listen", &format!("tcp://{tcp}")])
+        .args(["--to", &out.addr.to_string()])
+        .args([
+            "--admin",
+            "off",
+            "--stats-interval",
+            "0",
+            "--control-socket",
+            "off",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .die_with_test();
+}
+
 /// User and system CPU time of a process so far, from /proc/PID/stat, in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -677,23 +680,7 @@ fn out_of_descriptors_the_listener_pauses_instead_of_spinning_and_the_waiting_cl
     let out = Keep::new();
     let (udp, tcp) = (free_addr(), free_tcp());
     let mut cmd = Command::new(BIN);
-    cmd.args([
-        "--listen",
-        &udp.to_string(),
-        "--listen",
-        &format!("tcp://{tcp}"),
-    ])
-    .args([
-        "--to",
-        &out.addr.to_string(),
-        "--admin",
-        "off",
-        "--stats-interval",
-        "0",
-    ])
-    .args(["--control-socket", "off"])
-    .stderr(std::process::Stdio::piped())
-    .die_with_test();
+    udp_and_tcp_into(&mut cmd, udp, tcp, &out);
     {
         use std::os::unix::process::CommandExt;
         // SAFETY: setrlimit is async-signal-safe: room for udptee's own descriptors and a few
