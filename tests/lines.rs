@@ -9,49 +9,11 @@ mod util;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use udptee::metrics::counters::LineOutcome;
 use udptee::statsd::filter::LineSettings;
 use util::*;
-
-/// A sink that keeps every datagram's bytes.
-struct RawSink {
-    addr: SocketAddr,
-    got: Arc<Mutex<Vec<Vec<u8>>>>,
-}
-
-impl RawSink {
-    fn new() -> Self {
-        let socket = udp_socket(loopback(false), 8 << 20);
-        socket
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let addr = socket.local_addr().unwrap();
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let g = Arc::clone(&got);
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 70_000];
-            loop {
-                match socket.recv(&mut buf) {
-                    Ok(n) => g.lock().unwrap().push(buf[..n].to_vec()),
-                    Err(_) if Arc::strong_count(&g) == 1 => return,
-                    Err(_) => {}
-                }
-            }
-        });
-        Self { addr, got }
-    }
-
-    fn datagrams(&self) -> Vec<Vec<u8>> {
-        self.got.lock().unwrap().clone()
-    }
-
-    fn lines(&self) -> Vec<String> {
-        text_lines(&self.datagrams())
-    }
-}
 
 /// Every line of `datagrams`, in order.
 fn text_lines(datagrams: &[Vec<u8>]) -> Vec<String> {
@@ -104,8 +66,8 @@ fn get(addr: SocketAddr, path: &str) -> serde_json::Value {
 
 /// Runs the traffic through targets with `settings` (index 0 is unfiltered); returns the sinks, the
 /// final snapshot and the parity ledger against target 0.
-fn run(settings: &[LineSettings]) -> (Vec<RawSink>, udptee::Snapshot, serde_json::Value) {
-    let sinks: Vec<RawSink> = settings.iter().map(|_| RawSink::new()).collect();
+fn run(settings: &[LineSettings]) -> (Vec<Keep>, udptee::Snapshot, serde_json::Value) {
+    let sinks: Vec<Keep> = settings.iter().map(|_| Keep::new()).collect();
     let addrs: Vec<SocketAddr> = sinks.iter().map(|s| s.addr).collect();
     let fwd = forwarder(false, &addrs, |c| {
         c.admin = Some("127.0.0.1:0".parse().unwrap());
@@ -174,17 +136,16 @@ fn line_settings_give_each_target_exactly_its_share() {
             .collect()
     };
     assert_eq!(
-        sinks[1].lines(),
+        text_lines(&sinks[1].datagrams()),
         keep(&|n| n == "svc.x1" || n.starts_with("svc.x2")),
         "include: exactly svc.x1 (not svc.x10..15) and svc.x2*, every line, in order"
     );
     assert_eq!(
-        sinks[2].lines(),
+        text_lines(&sinks[2].datagrams()),
         keep(&|n| !n.starts_with("svc.x1")),
         "exclude: everything but svc.x1*"
     );
-    let sampled: BTreeSet<String> = sinks[3]
-        .lines()
+    let sampled: BTreeSet<String> = text_lines(&sinks[3].datagrams())
         .iter()
         .map(|l| name_of(l).to_owned())
         .collect();
@@ -193,11 +154,11 @@ fn line_settings_give_each_target_exactly_its_share() {
         "sample 0.5 keeps about half of 16 names: {sampled:?}"
     );
     assert_eq!(
-        sinks[3].lines(),
+        text_lines(&sinks[3].datagrams()),
         keep(&|n| sampled.contains(n)),
         "each sampled name complete: all of its lines, in order"
     );
-    let shadow = sinks[4].lines();
+    let shadow = text_lines(&sinks[4].datagrams());
     assert_eq!(shadow.len(), all_lines.len());
     for (got, orig) in shadow.iter().zip(&all_lines) {
         assert_eq!(got, &format!("shadow.{orig},shadow:true"), "rewritten copy");
@@ -227,7 +188,7 @@ fn line_settings_give_each_target_exactly_its_share() {
         );
         assert_eq!(
             s.lines(LineOutcome::Sent) as usize,
-            sink.lines().len(),
+            text_lines(&sink.datagrams()).len(),
             "{t}: lines counted as sent = lines received"
         );
     }
@@ -258,8 +219,7 @@ fn line_settings_give_each_target_exactly_its_share() {
 
     // A second run samples the same names.
     let (sinks2, _, _) = run(&settings[..4]);
-    let again: BTreeSet<String> = sinks2[3]
-        .lines()
+    let again: BTreeSet<String> = text_lines(&sinks2[3].datagrams())
         .iter()
         .map(|l| name_of(l).to_owned())
         .collect();
@@ -283,7 +243,7 @@ fn identical_targets_have_equal_digests() {
 /// does (it sends them as they are, like every line).
 #[test]
 fn a_parity_target_counts_malformed_lines_too() {
-    let sinks = [RawSink::new(), RawSink::new()];
+    let sinks = [Keep::new(), Keep::new()];
     let fwd = forwarder(false, &[sinks[0].addr, sinks[1].addr], |c| {
         c.targets[0].parity = true;
         c.targets[1].lines = LineSettings {

@@ -8,36 +8,12 @@ mod util;
 
 use std::collections::HashSet;
 use std::net::UdpSocket;
-use std::sync::{Arc, Mutex};
+
 use std::time::Duration;
 
 use udptee::config::lines::Cardinality;
 use udptee::metrics::counters::LineOutcome;
 use util::*;
-
-/// A UDP receiver keeping every line.
-fn line_sink() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
-    let s = udp_socket("127.0.0.1:0".parse().unwrap(), 16 << 20);
-    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-    let addr = s.local_addr().unwrap();
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let keep = Arc::clone(&lines);
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; 65536];
-        loop {
-            if let Ok(n) = s.recv(&mut buf) {
-                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                keep.lock()
-                    .unwrap()
-                    .extend(text.split('\n').map(str::to_owned));
-            }
-            if Arc::strong_count(&keep) == 1 {
-                return;
-            }
-        }
-    });
-    (addr, lines)
-}
 
 fn send_series(to: std::net::SocketAddr, n: usize) {
     let c = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -54,9 +30,9 @@ fn send_series(to: std::net::SocketAddr, n: usize) {
 }
 
 fn run(action: Cardinality) -> (Vec<String>, udptee::Snapshot) {
-    let (budgeted, lines) = line_sink();
+    let budgeted = Keep::new();
     let open = Sink::new(false);
-    let fwd = forwarder(false, &[budgeted, open.addr], |c| {
+    let fwd = forwarder(false, &[budgeted.addr, open.addr], |c| {
         c.targets[0].lines.max_series = Some(1000);
         c.targets[0].lines.cardinality = action;
     });
@@ -72,8 +48,7 @@ fn run(action: Cardinality) -> (Vec<String>, udptee::Snapshot) {
         snap.targets[1].forwarded, 5000,
         "the other target sees every series"
     );
-    let got = lines.lock().unwrap().clone();
-    (got, snap)
+    (budgeted.lines(), snap)
 }
 
 #[test]
@@ -112,9 +87,9 @@ fn with_strip_tags_the_lines_over_the_budget_arrive_without_their_tags() {
 
 #[test]
 fn targets_name_the_metric_that_blew_up_and_bad_budgets_are_refused() {
-    let dir = std::env::temp_dir().join(format!("udptee-series-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (budgeted, _lines) = line_sink();
+    let dir = temp_dir("series", "file");
+    let sink = Keep::new();
+    let budgeted = sink.addr;
     let listen = free_addr();
     let admin = free_tcp();
     let file = dir.join("udptee.toml");

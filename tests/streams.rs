@@ -19,52 +19,14 @@ use util::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_udptee");
 
-/// A UDP receiver that keeps every datagram's bytes.
-struct Keep {
-    addr: SocketAddr,
-    got: Arc<Mutex<Vec<Vec<u8>>>>,
-}
-
-impl Keep {
-    fn new() -> Self {
-        let s = udp_socket("127.0.0.1:0".parse().unwrap(), 32 << 20);
-        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        let addr = s.local_addr().unwrap();
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let g = Arc::clone(&got);
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 70_000];
-            loop {
-                if let Ok(n) = s.recv(&mut buf) {
-                    g.lock().unwrap().push(buf[..n].to_vec());
-                }
-                if Arc::strong_count(&g) == 1 {
-                    return;
-                }
-            }
-        });
-        Self { addr, got }
-    }
-
-    /// Every line received so far, in arrival order.
-    fn lines(&self) -> Vec<String> {
-        self.got
-            .lock()
-            .unwrap()
-            .iter()
-            .flat_map(|d| {
-                assert!(
-                    !d.ends_with(b"\n"),
-                    "no newline after the last line of a datagram"
-                );
-                String::from_utf8(d.clone())
-                    .unwrap()
-                    .split('\n')
-                    .map(str::to_owned)
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    }
+/// Every line `out` received so far, in arrival order; packed datagrams never end in a newline.
+fn lines(out: &Keep) -> Vec<String> {
+    let datagrams = out.datagrams();
+    assert!(
+        datagrams.iter().all(|d| !d.ends_with(b"\n")),
+        "no newline after the last line of a datagram"
+    );
+    out.lines()
 }
 
 /// A TCP receiver keeping every line of the one connection it accepts.
@@ -178,10 +140,10 @@ fn every_line_from_every_kind_of_listener_arrives_once_in_order() {
     }
     let want = CLIENTS * LINES + 1000 + 200 + 200;
     wait_for(&fwd, "every line at the target", || {
-        out.lines().len() >= want
+        lines(&out).len() >= want
     });
     drop(u);
-    let lines = out.lines();
+    let lines = lines(&out);
     assert_eq!(lines.len(), want, "no line repeated");
     let mut per: HashMap<String, Vec<usize>> = HashMap::new();
     for l in &lines {
@@ -242,7 +204,7 @@ fn every_line_from_every_kind_of_listener_arrives_once_in_order() {
         udp_got.len()
     );
     // Packed: at most 200 bytes unless a line is alone, and far fewer datagrams than lines.
-    let datagrams = out.got.lock().unwrap().clone();
+    let datagrams = out.datagrams();
     assert!(datagrams.iter().all(|d| d.len() <= 200));
     assert!(
         datagrams.len() < want / 2,
@@ -317,8 +279,8 @@ fn the_bounds_hold_and_each_is_counted() {
     let long = "x".repeat(100);
     a.write_all(format!("ok.1:1|c\n{long}:1|c\nok.2:1|c\n").as_bytes())
         .unwrap();
-    wait_for(&fwd, "both short lines", || out.lines().len() >= 2);
-    assert_eq!(out.lines(), vec!["ok.1:1|c", "ok.2:1|c"]);
+    wait_for(&fwd, "both short lines", || lines(&out).len() >= 2);
+    assert_eq!(lines(&out), vec!["ok.1:1|c", "ok.2:1|c"]);
     assert_eq!(tcp_stats().lines_too_long, 1);
     // A second connection fits; a third is over --max-connections: closed, nothing written.
     let _b = TcpStream::connect(tcp).unwrap();
@@ -349,7 +311,7 @@ fn the_bounds_hold_and_each_is_counted() {
     let mut buf = [0u8; 8];
     assert!(matches!(u.read(&mut buf), Ok(0) | Err(_)));
     wait_for(&fwd, "the frame before it", || {
-        out.lines().contains(&"uds:1|c".to_owned())
+        lines(&out).contains(&"uds:1|c".to_owned())
     });
     let snap = fwd.shutdown();
     let u = snap
@@ -511,7 +473,7 @@ fn a_takeover_carries_every_listener_and_the_socket_files_stay() {
     let mut before = TcpStream::connect(tcp).unwrap();
     before.write_all(b"before.tcp:1|c\n").unwrap();
     wait_until("the old one forwards", Duration::from_secs(10), || {
-        out.lines().contains(&"before.tcp:1|c".to_owned())
+        lines(&out).contains(&"before.tcp:1|c".to_owned())
     });
     let new = start(&["--takeover"]);
     wait_until("the old udptee to exit", Duration::from_secs(30), || {
@@ -559,7 +521,7 @@ fn a_takeover_carries_every_listener_and_the_socket_files_stay() {
         "every listener forwards in the new one",
         Duration::from_secs(10),
         || {
-            let got = out.lines();
+            let got = lines(&out);
             want.iter().all(|w| got.contains(&format!("{w}:1|c")))
         },
     );
@@ -619,9 +581,9 @@ fn a_tcp_listener_from_systemd_serves_what_waited_in_it_and_goes_into_the_fd_sto
     let child = cmd.spawn().unwrap();
     drop(held);
     wait_until("what waited arrives", Duration::from_secs(10), || {
-        out.lines().len() >= 2
+        lines(&out).len() >= 2
     });
-    assert_eq!(out.lines(), vec!["waited.1:1|c", "waited.2:1|c"]);
+    assert_eq!(lines(&out), vec!["waited.1:1|c", "waited.2:1|c"]);
     let stored = fdstore_message(&notify)
         .map(|(_, fds)| fds)
         .unwrap_or_default();
@@ -709,7 +671,7 @@ fn out_of_descriptors_the_listener_pauses_instead_of_spinning_and_the_waiting_cl
         })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
-    let served = out.lines().len();
+    let served = lines(&out).len();
     assert!(
         served > 0 && served < 30,
         "some served, the rest wait: {served}"
@@ -723,7 +685,7 @@ fn out_of_descriptors_the_listener_pauses_instead_of_spinning_and_the_waiting_cl
     );
     drop(clients); // the served ones close, making room; the waiting ones are accepted then
     wait_until("every client served", Duration::from_secs(10), || {
-        out.lines().len() == 30
+        lines(&out).len() == 30
     });
     signal(&child, "-TERM");
     let o = child.wait_with_output().unwrap();
@@ -767,7 +729,7 @@ fn only_stream_listeners_forward_and_hand_over() {
         .write_all(&frame(b"old.unix:1|c"))
         .unwrap();
     wait_until("the old one forwards", Duration::from_secs(10), || {
-        out.lines().len() == 2
+        lines(&out).len() == 2
     });
     let new = start(&["--takeover"]);
     let o = old.wait_with_output().unwrap();
@@ -786,7 +748,7 @@ fn only_stream_listeners_forward_and_hand_over() {
         .write_all(&frame(b"new.unix:1|c"))
         .unwrap();
     wait_until("the new one forwards", Duration::from_secs(10), || {
-        out.lines().len() == 4
+        lines(&out).len() == 4
     });
     signal(&new, "-TERM");
     let o = new.wait_with_output().unwrap();

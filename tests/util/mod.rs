@@ -332,6 +332,54 @@ pub fn free_addr() -> SocketAddr {
         .unwrap()
 }
 
+/// A UDP receiver on 127.0.0.1 keeping every datagram's bytes, in arrival order, until it is
+/// dropped.
+pub struct Keep {
+    pub addr: SocketAddr,
+    got: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl Keep {
+    pub fn new() -> Self {
+        let s = udp_socket("127.0.0.1:0".parse().unwrap(), 32 << 20);
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let addr = s.local_addr().unwrap();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g = Arc::clone(&got);
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 70_000];
+            loop {
+                if let Ok(n) = s.recv(&mut buf) {
+                    g.lock().unwrap().push(buf[..n].to_vec());
+                }
+                if Arc::strong_count(&g) == 1 {
+                    return;
+                }
+            }
+        });
+        Self { addr, got }
+    }
+
+    /// Every datagram received so far.
+    pub fn datagrams(&self) -> Vec<Vec<u8>> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Every line received so far: each datagram split on `\n`, as sent (a `\r` stays).
+    pub fn lines(&self) -> Vec<String> {
+        self.datagrams()
+            .iter()
+            .flat_map(|d| {
+                String::from_utf8(d.clone())
+                    .expect("lines are UTF-8")
+                    .split('\n')
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
 /// A fresh, empty directory for one test: `udptee-{TAG}-{name}-{pid}` under the system's temporary
 /// directory, TAG naming the test binary.
 pub fn temp_dir(tag: &str, name: &str) -> std::path::PathBuf {
