@@ -78,8 +78,7 @@ fn bad_rates_are_one_clear_error_and_the_api_keeps_the_running_set() {
         ("10 bytes/s", "N/s, N datagrams/s or N lines/s"),
         ("500 lines/s", "only a plain target with line settings"),
     ] {
-        let dir = std::env::temp_dir().join(format!("udptee-rate-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = temp_dir("rate", "file");
         let file = dir.join("udptee.toml");
         std::fs::write(
             &file,

@@ -413,9 +413,7 @@ fn unix_stream_target(name: &str, path: &std::path::Path) -> TargetSpec {
 
 #[test]
 fn a_unix_stream_target_gets_each_datagram_as_a_frame_and_a_switch_moves_it_whole() {
-    let dir = std::env::temp_dir().join(format!("udptee-ustream-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("tcpt", "ustream");
     let (pa, pb) = (dir.join("a.sock"), dir.join("b.sock"));
     let (a, b) = (FrameSink::at(&pa), FrameSink::at(&pb));
     let fwd = forwarder(false, &[], |c| {
