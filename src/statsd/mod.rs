@@ -179,6 +179,20 @@ impl fmt::Display for Malformed {
     }
 }
 
+/// Bytes (a name, a series) as text for a report: lossy UTF-8, cut at a character boundary to at
+/// most `max` bytes and then marked with `…`.
+pub fn label(bytes: &[u8], max: usize) -> String {
+    let s = String::from_utf8_lossy(bytes);
+    if s.len() <= max {
+        return s.into_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
 /// The lines of a datagram: split on `\n`, empty lines skipped. A `\r` before the `\n` is part of
 /// the line ending, as Etsy statsd takes it: each line keeps it ([`ending`] splits it off), and a
 /// line of nothing but `\r` is empty.

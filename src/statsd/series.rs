@@ -9,6 +9,7 @@
 //! Floor 1; hot for a target with a budget (one lookup per line).
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::time::{Duration, Instant};
 
 use xxhash_rust::xxh3::xxh3_64;
@@ -81,8 +82,40 @@ impl Set {
 }
 
 /// Series by name, for the report: the names with the most series in the current half window.
+/// Most names a budget counts series for in a half window: a name cardinality explosion (a
+/// request id in the name) counts the rest under [`OTHER_NAMES`], so this table stays bounded
+/// (about 250 KiB) whatever the traffic.
+pub const MAX_NAMES: usize = 1024;
+/// Longest name kept for the report, in bytes.
+pub const NAME_MAX: usize = 160;
+/// The report's name for the series of the names over [`MAX_NAMES`].
+pub const OTHER_NAMES: &str = "(other names)";
+
+/// New series per name in the current half window.
 #[derive(Debug, Default)]
-struct Names(HashMap<u64, (String, u64)>);
+struct Names {
+    counted: HashMap<u64, (String, u64)>,
+    other: u64,
+}
+
+impl Names {
+    fn count(&mut self, name: &[u8]) {
+        let key = xxh3_64(name);
+        let full = self.counted.len() >= MAX_NAMES;
+        match self.counted.entry(key) {
+            Entry::Occupied(e) => e.into_mut().1 += 1,
+            Entry::Vacant(_) if full => self.other += 1,
+            Entry::Vacant(e) => {
+                e.insert((super::label(name, NAME_MAX), 1));
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.counted.clear();
+        self.other = 0;
+    }
+}
 
 /// A target's series budget.
 #[derive(Debug)]
@@ -141,7 +174,7 @@ impl SeriesBudget {
             self.current.clear();
             self.previous_only = self.previous.len as u64;
             self.turns_at += self.half;
-            self.names.0.clear();
+            self.names.clear();
         }
         if self.current.contains(h) {
             return true;
@@ -152,18 +185,16 @@ impl SeriesBudget {
             return false;
         }
         self.current.insert(h);
-        let key = xxh3_64(name);
-        self.names
-            .0
-            .entry(key)
-            .or_insert_with(|| (String::from_utf8_lossy(name).into_owned(), 0))
-            .1 += 1;
+        self.names.count(name);
         true
     }
 
     /// The window as it stands, with the `n` names with the most series.
     pub fn report(&self, n: usize) -> SeriesReport {
-        let mut top: Vec<(String, u64)> = self.names.0.values().cloned().collect();
+        let mut top: Vec<(String, u64)> = self.names.counted.values().cloned().collect();
+        if self.names.other > 0 {
+            top.push((OTHER_NAMES.to_owned(), self.names.other));
+        }
         top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         top.truncate(n);
         SeriesReport {
@@ -217,5 +248,22 @@ mod tests {
         assert!(b.admit(2000, b"m", t2));
         assert_eq!(b.seen(), 2, "series 7 and the new one");
         assert_eq!(b.report(5).top_names, vec![("m".to_owned(), 1)]);
+    }
+
+    #[test]
+    fn the_names_table_is_bounded_whatever_the_names() {
+        let t0 = Instant::now();
+        let mut b = SeriesBudget::starting(10_000, Duration::from_secs(10), t0);
+        for i in 0..5000u64 {
+            assert!(b.admit(i + 1, format!("req.{i}.latency").as_bytes(), t0));
+        }
+        assert!(b.admit(9999, "x".repeat(1000).as_bytes(), t0));
+        assert_eq!(b.names.counted.len(), MAX_NAMES);
+        let top = b.report(1).top_names;
+        assert_eq!(top, vec![(OTHER_NAMES.to_owned(), 5001 - MAX_NAMES as u64)]);
+        let mut b = SeriesBudget::starting(10, Duration::from_secs(10), t0);
+        assert!(b.admit(1, "é".repeat(200).as_bytes(), t0));
+        let name = &b.report(1).top_names[0].0;
+        assert!(name.len() <= NAME_MAX + '…'.len_utf8() && name.ends_with('…'));
     }
 }

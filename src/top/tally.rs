@@ -236,15 +236,7 @@ pub fn rank<'a>(seconds: impl IntoIterator<Item = &'a Second>, by: By, n: usize)
 
 /// Bytes as text, cut to [`LABEL_MAX`].
 fn label(b: &[u8]) -> Box<str> {
-    let s = String::from_utf8_lossy(b);
-    if s.len() <= LABEL_MAX {
-        return s.into();
-    }
-    let mut end = LABEL_MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end]).into()
+    statsd::label(b, LABEL_MAX).into()
 }
 
 /// `name|type|#tag,tag` with the tags sorted and each once (the series' identity, as
