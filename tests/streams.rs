@@ -502,14 +502,8 @@ fn a_takeover_carries_every_listener_and_the_socket_files_stay() {
         .unwrap()
         .send_to(b"after.gram:1|c", &gram)
         .unwrap();
-    TcpStream::connect(tcp)
-        .unwrap()
-        .write_all(b"after.tcp:1|c\n")
-        .unwrap();
-    UnixStream::connect(&stream)
-        .unwrap()
-        .write_all(&frame(b"after.unix:1|c"))
-        .unwrap();
+    send_tcp(tcp, b"after.tcp:1|c\n");
+    send_frame(&stream, b"after.unix:1|c");
     let want = [
         "after.udp1",
         "after.udp2",
@@ -525,10 +519,7 @@ fn a_takeover_carries_every_listener_and_the_socket_files_stay() {
             want.iter().all(|w| got.contains(&format!("{w}:1|c")))
         },
     );
-    signal(&new, "-TERM");
-    let o = new.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(0), "{err}");
+    let err = stop_ok(new);
     assert!(
         err.contains("final: received 6 datagrams"),
         "the old one's counted too: {err}"
@@ -587,10 +578,7 @@ fn a_tcp_listener_from_systemd_serves_what_waited_in_it_and_goes_into_the_fd_sto
     let stored = fdstore_message(&notify)
         .map(|(_, fds)| fds)
         .unwrap_or_default();
-    signal(&child, "-TERM");
-    let o = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(0), "{err}");
+    stop_ok(child);
     let kinds: Vec<(socket2::Type, Option<SocketAddr>)> = stored
         .into_iter()
         .map(|fd| {
@@ -626,6 +614,19 @@ fn udp_and_tcp_into(cmd: &mut Command, udp: SocketAddr, tcp: SocketAddr, out: &K
         ])
         .stderr(std::process::Stdio::piped())
         .die_with_test();
+}
+
+/// `bytes` over a new TCP connection to `tcp`.
+fn send_tcp(tcp: SocketAddr, bytes: &[u8]) {
+    TcpStream::connect(tcp).unwrap().write_all(bytes).unwrap();
+}
+
+/// `payload` as one DogStatsD frame over a new connection to the Unix stream socket at `path`.
+fn send_frame(path: &std::path::Path, payload: &[u8]) {
+    UnixStream::connect(path)
+        .unwrap()
+        .write_all(&frame(payload))
+        .unwrap();
 }
 
 /// User and system CPU time of a process so far, from /proc/PID/stat, in clock ticks.
@@ -687,10 +688,7 @@ fn out_of_descriptors_the_listener_pauses_instead_of_spinning_and_the_waiting_cl
     wait_until("every client served", Duration::from_secs(10), || {
         lines(&out).len() == 30
     });
-    signal(&child, "-TERM");
-    let o = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(0), "{err}");
+    let err = stop_ok(child);
     assert!(err.contains("accept failed; the listener pauses"), "{err}");
 }
 
@@ -720,14 +718,8 @@ fn only_stream_listeners_forward_and_hand_over() {
     wait_until("the control socket", Duration::from_secs(10), || {
         control.exists()
     });
-    TcpStream::connect(tcp)
-        .unwrap()
-        .write_all(b"old.tcp:1|c\n")
-        .unwrap();
-    UnixStream::connect(&stream)
-        .unwrap()
-        .write_all(&frame(b"old.unix:1|c"))
-        .unwrap();
+    send_tcp(tcp, b"old.tcp:1|c\n");
+    send_frame(&stream, b"old.unix:1|c");
     wait_until("the old one forwards", Duration::from_secs(10), || {
         lines(&out).len() == 2
     });
@@ -739,21 +731,12 @@ fn only_stream_listeners_forward_and_hand_over() {
         !old_err.contains("receive buffer"),
         "no datagram socket, no buffer warning: {old_err}"
     );
-    TcpStream::connect(tcp)
-        .unwrap()
-        .write_all(b"new.tcp:1|c\n")
-        .unwrap();
-    UnixStream::connect(&stream)
-        .unwrap()
-        .write_all(&frame(b"new.unix:1|c"))
-        .unwrap();
+    send_tcp(tcp, b"new.tcp:1|c\n");
+    send_frame(&stream, b"new.unix:1|c");
     wait_until("the new one forwards", Duration::from_secs(10), || {
         lines(&out).len() == 4
     });
-    signal(&new, "-TERM");
-    let o = new.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(0), "{err}");
+    let err = stop_ok(new);
     assert!(err.contains("final: received 4 datagrams"), "{err}");
     assert!(
         err.contains(&format!(

@@ -57,13 +57,7 @@ impl Running {
     }
 
     fn stop(self) -> usize {
-        signal(&self.child, "-TERM");
-        let out = self.child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        stop_ok(self.child);
         self.sink.finish().0.len()
     }
 }

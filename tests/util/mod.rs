@@ -463,6 +463,15 @@ pub fn signal(child: &std::process::Child, sig: &str) {
     assert!(status.success(), "kill {sig} failed");
 }
 
+/// Stops a udptee child with SIGTERM, asserts it exited 0, and returns its stderr.
+pub fn stop_ok(child: std::process::Child) -> String {
+    signal(&child, "-TERM");
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    err
+}
+
 /// Kernel drops on a socket we own.
 pub fn kernel_drops(socket: &UdpSocket) -> u64 {
     udptee::socket_drops(socket).expect("SO_MEMINFO is available")
